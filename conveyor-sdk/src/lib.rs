@@ -1,0 +1,85 @@
+//! # conveyor-sdk
+//!
+//! Write [Conveyor CI](https://conveyor.open.ug) drivers in Rust.
+//!
+//! A driver is a program that receives resource events from the Conveyor server over
+//! NATS JetStream, does the work, streams log lines and reports a result. With this
+//! crate you write only the work:
+//!
+//! 1. implement [`Driver`]: a name, the [`ResourceType`]s it handles (with a JSON
+//!    Schema, written by hand or derived from your spec type), and
+//!    [`reconcile`](Driver::reconcile), which receives a [`Run`] with the typed spec
+//!    and a [`LogHandle`];
+//! 2. hand it to a [`Runtime`] and call [`Runtime::run`].
+//!
+//! The runtime does the rest: a durable consumer that outlives restarts, validation
+//! of every spec, several runs at once, log lines stored in order and relayed live,
+//! the result published before the message is acknowledged, redelivery on failure,
+//! and a graceful shutdown on SIGINT/SIGTERM.
+//!
+//! ```no_run
+//! use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run, Runtime};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! struct Greeting {
+//!     who: String,
+//! }
+//!
+//! struct Greeter;
+//!
+//! #[async_trait::async_trait]
+//! impl Driver for Greeter {
+//!     type Spec = Greeting;
+//!
+//!     fn name(&self) -> &str {
+//!         "greeter"
+//!     }
+//!
+//!     fn resources(&self) -> Vec<ResourceType> {
+//!         vec![ResourceType::owned_from::<Greeting>("greeting")]
+//!     }
+//!
+//!     async fn reconcile(&self, run: Run<Greeting>) -> Result<DriverResult, ReconcileError> {
+//!         run.log().log(format!("hello, {}!", run.spec().who)).await;
+//!         Ok(DriverResult::success("greeted"))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), conveyor_sdk::runtime::Error> {
+//!     Runtime::new(Greeter).run().await
+//! }
+//! ```
+//!
+//! Where to look next:
+//! - [`protocol`]: the wire types ([`Resource`], [`DriverMessage`], [`Log`], results);
+//! - [`log`]: log destinations and the [`AsyncWrite`](tokio::io::AsyncWrite) adapter;
+//! - [`validate`]: spec validation on its own, e.g. for a local run;
+//! - [`runtime`]: [`Config`] and the lower-level entry points;
+//! - `testing` (feature `testing`): a real nats-server and the server's side of the
+//!   protocol, for your driver's tests.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+pub mod driver;
+pub mod log;
+pub mod protocol;
+pub mod runtime;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+pub mod validate;
+
+pub use driver::{Driver, ReconcileError, ResourceType, Run};
+pub use log::LogHandle;
+pub use protocol::{
+    DriverMessage, DriverResult, DriverResultEvent, Event, Log, PipelineEvent, Resource, ResourceDefinition,
+};
+pub use runtime::{Config, Runtime};
+
+/// Re-exported so that a driver can use `#[async_trait]` without another dependency line.
+pub use async_trait::async_trait;
+/// Re-exported for `#[derive(JsonSchema)]` on spec types.
+pub use schemars;
+/// Re-exported for [`Run::cancellation_token`].
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,342 @@
+//! The log handle: how a run writes the lines users watch live.
+//!
+//! A [`LogHandle`] is cheap to clone and usable from any task. Where its lines go is
+//! pluggable: in the [`Runtime`](crate::Runtime) they go to NATS (stored by the server
+//! and relayed live), [`LogHandle::stdout`] prints them for a local run,
+//! [`LogHandle::memory`] keeps them for a test, and any [`LogSink`] of your own works too.
+
+mod clock;
+mod lines;
+pub(crate) mod nats;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::task::{ready, Context, Poll};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+pub(crate) use clock::RunClock;
+pub use lines::{LineSplitter, MAX_LINE_BYTES};
+
+/// Errors of a log destination.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// Lines could not be delivered to their destination; some are lost.
+    #[error("log lines could not be delivered: {reason}")]
+    Delivery {
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing to the local writer failed.
+    #[error("writing log lines failed")]
+    Io(#[source] io::Error),
+}
+
+/// A destination of log lines.
+///
+/// Implement it to send a run's lines somewhere of your own; the SDK provides NATS
+/// (inside the runtime), a writer and memory.
+///
+/// ```
+/// use conveyor_sdk::log::{LogError, LogHandle, LogSink};
+///
+/// struct Counter(std::sync::atomic::AtomicUsize);
+///
+/// #[async_trait::async_trait]
+/// impl LogSink for Counter {
+///     async fn write_line(&self, _line: &str) {
+///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///     }
+///     async fn flush(&self) -> Result<(), LogError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let log = LogHandle::new(Counter(Default::default()));
+/// ```
+#[async_trait]
+pub trait LogSink: Send + Sync + 'static {
+    /// Writes one line, without its line break. May wait to slow a fast writer down;
+    /// a line that cannot be delivered is reported by the next [`flush`](Self::flush).
+    async fn write_line(&self, line: &str);
+
+    /// Waits until every line written so far has reached its destination; an error
+    /// says that some did not.
+    async fn flush(&self) -> Result<(), LogError>;
+}
+
+/// Where a run writes its log lines. Cheap to clone; every clone writes to the same place.
+///
+/// ```
+/// # async fn demo() {
+/// let (log, lines) = conveyor_sdk::LogHandle::memory();
+/// log.log("step 1: ok").await;
+/// log.log("two\nlines").await;
+/// assert_eq!(lines.lines(), ["step 1: ok", "two", "lines"]);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LogHandle {
+    sink: Arc<dyn LogSink>,
+}
+
+impl fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogHandle").finish_non_exhaustive()
+    }
+}
+
+impl LogHandle {
+    /// A handle that writes to `sink`.
+    pub fn new(sink: impl LogSink) -> Self {
+        Self { sink: Arc::new(sink) }
+    }
+
+    /// A handle that keeps its lines in memory, and the means to read them.
+    pub fn memory() -> (Self, MemoryLog) {
+        let memory = MemoryLog::default();
+        (Self::new(memory.clone()), memory)
+    }
+
+    /// A handle that prints each line on standard output, for a local run.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// let log = conveyor_sdk::LogHandle::stdout();
+    /// log.log("hello").await;
+    /// # }
+    /// ```
+    pub fn stdout() -> Self {
+        Self::to_writer(tokio::io::stdout())
+    }
+
+    /// A handle that writes each line, followed by `\n`, to `writer`.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let log = conveyor_sdk::LogHandle::to_writer(tokio::io::sink());
+    /// log.log("nowhere").await;
+    /// # }
+    /// ```
+    pub fn to_writer<W: AsyncWrite + Send + Unpin + 'static>(writer: W) -> Self {
+        Self::new(WriterSink { writer: Mutex::new(writer), error: StdMutex::new(None) })
+    }
+
+    /// Writes `text` as one line, or as several if it holds line breaks; lines longer
+    /// than [`MAX_LINE_BYTES`] are split. Waits when the destination is slower than the
+    /// writer, so memory stays bounded.
+    ///
+    /// ```no_run
+    /// # async fn demo(log: conveyor_sdk::LogHandle) {
+    /// log.log(format!("cloning {}", "https://example.com/repo.git")).await;
+    /// # }
+    /// ```
+    pub async fn log(&self, text: impl AsRef<str>) {
+        let text = text.as_ref();
+        if !text.contains('\n') && text.len() <= MAX_LINE_BYTES {
+            self.sink.write_line(text.strip_suffix('\r').unwrap_or(text)).await;
+            return;
+        }
+        for line in lines::split_text(text) {
+            self.sink.write_line(&line).await;
+        }
+    }
+
+    /// An [`AsyncWrite`] that turns the bytes written to it into lines of this log,
+    /// as [`LineSplitter`] does. Shut it down (`AsyncWriteExt::shutdown`) to send the
+    /// last line when it has no line break.
+    ///
+    /// ```no_run
+    /// # async fn demo(log: conveyor_sdk::LogHandle) -> std::io::Result<()> {
+    /// use tokio::io::AsyncWriteExt;
+    /// let mut out = log.writer();
+    /// let mut child = tokio::process::Command::new("make")
+    ///     .stdout(std::process::Stdio::piped())
+    ///     .spawn()?;
+    /// if let Some(mut stdout) = child.stdout.take() {
+    ///     tokio::io::copy(&mut stdout, &mut out).await?;
+    /// }
+    /// out.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn writer(&self) -> LogWriter {
+        LogWriter {
+            log: self.clone(),
+            splitter: LineSplitter::new(),
+            queue: VecDeque::new(),
+            in_flight: None,
+        }
+    }
+
+    /// Waits until every line written so far has reached the destination.
+    ///
+    /// The runtime calls this before it publishes a run's result.
+    ///
+    /// ```no_run
+    /// # async fn demo(log: conveyor_sdk::LogHandle) -> Result<(), conveyor_sdk::log::LogError> {
+    /// log.log("done").await;
+    /// log.flush().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) -> Result<(), LogError> {
+        self.sink.flush().await
+    }
+}
+
+/// The lines of a [`LogHandle::memory`] log.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryLog {
+    lines: Arc<StdMutex<Vec<String>>>,
+}
+
+impl MemoryLog {
+    /// A copy of every line written so far, in order.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl LogSink for MemoryLog {
+    async fn write_line(&self, line: &str) {
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.push(line.to_owned());
+        }
+    }
+
+    async fn flush(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
+struct WriterSink<W> {
+    writer: Mutex<W>,
+    error: StdMutex<Option<io::Error>>,
+}
+
+#[async_trait]
+impl<W: AsyncWrite + Send + Unpin + 'static> LogSink for WriterSink<W> {
+    async fn write_line(&self, line: &str) {
+        let mut writer = self.writer.lock().await;
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        if let Err(error) = writer.write_all(&bytes).await {
+            if let Ok(mut slot) = self.error.lock() {
+                slot.get_or_insert(error);
+            }
+        }
+    }
+
+    async fn flush(&self) -> Result<(), LogError> {
+        self.writer.lock().await.flush().await.map_err(LogError::Io)?;
+        match self.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(error) => Err(LogError::Io(error)),
+            None => Ok(()),
+        }
+    }
+}
+
+type LineFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The [`AsyncWrite`] side of a [`LogHandle`], from [`LogHandle::writer`].
+pub struct LogWriter {
+    log: LogHandle,
+    splitter: LineSplitter,
+    queue: VecDeque<String>,
+    in_flight: Option<LineFuture>,
+}
+
+impl fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogWriter").field("queued", &self.queue.len()).finish_non_exhaustive()
+    }
+}
+
+impl LogWriter {
+    /// Sends queued lines one after the other; ready when all are written.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if let Some(fut) = self.in_flight.as_mut() {
+                ready!(fut.as_mut().poll(cx));
+                self.in_flight = None;
+            }
+            let Some(line) = self.queue.pop_front() else {
+                return Poll::Ready(());
+            };
+            let sink = self.log.sink.clone();
+            self.in_flight = Some(Box::pin(async move { sink.write_line(&line).await }));
+        }
+    }
+}
+
+impl AsyncWrite for LogWriter {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        // Accept new bytes only once earlier lines are out: that is the backpressure.
+        ready!(self.poll_drain(cx));
+        let lines = self.splitter.push(buf);
+        self.queue.extend(lines);
+        let _ = self.poll_drain(cx);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(last) = self.splitter.finish() {
+            self.queue.push_back(last);
+        }
+        ready!(self.poll_drain(cx));
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writer_turns_bytes_into_lines_and_flushes_the_last_on_shutdown() {
+        let (log, memory) = LogHandle::memory();
+        let mut w = log.writer();
+        w.write_all(b"first\r\nsec").await.unwrap();
+        w.write_all(b"ond\n\n").await.unwrap();
+        w.write_all(b"partial").await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(memory.lines(), ["first", "second", ""]);
+        w.shutdown().await.unwrap();
+        assert_eq!(memory.lines(), ["first", "second", "", "partial"]);
+    }
+
+    #[tokio::test]
+    async fn clones_write_to_the_same_log() {
+        let (log, memory) = LogHandle::memory();
+        let other = log.clone();
+        tokio::spawn(async move { other.log("from a task").await }).await.unwrap();
+        log.log("from here").await;
+        assert_eq!(memory.lines(), ["from a task", "from here"]);
+    }
+
+    #[tokio::test]
+    async fn writer_sink_appends_newlines() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let log = LogHandle::to_writer(client);
+        log.log("a").await;
+        log.log("b\r").await;
+        log.flush().await.unwrap();
+        drop(log);
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut server, &mut out).await.unwrap();
+        assert_eq!(out, "a\nb\n");
+    }
+}

@@ -1,0 +1,165 @@
+//! The runtime's settings.
+
+use std::time::Duration;
+
+/// How a [`Runtime`](crate::Runtime) connects and runs. Every setter states its default.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = conveyor_sdk::Config::default()
+///     .nats_url("nats://127.0.0.1:4222")
+///     .api_url("http://127.0.0.1:8080")
+///     .concurrency(8)
+///     .ack_wait(Duration::from_secs(30));
+/// assert_eq!(config.get_concurrency(), 8);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) nats_url: String,
+    pub(crate) api_url: Option<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_deliveries: u64,
+    pub(crate) nak_delay: Duration,
+    pub(crate) grace_period: Duration,
+    pub(crate) cancel_timeout: Duration,
+    pub(crate) legacy_live_logs: bool,
+    pub(crate) log_window: usize,
+    pub(crate) log_retry: Duration,
+    pub(crate) pull_expiry: Duration,
+    pub(crate) retry_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            api_url: None,
+            concurrency: 4,
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: 5,
+            nak_delay: Duration::from_secs(5),
+            grace_period: Duration::from_secs(30),
+            cancel_timeout: Duration::from_secs(10),
+            legacy_live_logs: true,
+            log_window: 1024,
+            log_retry: Duration::from_secs(60),
+            pull_expiry: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// The NATS server to connect to (default `nats://127.0.0.1:4222`). Ignored by
+    /// [`Runtime::run_with_client`](crate::Runtime::run_with_client).
+    #[must_use]
+    pub fn nats_url(mut self, url: impl Into<String>) -> Self {
+        self.nats_url = url.into();
+        self
+    }
+
+    /// The Conveyor API server to register resource definitions with (default: none,
+    /// nothing is registered).
+    #[must_use]
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+
+    /// How many reconciles run at once, at most (default 4; at least 1). The runtime
+    /// never pulls more messages than it has free slots for.
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How long JetStream waits for an acknowledgement before it delivers a message
+    /// again (default 30 s). A run in progress sends a progress acknowledgement every
+    /// third of this, so a long run is not redelivered; a run of a process that died
+    /// is redelivered about this long after.
+    #[must_use]
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait.max(Duration::from_millis(300));
+        self
+    }
+
+    /// How many deliveries of one message are tried (default 5). A message delivered
+    /// more often than this is given up: a failure result is published for it and it
+    /// is terminated.
+    #[must_use]
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        self.max_deliveries = n.max(1);
+        self
+    }
+
+    /// How long JetStream waits before delivering again a message whose result could
+    /// not be published (default 5 s).
+    #[must_use]
+    pub fn nak_delay(mut self, delay: Duration) -> Self {
+        self.nak_delay = delay;
+        self
+    }
+
+    /// On shutdown, how long runs in progress may go on before they are cancelled
+    /// (default 30 s).
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// After cancelling a run, how long its reconcile has to return before it is
+    /// abandoned (default 10 s). Either way its message is left to be delivered again.
+    #[must_use]
+    pub fn cancel_timeout(mut self, timeout: Duration) -> Self {
+        self.cancel_timeout = timeout;
+        self
+    }
+
+    /// Whether each log line is also published on the live subject of servers before
+    /// 2026-01-21, `driver:<driver>:logs:<run_id>` (default `true`).
+    #[must_use]
+    pub fn legacy_live_logs(mut self, enabled: bool) -> Self {
+        self.legacy_live_logs = enabled;
+        self
+    }
+
+    /// How many of a run's log lines may await JetStream's acknowledgement at once
+    /// (default 1024). A run that logs faster waits.
+    #[must_use]
+    pub fn log_window(mut self, lines: usize) -> Self {
+        self.log_window = lines.max(1);
+        self
+    }
+
+    /// How long a log line that could not be stored is retried before the run is
+    /// given back for redelivery (default 60 s).
+    #[must_use]
+    pub fn log_retry(mut self, retry: Duration) -> Self {
+        self.log_retry = retry;
+        self
+    }
+
+    /// How long one pull request waits for messages before it is renewed (default
+    /// 5 s). It bounds how long consuming stalls after the NATS server restarts.
+    #[must_use]
+    pub fn pull_expiry(mut self, expiry: Duration) -> Self {
+        self.pull_expiry = expiry.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How often start-up steps (connecting, finding the stream) are retried while
+    /// the server is not ready (default 2 s).
+    #[must_use]
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// The configured concurrency.
+    pub fn get_concurrency(&self) -> usize {
+        self.concurrency
+    }
+}

@@ -1,0 +1,342 @@
+//! The event loop: consumes a driver's resource events from JetStream and runs them.
+//!
+//! Delivery is at least once: a message is acknowledged only after its result is
+//! stored by JetStream, so a crash, a lost connection or a NATS restart leads to a
+//! redelivery, never to a lost event. A redelivered run reconciles again; its result
+//! carries a message id derived from run id and driver, so JetStream keeps a single
+//! copy when the first one was already stored.
+
+mod config;
+mod register;
+mod setup;
+mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::driver::Driver;
+use crate::validate::{SchemaError, SpecValidator};
+use worker::Shared;
+
+/// Errors that stop a [`Runtime`] from serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The driver's name is not a single NATS subject token.
+    #[error("invalid driver name {0:?}: it must be a non-empty NATS subject token (no '.', '*', '>' or white space)")]
+    InvalidName(String),
+    /// The driver declares no resource types.
+    #[error("driver {0:?} declares no resource types")]
+    NoResourceTypes(String),
+    /// A resource definition's schema does not compile.
+    #[error("a resource definition of the driver is unusable")]
+    Schema(#[from] SchemaError),
+    /// Creating or reading the durable consumer failed.
+    #[error("cannot create the durable consumer of driver {driver:?} on stream `messages`")]
+    Consumer {
+        /// The driver.
+        driver: String,
+        /// What JetStream answered.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The NATS server ignored the consumer's filter subjects: it is older than 2.10.
+    #[error(
+        "the NATS server ignored the consumer's filter subjects (asked for {wanted:?}, it kept {kept:?}): \
+         it is older than 2.10; use the Conveyor server's embedded NATS or nats-server 2.10 or newer"
+    )]
+    FilterSubjectsIgnored {
+        /// The filter subjects asked for.
+        wanted: Vec<String>,
+        /// The filter subjects the server kept.
+        kept: Vec<String>,
+    },
+}
+
+/// Runs a [`Driver`]: the durable consumer, validation, concurrency, logs, results,
+/// acknowledgements and graceful shutdown.
+///
+/// ```no_run
+/// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
+/// # struct MyDriver;
+/// # #[async_trait::async_trait]
+/// # impl Driver for MyDriver {
+/// #     type Spec = serde_json::Value;
+/// #     fn name(&self) -> &str { "my-driver" }
+/// #     fn resources(&self) -> Vec<ResourceType> { vec![ResourceType::foreign("pipeline")] }
+/// #     async fn reconcile(&self, _: Run<serde_json::Value>) -> Result<DriverResult, ReconcileError> {
+/// #         Ok(DriverResult::success("ok"))
+/// #     }
+/// # }
+/// # async fn demo() -> Result<(), conveyor_sdk::runtime::Error> {
+/// use conveyor_sdk::{Config, Runtime};
+/// let config = Config::default().nats_url("nats://127.0.0.1:4222").concurrency(8);
+/// Runtime::with_config(MyDriver, config).run().await
+/// # }
+/// ```
+pub struct Runtime<D: Driver> {
+    driver: D,
+    config: Config,
+}
+
+impl<D: Driver> std::fmt::Debug for Runtime<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("driver", &self.driver.name())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<D: Driver> Runtime<D> {
+    /// A runtime for `driver` with the default [`Config`].
+    ///
+    /// ```no_run
+    /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), conveyor_sdk::runtime::Error> {
+    /// conveyor_sdk::Runtime::new(driver).run().await
+    /// # }
+    /// ```
+    pub fn new(driver: D) -> Self {
+        Self::with_config(driver, Config::default())
+    }
+
+    /// A runtime for `driver` with `config`.
+    ///
+    /// ```no_run
+    /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), conveyor_sdk::runtime::Error> {
+    /// let config = conveyor_sdk::Config::default().api_url("http://127.0.0.1:8080");
+    /// conveyor_sdk::Runtime::with_config(driver, config).run().await
+    /// # }
+    /// ```
+    pub fn with_config(driver: D, config: Config) -> Self {
+        Self { driver, config }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    ///
+    /// ```no_run
+    /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), conveyor_sdk::runtime::Error> {
+    /// conveyor_sdk::Runtime::new(driver).run().await
+    /// # }
+    /// ```
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops pulling,
+    /// lets runs in progress finish within the grace period, then cancels the rest,
+    /// whose messages are delivered again later.
+    ///
+    /// ```no_run
+    /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), conveyor_sdk::runtime::Error> {
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// let runtime = conveyor_sdk::Runtime::new(driver);
+    /// let serving = tokio::spawn(runtime.run_until(stop.clone().cancelled_owned()));
+    /// // … later:
+    /// stop.cancel();
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let stop = stop_token(shutdown);
+        let Some(client) =
+            setup::connect(&self.config.nats_url, self.driver.name(), self.config.retry_interval, &stop).await
+        else {
+            return Ok(());
+        };
+        self.serve(client, stop).await
+    }
+
+    /// Serves on a NATS connection of your own (TLS, credentials, …) until `shutdown`
+    /// completes. [`Config::nats_url`] is not used.
+    ///
+    /// ```no_run
+    /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = async_nats::ConnectOptions::with_credentials_file("driver.creds")
+    ///     .await?
+    ///     .connect("nats://127.0.0.1:4222")
+    ///     .await?;
+    /// conveyor_sdk::Runtime::new(driver)
+    ///     .run_with_client(client, conveyor_sdk::runtime::shutdown_signal())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_with_client(
+        self,
+        client: async_nats::Client,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        self.serve(client, stop_token(shutdown)).await
+    }
+
+    async fn serve(self, client: async_nats::Client, stop: CancellationToken) -> Result<(), Error> {
+        let Runtime { driver, config } = self;
+        // Ends the task that waits for the shutdown future, however this returns.
+        let _stop_guard = stop.clone().drop_guard();
+        let name = driver.name().to_owned();
+        if name.is_empty() || name.contains(['.', '*', '>']) || name.contains(char::is_whitespace) {
+            return Err(Error::InvalidName(name));
+        }
+        let types = driver.resources();
+        if types.is_empty() {
+            return Err(Error::NoResourceTypes(name));
+        }
+        let validator = SpecValidator::new(&types)?;
+        let type_names: Vec<String> = types.iter().map(|t| t.name().to_owned()).collect();
+
+        let js = async_nats::jetstream::new(client.clone());
+        let Some(stream) = setup::wait_for_stream(&js, config.retry_interval, &stop).await else {
+            return Ok(());
+        };
+        let consumer = setup::ensure_consumer(&stream, &name, &type_names, config.ack_wait).await?;
+        tracing::info!(driver = %name, resource_types = ?type_names, concurrency = config.concurrency, "consuming resource events");
+
+        // Only now that the consumer exists may the server accept resources for us.
+        let mut background = JoinSet::new();
+        if let Some(api_url) = config.api_url.clone() {
+            let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
+            if !definitions.is_empty() {
+                background.spawn(register::register_until_done(api_url, definitions, stop.clone()));
+            }
+        }
+
+        let concurrency = config.concurrency;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let shared = Arc::new(Shared {
+            driver: Arc::new(driver),
+            name: name.clone(),
+            validator,
+            js,
+            client: client.clone(),
+            run_cancel: CancellationToken::new(),
+            finishing: Arc::new(Semaphore::new(concurrency)),
+            config,
+        });
+        let mut runs = JoinSet::new();
+
+        'pull: loop {
+            while runs.try_join_next().is_some() {}
+            let first = tokio::select! {
+                _ = stop.cancelled() => break 'pull,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break 'pull,
+                },
+            };
+            let mut permits = vec![first];
+            while permits.len() < concurrency {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let batch = consumer.batch().max_messages(permits.len()).expires(shared.config.pull_expiry).messages();
+            let mut batch = tokio::select! {
+                _ = stop.cancelled() => break 'pull,
+                batch = batch => match batch {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::warn!(%error, "pulling messages failed; retrying");
+                        drop(permits);
+                        tokio::select! {
+                            _ = stop.cancelled() => break 'pull,
+                            _ = tokio::time::sleep(shared.config.retry_interval) => continue 'pull,
+                        }
+                    }
+                },
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break 'pull,
+                    next = batch.next() => next,
+                };
+                match next {
+                    None => break,
+                    Some(Ok(message)) => {
+                        let Some(permit) = permits.pop() else { break };
+                        runs.spawn(worker::handle(shared.clone(), message, permit));
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "pull request ended");
+                        break;
+                    }
+                }
+            }
+        }
+
+        // Shutdown: no more pulling; let runs finish, then cancel what is left.
+        let grace = shared.config.grace_period;
+        if !runs.is_empty() {
+            tracing::info!(runs = runs.len(), ?grace, "shutting down: waiting for runs in progress");
+        }
+        let drained = tokio::time::timeout(grace, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(runs = runs.len(), "grace period over: cancelling runs in progress");
+            shared.run_cancel.cancel();
+            while runs.join_next().await.is_some() {}
+        }
+        background.abort_all();
+        if let Err(error) = client.flush().await {
+            tracing::warn!(%error, "flushing the NATS connection at shutdown failed");
+        }
+        tracing::info!(driver = %name, "stopped");
+        Ok(())
+    }
+}
+
+fn stop_token(shutdown: impl Future<Output = ()> + Send + 'static) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => trigger.cancel(),
+            _ = trigger.cancelled() => {}
+        }
+    });
+    stop
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+///
+/// ```no_run
+/// # async fn demo() {
+/// conveyor_sdk::runtime::shutdown_signal().await;
+/// println!("shutting down");
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,326 @@
+//! One message, top to bottom: decode → validate → reconcile → logs and result out → ack.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{AckKind, Message};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Config;
+use crate::driver::{Driver, Run};
+use crate::log::nats::{NatsLogOptions, NatsLogSink};
+use crate::log::LogHandle;
+use crate::protocol::{decode_payload, subjects, DriverResult, Event, PipelineEvent, Resource};
+use crate::validate::SpecValidator;
+
+/// What every worker of one runtime shares.
+pub(crate) struct Shared<D: Driver> {
+    pub(crate) driver: Arc<D>,
+    pub(crate) name: String,
+    pub(crate) validator: SpecValidator,
+    pub(crate) js: async_nats::jetstream::Context,
+    pub(crate) client: async_nats::Client,
+    pub(crate) config: Config,
+    /// Cancelled when the grace period of a shutdown is over.
+    pub(crate) run_cancel: CancellationToken,
+    /// Bounds the runs that are publishing their result after their reconcile slot
+    /// was handed back.
+    pub(crate) finishing: Arc<Semaphore>,
+}
+
+/// A message that decoded as a DriverMessage.
+#[derive(Debug)]
+struct Delivery {
+    event: Event,
+    id: String,
+    run_id: String,
+    resource: Resource,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    event: Event,
+    payload: Value,
+    #[serde(default)]
+    id: String,
+    run_id: String,
+}
+
+fn decode(payload: &[u8]) -> Result<Delivery, String> {
+    let envelope: Envelope =
+        serde_json::from_slice(payload).map_err(|e| format!("not a DriverMessage: {e}"))?;
+    let resource = decode_payload(envelope.payload).map_err(|e| {
+        format!("the payload of run {} is not a resource: {e}", envelope.run_id)
+    })?;
+    Ok(Delivery { event: envelope.event, id: envelope.id, run_id: envelope.run_id, resource })
+}
+
+/// How a message ends.
+enum Outcome {
+    /// Publish this result, then ack (or, after giving up, terminate).
+    Publish { result: DriverResult, give_up: bool },
+    /// Leave the message to be delivered again after a delay.
+    Retry(String),
+    /// Shutdown cancelled the run: no result, deliver again.
+    Cancelled,
+}
+
+/// Handles one message; never panics on what the message holds.
+pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, slot: OwnedSemaphorePermit) {
+    let attempt = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+    let delivery = match decode(&message.payload) {
+        Ok(delivery) => delivery,
+        Err(reason) => {
+            tracing::error!(
+                driver = %shared.name, subject = %message.subject, attempt, %reason,
+                "terminating a message that cannot be processed"
+            );
+            ack(&message, AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "run",
+        driver = %shared.name,
+        run_id = %delivery.run_id,
+        resource_type = %delivery.resource.resource,
+        resource_name = %delivery.resource.name,
+        attempt,
+    );
+    process(shared, message, delivery, attempt, slot).instrument(span).await
+}
+
+async fn process<D: Driver>(
+    shared: Arc<Shared<D>>,
+    message: Message,
+    delivery: Delivery,
+    attempt: u64,
+    slot: OwnedSemaphorePermit,
+) {
+    let progress_every = shared.config.ack_wait / 3;
+    let outcome = keep_alive(&message, progress_every, run(&shared, &delivery, attempt, slot)).await;
+    match outcome {
+        Outcome::Publish { result, give_up } => {
+            let published = keep_alive(&message, progress_every, publish_result(&shared, &delivery, result)).await;
+            match published {
+                Ok(()) if give_up => ack(&message, AckKind::Term).await,
+                Ok(()) => ack(&message, AckKind::Ack).await,
+                Err(reason) => {
+                    tracing::error!(%reason, "publishing the result failed; the message will be delivered again");
+                    ack(&message, AckKind::Nak(Some(shared.config.nak_delay))).await;
+                }
+            }
+        }
+        Outcome::Retry(reason) => {
+            tracing::error!(%reason, "the run will be delivered again");
+            ack(&message, AckKind::Nak(Some(shared.config.nak_delay))).await;
+        }
+        Outcome::Cancelled => {
+            tracing::info!("run cancelled by shutdown; it will be delivered again");
+            ack(&message, AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Validates and reconciles, with the run's log; hands the reconcile slot back when
+/// reconcile is done.
+async fn run<D: Driver>(shared: &Shared<D>, delivery: &Delivery, attempt: u64, slot: OwnedSemaphorePermit) -> Outcome {
+    let config = &shared.config;
+    let log = LogHandle::new(NatsLogSink::new(
+        shared.js.clone(),
+        shared.client.clone(),
+        &delivery.run_id,
+        &shared.name,
+        delivery.resource.pipeline(),
+        attempt,
+        NatsLogOptions {
+            window: config.log_window,
+            legacy_live: config.legacy_live_logs,
+            retry_for: config.log_retry,
+        },
+    ));
+    let give_up = attempt > config.max_deliveries;
+    let result = if give_up {
+        let reason = format!(
+            "given up after {} deliveries (the limit is {}); see the driver's diagnostics",
+            attempt - 1,
+            config.max_deliveries
+        );
+        tracing::error!(%reason, "giving up on the run");
+        log.log(&reason).await;
+        DriverResult::failure(reason)
+    } else {
+        if attempt > 1 {
+            tracing::info!("redelivered run");
+            log.log(format!("redelivered: attempt {attempt} of at most {}", config.max_deliveries)).await;
+        }
+        match shared.validator.decode::<D::Spec>(&delivery.resource) {
+            Err(error) => {
+                tracing::warn!(%error, "refusing the resource");
+                log.log(error.to_string()).await;
+                DriverResult::failure(error.to_string())
+            }
+            Ok(spec) => match reconcile(shared, delivery, spec, attempt, log.clone()).await {
+                Some(result) => result,
+                None => return Outcome::Cancelled,
+            },
+        }
+    };
+    // The reconcile slot is free for the next message while this one finishes.
+    let finishing = shared.finishing.clone().acquire_owned().await;
+    drop(slot);
+    let outcome = match log.flush().await {
+        Ok(()) => Outcome::Publish { result, give_up },
+        Err(error) => Outcome::Retry(format!("the run's log lines could not be stored: {error}")),
+    };
+    drop(finishing);
+    outcome
+}
+
+/// Calls the driver's reconcile in a task of its own, so that a panic is caught and a
+/// shutdown can abandon it. `None` when the run was cancelled.
+async fn reconcile<D: Driver>(
+    shared: &Shared<D>,
+    delivery: &Delivery,
+    spec: D::Spec,
+    attempt: u64,
+    log: LogHandle,
+) -> Option<DriverResult> {
+    let run = Run::new(delivery.resource.clone(), spec)
+        .with_event(delivery.event.clone())
+        .with_run_id(delivery.run_id.clone())
+        .with_log(log.clone())
+        .with_cancellation(shared.run_cancel.child_token())
+        .with_delivery(delivery.id.clone(), attempt);
+    let driver = shared.driver.clone();
+    let mut task = tokio::spawn(async move { driver.reconcile(run).await }.in_current_span());
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        _ = shared.run_cancel.cancelled() => {
+            if tokio::time::timeout(shared.config.cancel_timeout, &mut task).await.is_err() {
+                tracing::warn!("reconcile did not return in time after cancellation; abandoning it");
+                task.abort();
+            }
+            return None;
+        }
+    };
+    if shared.run_cancel.is_cancelled() {
+        return None;
+    }
+    let result = match joined {
+        Ok(Ok(result)) => result,
+        Ok(Err(error)) => {
+            let text = format!("reconcile failed: {}", error_chain(error.as_ref()));
+            tracing::warn!(error = %text, "reconcile returned an error");
+            log.log(&text).await;
+            DriverResult::failure(text)
+        }
+        Err(join) => {
+            let text = if join.is_panic() {
+                format!("reconcile panicked: {}", panic_text(join.into_panic()))
+            } else {
+                "reconcile was aborted".to_owned()
+            };
+            tracing::error!(error = %text, "reconcile did not return");
+            log.log(&text).await;
+            DriverResult::failure(text)
+        }
+    };
+    tracing::info!(success = result.success, message = %result.message, "reconciled");
+    Some(result)
+}
+
+/// Publishes the run's `driver.result` event and waits until JetStream has stored it.
+/// Its message id makes JetStream drop a second copy (a crash between publish and ack).
+async fn publish_result<D: Driver>(shared: &Shared<D>, delivery: &Delivery, result: DriverResult) -> Result<(), String> {
+    let event = PipelineEvent::driver_result(
+        delivery.run_id.clone(),
+        delivery.resource.clone(),
+        result.into_event(shared.name.clone()),
+    );
+    let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        .message_id(format!("result.{}.{}", delivery.run_id, shared.name));
+    let ack = shared
+        .js
+        .send_publish(subjects::DRIVER_RESULT, message)
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs `work`, telling JetStream every `every` that the message is still in progress.
+async fn keep_alive<F: Future>(message: &Message, every: Duration, work: F) -> F::Output {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => ack(message, AckKind::Progress).await,
+        }
+    }
+}
+
+async fn ack(message: &Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::warn!(%error, "acknowledging a message failed; JetStream will deliver it again");
+    }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "(no message)".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_servers_message() {
+        let d = decode(include_bytes!("../../../../shared/fixtures/driver-message.create.json")).unwrap();
+        assert_eq!(d.event, Event::Create);
+        assert_eq!(d.resource.name, "ubuntu-pipeline-6");
+        assert_eq!(d.id, "5f0c2a9e1b7d4c3e8a6f0b1d");
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_driver_message() {
+        assert!(decode(b"not json").unwrap_err().contains("not a DriverMessage"));
+        assert!(decode(br#"{"event":"create"}"#).unwrap_err().contains("not a DriverMessage"));
+        let bad_payload = br#"{"event":"create","payload":"[1,2]","id":"x","run_id":"r-1"}"#;
+        let reason = decode(bad_payload).unwrap_err();
+        assert!(reason.contains("r-1") && reason.contains("not a resource"), "{reason}");
+    }
+
+    #[test]
+    fn panic_payloads_become_text() {
+        assert_eq!(panic_text(Box::new("static")), "static");
+        assert_eq!(panic_text(Box::new(String::from("owned"))), "owned");
+        assert_eq!(panic_text(Box::new(7)), "(no message)");
+    }
+}

@@ -1,0 +1,202 @@
+//! Checking a resource's spec before reconcile sees it.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::driver::ResourceType;
+use crate::protocol::Resource;
+
+/// One way in which a spec breaks its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Where, as a JSON Pointer into the resource (`/spec/steps/0`).
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a spec was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The resource's type is not one the driver handles.
+    #[error("resource type {0:?} is not handled by this driver")]
+    UnknownType(String),
+    /// The spec does not satisfy the type's JSON Schema; every violation is listed.
+    #[error("invalid spec: {}", join(.0))]
+    Invalid(Vec<Violation>),
+    /// The spec satisfies the schema but does not decode into the driver's spec type.
+    #[error("invalid spec: {0}")]
+    Decode(Violation),
+}
+
+fn join(violations: &[Violation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// A definition's schema is not a usable JSON Schema.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the schema of resource type {resource_type:?} is not a valid JSON Schema: {reason}")]
+pub struct SchemaError {
+    /// The resource type.
+    pub resource_type: String,
+    /// What the schema compiler said.
+    pub reason: String,
+}
+
+/// Validates specs against the schemas of a driver's resource types and decodes them.
+///
+/// ```
+/// use conveyor_sdk::{Resource, ResourceDefinition, ResourceType, validate::SpecValidator};
+/// use serde_json::json;
+///
+/// let schema = json!({"type": "object", "required": ["steps"],
+///                     "properties": {"steps": {"type": "array"}}});
+/// let types = [ResourceType::owned(ResourceDefinition::new("pipeline", schema))];
+/// let validator = SpecValidator::new(&types)?;
+///
+/// let bad = Resource::new("x", "pipeline", json!({"steps": 3}));
+/// let error = validator.decode::<serde_json::Value>(&bad).unwrap_err();
+/// assert!(error.to_string().contains("/spec/steps"));
+/// # Ok::<(), conveyor_sdk::validate::SchemaError>(())
+/// ```
+#[derive(Debug)]
+pub struct SpecValidator {
+    /// By type name; `None` for a type whose definition another driver owns.
+    schemas: HashMap<String, Option<jsonschema::Validator>>,
+}
+
+impl SpecValidator {
+    /// Compiles the schemas of `types`.
+    pub fn new(types: &[ResourceType]) -> Result<Self, SchemaError> {
+        let mut schemas = HashMap::new();
+        for t in types {
+            let compiled = match t.definition() {
+                Some(def) => Some(jsonschema::validator_for(&def.schema).map_err(|e| SchemaError {
+                    resource_type: t.name().to_owned(),
+                    reason: e.to_string(),
+                })?),
+                None => None,
+            };
+            schemas.insert(t.name().to_owned(), compiled);
+        }
+        Ok(Self { schemas })
+    }
+
+    /// Checks the resource's spec against its type's schema, listing every violation.
+    pub fn validate(&self, resource: &Resource) -> Result<(), SpecError> {
+        let schema = self
+            .schemas
+            .get(&resource.resource)
+            .ok_or_else(|| SpecError::UnknownType(resource.resource.clone()))?;
+        let Some(schema) = schema else { return Ok(()) };
+        let violations: Vec<Violation> = schema
+            .iter_errors(&resource.spec)
+            .map(|e| Violation { path: format!("/spec{}", e.instance_path()), message: e.to_string() })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(violations))
+        }
+    }
+
+    /// Validates, then decodes the spec into `S`.
+    pub fn decode<S: DeserializeOwned>(&self, resource: &Resource) -> Result<S, SpecError> {
+        self.validate(resource)?;
+        serde_path_to_error::deserialize(&resource.spec).map_err(|e| {
+            let mut path = String::from("/spec");
+            for segment in e.path().iter() {
+                match segment {
+                    serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("/{index}")),
+                    serde_path_to_error::Segment::Map { key } => {
+                        path.push('/');
+                        path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    }
+                    serde_path_to_error::Segment::Enum { variant } => path.push_str(&format!("/{variant}")),
+                    serde_path_to_error::Segment::Unknown => path.push_str("/?"),
+                }
+            }
+            SpecError::Decode(Violation { path, message: e.into_inner().to_string() })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ResourceDefinition;
+    use serde_json::json;
+
+    fn seed_validator() -> SpecValidator {
+        let def: ResourceDefinition = serde_json::from_str(include_str!(
+            "../../../shared/fixtures/resource-definition.pipeline.json"
+        ))
+        .unwrap();
+        SpecValidator::new(&[ResourceType::owned(def)]).unwrap()
+    }
+
+    #[test]
+    fn seed_resource_is_valid_for_the_upstream_definition() {
+        let seed: Resource =
+            serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();
+        assert!(seed_validator().validate(&seed).is_ok());
+    }
+
+    #[test]
+    fn every_violation_is_listed_with_its_path() {
+        let bad = Resource::new(
+            "x",
+            "pipeline",
+            json!({"image": 5, "steps": [{"name": "a"}, {"name": "b", "command": true}]}),
+        );
+        let Err(SpecError::Invalid(violations)) = seed_validator().validate(&bad) else {
+            panic!("expected violations");
+        };
+        let paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+        assert!(paths.contains(&"/spec/image"), "{paths:?}");
+        assert!(paths.contains(&"/spec/steps/0"), "{paths:?}");
+        assert!(paths.contains(&"/spec/steps/1/command"), "{paths:?}");
+        assert_eq!(violations.len(), 3);
+    }
+
+    #[test]
+    fn unknown_type_is_refused() {
+        let r = Resource::new("x", "other", json!({}));
+        assert!(matches!(seed_validator().validate(&r), Err(SpecError::UnknownType(t)) if t == "other"));
+    }
+
+    #[test]
+    fn decode_errors_name_the_path() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Spec {
+            steps: Vec<Step>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Step {
+            name: String,
+            timeout: u32,
+        }
+        let v = SpecValidator::new(&[ResourceType::foreign("pipeline")]).unwrap();
+        let r = Resource::new("x", "pipeline", json!({"steps": [{"name": "a", "timeout": "soon"}]}));
+        let Err(SpecError::Decode(violation)) = v.decode::<Spec>(&r) else { panic!("expected a decode error") };
+        assert_eq!(violation.path, "/spec/steps/0/timeout");
+    }
+
+    #[test]
+    fn a_broken_schema_is_reported() {
+        let def = ResourceDefinition::new("pipeline", json!({"type": "no-such-type"}));
+        let error = SpecValidator::new(&[ResourceType::owned(def)]).unwrap_err();
+        assert_eq!(error.resource_type, "pipeline");
+    }
+}
