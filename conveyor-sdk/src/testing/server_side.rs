@@ -1,0 +1,314 @@
+//! The server's side of the protocol: its streams, dispatching resources, and reading
+//! what drivers send back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::TestingError;
+use crate::protocol::{subjects, DriverMessage, Event, Log, PipelineEvent, Resource};
+
+/// How long [`Harness::result`] and the other waits wait by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// Creates the three streams the Conveyor server creates at start-up (or leaves them
+/// as they are): `messages` (Interest), `pipeline-engine` and `logs-engine` (WorkQueue).
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client) -> Result<(), conveyor_sdk::testing::TestingError> {
+/// conveyor_sdk::testing::create_server_streams(&async_nats::jetstream::new(client)).await?;
+/// # Ok(()) }
+/// ```
+pub async fn create_server_streams(js: &Context) -> Result<(), TestingError> {
+    let streams = [
+        (subjects::MESSAGES_STREAM, vec!["resources.>", "events.>", "drivers.>"], RetentionPolicy::Interest),
+        (subjects::PIPELINE_STREAM, vec!["pipelines.>"], RetentionPolicy::WorkQueue),
+        (subjects::LOGS_STREAM, vec!["logs.>"], RetentionPolicy::WorkQueue),
+    ];
+    for (name, subjects, retention) in streams {
+        js.get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.into_iter().map(str::to_owned).collect(),
+            retention,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| TestingError::Nats(format!("creating stream {name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A run the harness dispatched.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    /// The run id the driver will report.
+    pub run_id: String,
+    /// The message id.
+    pub message_id: String,
+    /// The resource as sent (with its id set).
+    pub resource: Resource,
+}
+
+#[derive(Default)]
+struct Collected {
+    results: HashMap<String, Vec<PipelineEvent>>,
+    logs: HashMap<String, Vec<Log>>,
+    undecodable: Vec<String>,
+}
+
+/// Plays the Conveyor server's part on a real NATS server, for tests of drivers: it
+/// creates the server's streams, dispatches resources exactly as the server does, and
+/// is the one reader of the `pipelines.>` and `logs.>` work queues, collecting every
+/// result event and stored log line.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), conveyor_sdk::testing::TestingError> {
+/// use conveyor_sdk::testing::{Harness, NatsServer};
+/// use conveyor_sdk::Resource;
+///
+/// let nats = NatsServer::start().await?;
+/// let harness = Harness::start(&nats.url()).await?;
+/// // … start the driver's runtime against nats.url() …
+/// let run = harness.create(Resource::new("hello", "greeting", serde_json::json!({"who": "you"}))).await?;
+/// let result = harness.result(&run.run_id).await?;
+/// assert!(result.driverresult.success);
+/// let lines: Vec<String> = harness.logs(&run.run_id).into_iter().map(|l| l.message).collect();
+/// # Ok(()) }
+/// ```
+pub struct Harness {
+    client: async_nats::Client,
+    js: Context,
+    collected: Arc<Mutex<Collected>>,
+    changed: watch::Receiver<u64>,
+    _readers: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness").finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// Connects to `nats_url`, creates the server's streams and starts reading results
+    /// and logs.
+    pub async fn start(nats_url: &str) -> Result<Self, TestingError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("conveyor-test-harness")
+            .max_reconnects(None)
+            .connect(nats_url)
+            .await
+            .map_err(|e| TestingError::Nats(format!("connecting to {nats_url}: {e}")))?;
+        let js = jetstream::new(client.clone());
+        create_server_streams(&js).await?;
+        let collected = Arc::new(Mutex::new(Collected::default()));
+        let (notify, changed) = watch::channel(0u64);
+        let notify = Arc::new(notify);
+        let mut readers = JoinSet::new();
+        let results = reader(&js, subjects::PIPELINE_STREAM, "conveyor-server-pipelines").await?;
+        let logs = reader(&js, subjects::LOGS_STREAM, "conveyor-server-logs").await?;
+        {
+            let (collected, notify) = (collected.clone(), notify.clone());
+            readers.spawn(read_forever(results, collected, notify, |c, event: PipelineEvent| {
+                c.results.entry(event.run_id.clone()).or_default().push(event)
+            }));
+        }
+        {
+            let (collected, notify) = (collected.clone(), notify.clone());
+            readers.spawn(read_forever(logs, collected, notify, |c, log: Log| {
+                c.logs.entry(log.runid.clone()).or_default().push(log)
+            }));
+        }
+        Ok(Self { client, js, collected, changed, _readers: readers })
+    }
+
+    /// The harness's NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The harness's JetStream context.
+    pub fn jetstream(&self) -> &Context {
+        &self.js
+    }
+
+    /// Sends `resource` as the server does for a resource created outside any
+    /// pipeline: event `create` on `resources.<type>`.
+    pub async fn create(&self, resource: Resource) -> Result<Dispatched, TestingError> {
+        let subject = subjects::resource(&resource.resource);
+        self.dispatch(subject, Event::Create, resource, None).await
+    }
+
+    /// Sends `resource` as the server does for a pipeline step addressed to `driver`:
+    /// on `drivers.<driver>.resources.<type>`, with `event` (`create` for the first
+    /// step, `process` for later ones). `run_id` continues a run; `None` starts one.
+    pub async fn step(
+        &self,
+        driver: &str,
+        event: Event,
+        resource: Resource,
+        run_id: Option<&str>,
+    ) -> Result<Dispatched, TestingError> {
+        let subject = subjects::driver_resource(driver, &resource.resource);
+        self.dispatch(subject, event, resource, run_id).await
+    }
+
+    async fn dispatch(
+        &self,
+        subject: String,
+        event: Event,
+        mut resource: Resource,
+        run_id: Option<&str>,
+    ) -> Result<Dispatched, TestingError> {
+        if resource.id.is_empty() {
+            resource.id = uuid::Uuid::new_v4().to_string();
+        }
+        let run_id = run_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let message_id = uuid::Uuid::new_v4().simple().to_string()[..24].to_owned();
+        let message = DriverMessage { event, payload: resource.clone(), id: message_id.clone(), run_id: run_id.clone() };
+        let payload = serde_json::to_vec(&message).map_err(|e| TestingError::Nats(e.to_string()))?;
+        self.publish_raw(&subject, payload.into()).await?;
+        Ok(Dispatched { run_id, message_id, resource })
+    }
+
+    /// Publishes raw bytes to JetStream on `subject` and waits until they are stored.
+    pub async fn publish_raw(&self, subject: &str, payload: Bytes) -> Result<(), TestingError> {
+        let ack = self
+            .js
+            .publish(subject.to_owned(), payload)
+            .await
+            .map_err(|e| TestingError::Nats(format!("publishing on {subject}: {e}")))?;
+        ack.await.map_err(|e| TestingError::Nats(format!("publishing on {subject}: {e}")))?;
+        Ok(())
+    }
+
+    /// Waits (up to [`DEFAULT_WAIT`]) for the first result of `run_id`.
+    pub async fn result(&self, run_id: &str) -> Result<PipelineEvent, TestingError> {
+        self.result_within(run_id, DEFAULT_WAIT).await
+    }
+
+    /// Waits up to `timeout` for the first result of `run_id`.
+    pub async fn result_within(&self, run_id: &str, timeout: Duration) -> Result<PipelineEvent, TestingError> {
+        self.wait_until(timeout, &format!("the result of run {run_id}"), |c| {
+            c.results.get(run_id).and_then(|r| r.first().cloned())
+        })
+        .await
+    }
+
+    /// Every result received so far for `run_id` (more than one means a duplicate).
+    pub fn results(&self, run_id: &str) -> Vec<PipelineEvent> {
+        self.with(|c| c.results.get(run_id).cloned().unwrap_or_default())
+    }
+
+    /// Every result received so far, of any run.
+    pub fn all_results(&self) -> Vec<PipelineEvent> {
+        self.with(|c| c.results.values().flatten().cloned().collect())
+    }
+
+    /// The log lines of `run_id` stored so far, in the order the server received them.
+    pub fn logs(&self, run_id: &str) -> Vec<Log> {
+        self.with(|c| c.logs.get(run_id).cloned().unwrap_or_default())
+    }
+
+    /// The log lines of `run_id` in the order the server returns them: by timestamp.
+    pub fn logs_in_server_order(&self, run_id: &str) -> Vec<Log> {
+        let mut logs = self.logs(run_id);
+        logs.sort_by(|a, b| (&a.pipeline, &a.driver, &a.timestamp).cmp(&(&b.pipeline, &b.driver, &b.timestamp)));
+        logs
+    }
+
+    /// Waits up to `timeout` for a stored log line of `run_id` that contains `text`.
+    pub async fn wait_for_log(&self, run_id: &str, text: &str, timeout: Duration) -> Result<Log, TestingError> {
+        self.wait_until(timeout, &format!("a log line of run {run_id} containing {text:?}"), |c| {
+            c.logs.get(run_id).and_then(|logs| logs.iter().find(|l| l.message.contains(text)).cloned())
+        })
+        .await
+    }
+
+    /// Messages on the server's work queues that were not a result or a log line.
+    pub fn undecodable(&self) -> Vec<String> {
+        self.with(|c| c.undecodable.clone())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Collected) -> T) -> T {
+        match self.collected.lock() {
+            Ok(c) => f(&c),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut probe: impl FnMut(&Collected) -> Option<T>,
+    ) -> Result<T, TestingError> {
+        let mut changed = self.changed.clone();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(found) = self.with(&mut probe) {
+                    return Some(found);
+                }
+                if changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(found)) => Ok(found),
+            _ => Err(TestingError::Timeout { what: what.to_owned(), after: timeout }),
+        }
+    }
+}
+
+async fn reader(js: &Context, stream: &str, durable: &str) -> Result<jetstream::consumer::PullConsumer, TestingError> {
+    let stream = js.get_stream(stream).await.map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
+    stream
+        .get_or_create_consumer(
+            durable,
+            pull::Config { durable_name: Some(durable.to_owned()), ack_policy: AckPolicy::Explicit, ..Default::default() },
+        )
+        .await
+        .map_err(|e| TestingError::Nats(format!("consumer {durable}: {e}")))
+}
+
+async fn read_forever<T: DeserializeOwned>(
+    consumer: jetstream::consumer::PullConsumer,
+    collected: Arc<Mutex<Collected>>,
+    notify: Arc<watch::Sender<u64>>,
+    store: impl Fn(&mut Collected, T),
+) {
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "harness: reading a work queue failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let Ok(message) = next else { continue };
+            let decoded = serde_json::from_slice::<T>(&message.payload);
+            if let Ok(mut c) = collected.lock() {
+                match decoded {
+                    Ok(value) => store(&mut c, value),
+                    Err(error) => c.undecodable.push(format!("{}: {error}", message.subject)),
+                }
+            }
+            notify.send_modify(|n| *n += 1);
+            let _ = message.ack().await;
+        }
+    }
+}
