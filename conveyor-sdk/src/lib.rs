@@ -83,3 +83,8 @@ pub use async_trait::async_trait;
 pub use schemars;
 /// Re-exported for [`Run::cancellation_token`].
 pub use tokio_util::sync::CancellationToken;
+
+/// The crate README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

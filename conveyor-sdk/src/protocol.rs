@@ -87,9 +87,7 @@ impl Resource {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn driver_result(&self, driver: &str) -> Option<Result<DriverResultEvent, serde_json::Error>> {
-        self.metadata
-            .get(&format!("{DRIVER_RESULTS_PREFIX}{driver}"))
-            .map(|text| serde_json::from_str(text))
+        self.metadata.get(&format!("{DRIVER_RESULTS_PREFIX}{driver}")).map(|text| serde_json::from_str(text))
     }
 
     /// Every earlier driver result in the metadata, by driver name, each decoded.
@@ -97,8 +95,7 @@ impl Resource {
         &self,
     ) -> impl Iterator<Item = (&str, Result<DriverResultEvent, serde_json::Error>)> + '_ {
         self.metadata.iter().filter_map(|(key, text)| {
-            key.strip_prefix(DRIVER_RESULTS_PREFIX)
-                .map(|driver| (driver, serde_json::from_str(text)))
+            key.strip_prefix(DRIVER_RESULTS_PREFIX).map(|driver| (driver, serde_json::from_str(text)))
         })
     }
 }
@@ -373,12 +370,7 @@ pub struct PipelineEvent {
 impl PipelineEvent {
     /// The `driver.result` event for a run.
     pub fn driver_result(run_id: impl Into<String>, resource: Resource, result: DriverResultEvent) -> Self {
-        Self {
-            event: DRIVER_RESULT_EVENT.to_owned(),
-            run_id: run_id.into(),
-            resource,
-            driverresult: result,
-        }
+        Self { event: DRIVER_RESULT_EVENT.to_owned(), run_id: run_id.into(), resource, driverresult: result }
     }
 }
 

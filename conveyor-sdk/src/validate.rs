@@ -137,10 +137,9 @@ mod tests {
     use serde_json::json;
 
     fn seed_validator() -> SpecValidator {
-        let def: ResourceDefinition = serde_json::from_str(include_str!(
-            "../../../shared/fixtures/resource-definition.pipeline.json"
-        ))
-        .unwrap();
+        let def: ResourceDefinition =
+            serde_json::from_str(include_str!("../../../shared/fixtures/resource-definition.pipeline.json"))
+                .unwrap();
         SpecValidator::new(&[ResourceType::owned(def)]).unwrap()
     }
 
@@ -189,7 +188,9 @@ mod tests {
         }
         let v = SpecValidator::new(&[ResourceType::foreign("pipeline")]).unwrap();
         let r = Resource::new("x", "pipeline", json!({"steps": [{"name": "a", "timeout": "soon"}]}));
-        let Err(SpecError::Decode(violation)) = v.decode::<Spec>(&r) else { panic!("expected a decode error") };
+        let Err(SpecError::Decode(violation)) = v.decode::<Spec>(&r) else {
+            panic!("expected a decode error")
+        };
         assert_eq!(violation.path, "/spec/steps/0/timeout");
     }
 

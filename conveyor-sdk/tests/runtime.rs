@@ -168,7 +168,8 @@ async fn the_runtime_waits_for_the_server_to_create_its_stream() {
     let nats = conveyor_sdk::testing::NatsServer::start().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(
-        conveyor_sdk::Runtime::with_config(TestDriver::new(), config(&nats)).run_until(stop.clone().cancelled_owned()),
+        conveyor_sdk::Runtime::with_config(TestDriver::new(), config(&nats))
+            .run_until(stop.clone().cancelled_owned()),
     );
     // The runtime is up before the server: it must wait, not fail or create the stream.
     let client = async_nats::connect(nats.url()).await.unwrap();

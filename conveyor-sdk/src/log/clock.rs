@@ -19,10 +19,7 @@ pub(crate) struct RunClock {
 impl RunClock {
     /// The next timestamp: now, or one nanosecond after the previous one if now is not later.
     pub(crate) fn next(&mut self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
         self.last = now.max(self.last + 1);
         format_rfc3339_nanos(self.last)
     }
@@ -57,10 +54,7 @@ mod tests {
     #[test]
     fn formats_fixed_width_with_nine_digits() {
         assert_eq!(format_rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            format_rfc3339_nanos(1_795_469_446_123_456_789),
-            "2026-11-23T21:30:46.123456789Z"
-        );
+        assert_eq!(format_rfc3339_nanos(1_795_469_446_123_456_789), "2026-11-23T21:30:46.123456789Z");
         assert_eq!(format_rfc3339_nanos(1_795_469_446_000_000_001).len(), 30);
     }
 

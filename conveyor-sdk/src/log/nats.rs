@@ -99,10 +99,7 @@ impl NatsLogSink {
 
     async fn publish(&self, payload: Bytes, msg_id: String) -> Result<PublishAckFuture, String> {
         let message = PublishMessage::build().payload(payload).message_id(msg_id);
-        self.js
-            .send_publish(self.stored_subject.clone(), message)
-            .await
-            .map_err(|e| e.to_string())
+        self.js.send_publish(self.stored_subject.clone(), message).await.map_err(|e| e.to_string())
     }
 
     /// Waits for one line's acknowledgement; on failure publishes it again (same

@@ -88,10 +88,7 @@ pub struct Runtime<D: Driver> {
 
 impl<D: Driver> std::fmt::Debug for Runtime<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("driver", &self.driver.name())
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("Runtime").field("driver", &self.driver.name()).field("config", &self.config).finish()
     }
 }
 
@@ -146,7 +143,8 @@ impl<D: Driver> Runtime<D> {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let stop = stop_token(shutdown);
         let Some(client) =
-            setup::connect(&self.config.nats_url, self.driver.name(), self.config.retry_interval, &stop).await
+            setup::connect(&self.config.nats_url, self.driver.name(), self.config.retry_interval, &stop)
+                .await
         else {
             return Ok(());
         };
@@ -236,7 +234,8 @@ impl<D: Driver> Runtime<D> {
                     Err(_) => break,
                 }
             }
-            let batch = consumer.batch().max_messages(permits.len()).expires(shared.config.pull_expiry).messages();
+            let batch =
+                consumer.batch().max_messages(permits.len()).expires(shared.config.pull_expiry).messages();
             let mut batch = tokio::select! {
                 _ = stop.cancelled() => break 'pull,
                 batch = batch => match batch {
@@ -275,11 +274,8 @@ impl<D: Driver> Runtime<D> {
         if !runs.is_empty() {
             tracing::info!(runs = runs.len(), ?grace, "shutting down: waiting for runs in progress");
         }
-        let drained = tokio::time::timeout(grace, async {
-            while runs.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
+        let drained =
+            tokio::time::timeout(grace, async { while runs.join_next().await.is_some() {} }).await.is_ok();
         if !drained {
             tracing::warn!(runs = runs.len(), "grace period over: cancelling runs in progress");
             shared.run_cancel.cancel();

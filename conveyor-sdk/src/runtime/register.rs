@@ -27,7 +27,9 @@ pub(crate) async fn register_until_done(
         let mut failed = Vec::new();
         for definition in pending {
             match apply(&http, &url, &definition).await {
-                Ok(()) => tracing::info!(resource_type = %definition.name, %url, "resource definition registered"),
+                Ok(()) => {
+                    tracing::info!(resource_type = %definition.name, %url, "resource definition registered")
+                }
                 Err(reason) => {
                     tracing::warn!(
                         resource_type = %definition.name, %url, %reason,

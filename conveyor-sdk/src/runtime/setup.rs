@@ -43,7 +43,11 @@ pub(crate) async fn connect(
 }
 
 /// Waits until the server has created stream `messages`. `None` when stopped first.
-pub(crate) async fn wait_for_stream(js: &Context, retry: Duration, stop: &CancellationToken) -> Option<Stream> {
+pub(crate) async fn wait_for_stream(
+    js: &Context,
+    retry: Duration,
+    stop: &CancellationToken,
+) -> Option<Stream> {
     let mut said = false;
     loop {
         match js.get_stream(subjects::MESSAGES_STREAM).await {
@@ -70,10 +74,8 @@ pub(crate) async fn wait_for_stream(js: &Context, retry: Duration, stop: &Cancel
 
 /// The filter subjects of a driver's consumer.
 pub(crate) fn filter_subjects(driver: &str, types: &[String]) -> Vec<String> {
-    let mut subjects: Vec<String> = types
-        .iter()
-        .flat_map(|t| [subjects::resource(t), subjects::driver_resource(driver, t)])
-        .collect();
+    let mut subjects: Vec<String> =
+        types.iter().flat_map(|t| [subjects::resource(t), subjects::driver_resource(driver, t)]).collect();
     subjects.sort();
     subjects.dedup();
     subjects

@@ -55,9 +55,8 @@ struct Envelope {
 fn decode(payload: &[u8]) -> Result<Delivery, String> {
     let envelope: Envelope =
         serde_json::from_slice(payload).map_err(|e| format!("not a DriverMessage: {e}"))?;
-    let resource = decode_payload(envelope.payload).map_err(|e| {
-        format!("the payload of run {} is not a resource: {e}", envelope.run_id)
-    })?;
+    let resource = decode_payload(envelope.payload)
+        .map_err(|e| format!("the payload of run {} is not a resource: {e}", envelope.run_id))?;
     Ok(Delivery { event: envelope.event, id: envelope.id, run_id: envelope.run_id, resource })
 }
 
@@ -107,7 +106,8 @@ async fn process<D: Driver>(
     let outcome = keep_alive(&message, progress_every, run(&shared, &delivery, attempt, slot)).await;
     match outcome {
         Outcome::Publish { result, give_up } => {
-            let published = keep_alive(&message, progress_every, publish_result(&shared, &delivery, result)).await;
+            let published =
+                keep_alive(&message, progress_every, publish_result(&shared, &delivery, result)).await;
             match published {
                 Ok(()) if give_up => ack(&message, AckKind::Term).await,
                 Ok(()) => ack(&message, AckKind::Ack).await,
@@ -130,7 +130,12 @@ async fn process<D: Driver>(
 
 /// Validates and reconciles, with the run's log; hands the reconcile slot back when
 /// reconcile is done.
-async fn run<D: Driver>(shared: &Shared<D>, delivery: &Delivery, attempt: u64, slot: OwnedSemaphorePermit) -> Outcome {
+async fn run<D: Driver>(
+    shared: &Shared<D>,
+    delivery: &Delivery,
+    attempt: u64,
+    slot: OwnedSemaphorePermit,
+) -> Outcome {
     let config = &shared.config;
     let log = LogHandle::new(NatsLogSink::new(
         shared.js.clone(),
@@ -232,13 +237,17 @@ async fn reconcile<D: Driver>(
             DriverResult::failure(text)
         }
     };
-    tracing::info!(success = result.success, message = %result.message, "reconciled");
+    tracing::info!(success = result.success, result = %result.message, "reconciled");
     Some(result)
 }
 
 /// Publishes the run's `driver.result` event and waits until JetStream has stored it.
 /// Its message id makes JetStream drop a second copy (a crash between publish and ack).
-async fn publish_result<D: Driver>(shared: &Shared<D>, delivery: &Delivery, result: DriverResult) -> Result<(), String> {
+async fn publish_result<D: Driver>(
+    shared: &Shared<D>,
+    delivery: &Delivery,
+    result: DriverResult,
+) -> Result<(), String> {
     let event = PipelineEvent::driver_result(
         delivery.run_id.clone(),
         delivery.resource.clone(),
@@ -248,11 +257,7 @@ async fn publish_result<D: Driver>(shared: &Shared<D>, delivery: &Delivery, resu
     let message = PublishMessage::build()
         .payload(payload.into())
         .message_id(format!("result.{}.{}", delivery.run_id, shared.name));
-    let ack = shared
-        .js
-        .send_publish(subjects::DRIVER_RESULT, message)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ack = shared.js.send_publish(subjects::DRIVER_RESULT, message).await.map_err(|e| e.to_string())?;
     ack.await.map_err(|e| e.to_string())?;
     Ok(())
 }

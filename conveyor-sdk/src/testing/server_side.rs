@@ -175,7 +175,12 @@ impl Harness {
         }
         let run_id = run_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let message_id = uuid::Uuid::new_v4().simple().to_string()[..24].to_owned();
-        let message = DriverMessage { event, payload: resource.clone(), id: message_id.clone(), run_id: run_id.clone() };
+        let message = DriverMessage {
+            event,
+            payload: resource.clone(),
+            id: message_id.clone(),
+            run_id: run_id.clone(),
+        };
         let payload = serde_json::to_vec(&message).map_err(|e| TestingError::Nats(e.to_string()))?;
         self.publish_raw(&subject, payload.into()).await?;
         Ok(Dispatched { run_id, message_id, resource })
@@ -198,7 +203,11 @@ impl Harness {
     }
 
     /// Waits up to `timeout` for the first result of `run_id`.
-    pub async fn result_within(&self, run_id: &str, timeout: Duration) -> Result<PipelineEvent, TestingError> {
+    pub async fn result_within(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<PipelineEvent, TestingError> {
         self.wait_until(timeout, &format!("the result of run {run_id}"), |c| {
             c.results.get(run_id).and_then(|r| r.first().cloned())
         })
@@ -223,12 +232,19 @@ impl Harness {
     /// The log lines of `run_id` in the order the server returns them: by timestamp.
     pub fn logs_in_server_order(&self, run_id: &str) -> Vec<Log> {
         let mut logs = self.logs(run_id);
-        logs.sort_by(|a, b| (&a.pipeline, &a.driver, &a.timestamp).cmp(&(&b.pipeline, &b.driver, &b.timestamp)));
+        logs.sort_by(|a, b| {
+            (&a.pipeline, &a.driver, &a.timestamp).cmp(&(&b.pipeline, &b.driver, &b.timestamp))
+        });
         logs
     }
 
     /// Waits up to `timeout` for a stored log line of `run_id` that contains `text`.
-    pub async fn wait_for_log(&self, run_id: &str, text: &str, timeout: Duration) -> Result<Log, TestingError> {
+    pub async fn wait_for_log(
+        &self,
+        run_id: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<Log, TestingError> {
         self.wait_until(timeout, &format!("a log line of run {run_id} containing {text:?}"), |c| {
             c.logs.get(run_id).and_then(|logs| logs.iter().find(|l| l.message.contains(text)).cloned())
         })
@@ -272,12 +288,21 @@ impl Harness {
     }
 }
 
-async fn reader(js: &Context, stream: &str, durable: &str) -> Result<jetstream::consumer::PullConsumer, TestingError> {
-    let stream = js.get_stream(stream).await.map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
+async fn reader(
+    js: &Context,
+    stream: &str,
+    durable: &str,
+) -> Result<jetstream::consumer::PullConsumer, TestingError> {
+    let stream =
+        js.get_stream(stream).await.map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
     stream
         .get_or_create_consumer(
             durable,
-            pull::Config { durable_name: Some(durable.to_owned()), ack_policy: AckPolicy::Explicit, ..Default::default() },
+            pull::Config {
+                durable_name: Some(durable.to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            },
         )
         .await
         .map_err(|e| TestingError::Nats(format!("consumer {durable}: {e}")))

@@ -128,7 +128,8 @@ impl Driver for TestDriver {
         probe.calls.fetch_add(1, Ordering::SeqCst);
         let _running = Running::enter(probe);
         let log = run.log();
-        let data = json!({"attempt": run.attempt(), "pid": std::process::id(), "event": run.event().as_str()});
+        let data =
+            json!({"attempt": run.attempt(), "pid": std::process::id(), "event": run.event().as_str()});
         match run.spec().mode {
             Mode::Ok => {
                 log.log(format!("hello from {}", run.resource().name)).await;
