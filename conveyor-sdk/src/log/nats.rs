@@ -4,10 +4,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::Subject;
 use async_trait::async_trait;
-use bytes::Bytes;
-use serde::Serialize;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -25,27 +24,67 @@ pub(crate) struct NatsLogOptions {
     pub(crate) retry_for: Duration,
 }
 
-/// The Log JSON of the protocol, borrowed.
-#[derive(Serialize)]
-struct LogRef<'a> {
-    runid: &'a str,
-    driver: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipeline: Option<&'a str>,
-    timestamp: &'a str,
-    message: &'a str,
+/// Writes the Log JSON of the protocol for one run's lines. The fields that are the
+/// same for every line are encoded once.
+pub(crate) struct LogEncoder {
+    /// `{"runid":…,"driver":…[,"pipeline":…],"timestamp":"`
+    prefix: Vec<u8>,
+}
+
+/// One encoded line.
+pub(crate) struct EncodedLine {
+    /// The Log JSON.
+    pub(crate) payload: Bytes,
+    /// The escaped message, a JSON string, within `payload`.
+    message: std::ops::Range<usize>,
+}
+
+impl LogEncoder {
+    pub(crate) fn new(run_id: &str, driver: &str, pipeline: Option<&str>) -> Self {
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut prefix = format!("{{\"runid\":{},\"driver\":{}", quote(run_id), quote(driver));
+        if let Some(pipeline) = pipeline {
+            prefix.push_str(&format!(",\"pipeline\":{}", quote(pipeline)));
+        }
+        prefix.push_str(",\"timestamp\":\"");
+        Self { prefix: prefix.into_bytes() }
+    }
+
+    /// The Log JSON of one line; `timestamp` needs no escaping (see `RunClock`).
+    pub(crate) fn encode(&self, timestamp: &str, line: &str) -> EncodedLine {
+        let mut buf = BytesMut::with_capacity(self.prefix.len() + timestamp.len() + line.len() + 24);
+        buf.extend_from_slice(&self.prefix);
+        buf.extend_from_slice(timestamp.as_bytes());
+        buf.extend_from_slice(b"\",\"message\":");
+        let start = buf.len();
+        // Writing a string into memory cannot fail.
+        let _ = serde_json::to_writer((&mut buf).writer(), line);
+        let end = buf.len();
+        buf.extend_from_slice(b"}");
+        EncodedLine { payload: buf.freeze(), message: start..end }
+    }
+
+    /// The frame of the older live subject, `["<timestamp>","<message>"]`.
+    pub(crate) fn legacy_frame(timestamp: &str, line: &EncodedLine) -> Bytes {
+        let message = &line.payload[line.message.clone()];
+        let mut frame = BytesMut::with_capacity(timestamp.len() + message.len() + 6);
+        frame.extend_from_slice(b"[\"");
+        frame.extend_from_slice(timestamp.as_bytes());
+        frame.extend_from_slice(b"\",");
+        frame.extend_from_slice(message);
+        frame.extend_from_slice(b"]");
+        frame.freeze()
+    }
 }
 
 struct InFlight {
     /// `None` when the first publish already failed.
     ack: Option<PublishAckFuture>,
     payload: Bytes,
-    msg_id: String,
 }
 
 struct State {
     clock: RunClock,
-    seq: u64,
     in_flight: VecDeque<InFlight>,
     error: Option<String>,
 }
@@ -56,13 +95,10 @@ pub(crate) struct NatsLogSink {
     js: async_nats::jetstream::Context,
     client: async_nats::Client,
     run_id: String,
-    driver: String,
-    pipeline: Option<String>,
-    stored_subject: String,
-    live_subject: String,
-    legacy_subject: Option<String>,
-    /// Per attempt, so that a redelivered run's lines are not taken for duplicates.
-    msg_id_prefix: String,
+    encoder: LogEncoder,
+    stored_subject: Subject,
+    live_subject: Subject,
+    legacy_subject: Option<Subject>,
     options: NatsLogOptions,
     state: Mutex<State>,
 }
@@ -74,36 +110,33 @@ impl NatsLogSink {
         run_id: &str,
         driver: &str,
         pipeline: Option<&str>,
-        attempt: u64,
         options: NatsLogOptions,
     ) -> Self {
         Self {
             js,
             client,
-            stored_subject: subjects::logs(run_id),
-            live_subject: subjects::live_logs(run_id, driver),
-            legacy_subject: options.legacy_live.then(|| subjects::legacy_live_logs(run_id, driver)),
-            msg_id_prefix: format!("log.{run_id}.{driver}.{attempt}."),
+            stored_subject: subjects::logs(run_id).into(),
+            live_subject: subjects::live_logs(run_id, driver).into(),
+            legacy_subject: options.legacy_live.then(|| subjects::legacy_live_logs(run_id, driver).into()),
             run_id: run_id.to_owned(),
-            driver: driver.to_owned(),
-            pipeline: pipeline.map(str::to_owned),
+            encoder: LogEncoder::new(run_id, driver, pipeline),
             options,
             state: Mutex::new(State {
                 clock: RunClock::default(),
-                seq: 0,
                 in_flight: VecDeque::new(),
                 error: None,
             }),
         }
     }
 
-    async fn publish(&self, payload: Bytes, msg_id: String) -> Result<PublishAckFuture, String> {
-        let message = PublishMessage::build().payload(payload).message_id(msg_id);
-        self.js.send_publish(self.stored_subject.clone(), message).await.map_err(|e| e.to_string())
+    async fn publish(&self, payload: Bytes) -> Result<PublishAckFuture, String> {
+        self.js.publish(self.stored_subject.clone(), payload).await.map_err(|e| e.to_string())
     }
 
-    /// Waits for one line's acknowledgement; on failure publishes it again (same
-    /// message id, so JetStream stores it once) until `retry_for` has passed.
+    /// Waits for one line's acknowledgement; on failure publishes it again until
+    /// `retry_for` has passed. A line whose acknowledgement alone was lost may thus be
+    /// stored twice (a per-line message id would prevent that, at a quarter of the
+    /// throughput).
     async fn settle(&self, line: InFlight, state: &mut State) {
         let deadline = Instant::now() + self.options.retry_for;
         let mut ack = line.ack;
@@ -125,7 +158,7 @@ impl NatsLogSink {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
             ack = loop {
-                match self.publish(line.payload.clone(), line.msg_id.clone()).await {
+                match self.publish(line.payload.clone()).await {
                     Ok(pending) => break Some(pending),
                     Err(reason) if Instant::now() >= deadline => {
                         state.error.get_or_insert(reason);
@@ -150,23 +183,9 @@ impl LogSink for NatsLogSink {
             return; // the run is already lost for the log; flush reports it
         }
         let timestamp = state.clock.next();
-        state.seq += 1;
-        let log = LogRef {
-            runid: &self.run_id,
-            driver: &self.driver,
-            pipeline: self.pipeline.as_deref(),
-            timestamp: &timestamp,
-            message: line,
-        };
-        let payload = match serde_json::to_vec(&log) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(error) => {
-                state.error.get_or_insert(error.to_string());
-                return;
-            }
-        };
-        let msg_id = format!("{}{}", self.msg_id_prefix, state.seq);
-        let ack = match self.publish(payload.clone(), msg_id.clone()).await {
+        let encoded = self.encoder.encode(&timestamp, line);
+        let payload = encoded.payload.clone();
+        let ack = match self.publish(payload.clone()).await {
             Ok(ack) => Some(ack),
             Err(reason) => {
                 tracing::warn!(run_id = %self.run_id, %reason, "publishing a log line failed");
@@ -174,7 +193,7 @@ impl LogSink for NatsLogSink {
             }
         };
         let failed = ack.is_none();
-        state.in_flight.push_back(InFlight { ack, payload: payload.clone(), msg_id });
+        state.in_flight.push_back(InFlight { ack, payload: payload.clone() });
         if failed {
             // Retry it now, in order, before more lines pile up behind it.
             while let Some(line) = state.in_flight.pop_front() {
@@ -182,13 +201,12 @@ impl LogSink for NatsLogSink {
             }
         }
         // Live viewers are best effort: core NATS, no acknowledgement.
-        if let Err(error) = self.client.publish(self.live_subject.clone(), payload).await {
+        if let Err(error) = self.client.publish(self.live_subject.clone(), encoded.payload.clone()).await {
             tracing::debug!(%error, "live log publish failed");
         }
         if let Some(subject) = &self.legacy_subject {
-            if let Ok(frame) = serde_json::to_vec(&[timestamp.as_str(), line]) {
-                let _ = self.client.publish(subject.clone(), frame.into()).await;
-            }
+            let frame = LogEncoder::legacy_frame(&timestamp, &encoded);
+            let _ = self.client.publish(subject.clone(), frame).await;
         }
         while state.in_flight.len() > self.options.window {
             if let Some(oldest) = state.in_flight.pop_front() {
@@ -207,5 +225,40 @@ impl LogSink for NatsLogSink {
             Some(reason) => Err(LogError::Delivery { reason: reason.clone() }),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Log;
+
+    #[test]
+    fn encoded_lines_are_the_log_json_of_the_protocol() {
+        let ts = "2026-11-23T21:30:46.123456789Z";
+        for pipeline in [None, Some("node-pipeline")] {
+            let encoder = LogEncoder::new("fbdf5edf-66d4-46ce-859a-8ee44d6c9463", "command-runner", pipeline);
+            for line in ["plain", "", "quotes \" and \\ backslash", "tab\tand \u{1}", "ünïcödé ☃"] {
+                let encoded = encoder.encode(ts, line);
+                let log: Log = serde_json::from_slice(&encoded.payload).unwrap();
+                assert_eq!(log.message, line);
+                assert_eq!(log.pipeline.as_deref(), pipeline);
+                assert_eq!(log.timestamp, ts);
+                assert_eq!(log.driver, "command-runner");
+                let frame: (String, String) =
+                    serde_json::from_slice(&LogEncoder::legacy_frame(ts, &encoded)).unwrap();
+                assert_eq!(frame, (ts.to_owned(), line.to_owned()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_without_pipeline_matches_the_fixture_byte_for_byte() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../shared/fixtures/log.json")).unwrap();
+        let encoder = LogEncoder::new("fbdf5edf-66d4-46ce-859a-8ee44d6c9463", "command-runner", None);
+        let encoded = encoder.encode("2026-11-23T21:30:46.123456789Z", "total 4");
+        let ours: serde_json::Value = serde_json::from_slice(&encoded.payload).unwrap();
+        assert_eq!(ours, fixture);
     }
 }

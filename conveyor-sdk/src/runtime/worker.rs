@@ -1,6 +1,7 @@
 //! One message, top to bottom: decode → validate → reconcile → logs and result out → ack.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::Config;
@@ -102,30 +104,28 @@ async fn process<D: Driver>(
     attempt: u64,
     slot: OwnedSemaphorePermit,
 ) {
-    let progress_every = shared.config.ack_wait / 3;
-    let outcome = keep_alive(&message, progress_every, run(&shared, &delivery, attempt, slot)).await;
-    match outcome {
-        Outcome::Publish { result, give_up } => {
-            let published =
-                keep_alive(&message, progress_every, publish_result(&shared, &delivery, result)).await;
-            match published {
-                Ok(()) if give_up => ack(&message, AckKind::Term).await,
-                Ok(()) => ack(&message, AckKind::Ack).await,
+    let work = async {
+        match run(&shared, &delivery, attempt, slot).await {
+            Outcome::Publish { result, give_up } => match publish_result(&shared, &delivery, result).await {
+                Ok(()) if give_up => AckKind::Term,
+                Ok(()) => AckKind::Ack,
                 Err(reason) => {
                     tracing::error!(%reason, "publishing the result failed; the message will be delivered again");
-                    ack(&message, AckKind::Nak(Some(shared.config.nak_delay))).await;
+                    AckKind::Nak(Some(shared.config.nak_delay))
                 }
+            },
+            Outcome::Retry(reason) => {
+                tracing::error!(%reason, "the run will be delivered again");
+                AckKind::Nak(Some(shared.config.nak_delay))
+            }
+            Outcome::Cancelled => {
+                tracing::info!("run cancelled by shutdown; it will be delivered again");
+                AckKind::Nak(None)
             }
         }
-        Outcome::Retry(reason) => {
-            tracing::error!(%reason, "the run will be delivered again");
-            ack(&message, AckKind::Nak(Some(shared.config.nak_delay))).await;
-        }
-        Outcome::Cancelled => {
-            tracing::info!("run cancelled by shutdown; it will be delivered again");
-            ack(&message, AckKind::Nak(None)).await;
-        }
-    }
+    };
+    let kind = keep_alive(&message, shared.config.ack_wait / 3, work).await;
+    ack(&message, kind).await;
 }
 
 /// Validates and reconciles, with the run's log; hands the reconcile slot back when
@@ -143,7 +143,6 @@ async fn run<D: Driver>(
         &delivery.run_id,
         &shared.name,
         delivery.resource.pipeline(),
-        attempt,
         NatsLogOptions {
             window: config.log_window,
             legacy_live: config.legacy_live_logs,
@@ -188,8 +187,8 @@ async fn run<D: Driver>(
     outcome
 }
 
-/// Calls the driver's reconcile in a task of its own, so that a panic is caught and a
-/// shutdown can abandon it. `None` when the run was cancelled.
+/// Calls the driver's reconcile, catching a panic; a shutdown can abandon it.
+/// `None` when the run was cancelled.
 async fn reconcile<D: Driver>(
     shared: &Shared<D>,
     delivery: &Delivery,
@@ -203,14 +202,13 @@ async fn reconcile<D: Driver>(
         .with_log(log.clone())
         .with_cancellation(shared.run_cancel.child_token())
         .with_delivery(delivery.id.clone(), attempt);
-    let driver = shared.driver.clone();
-    let mut task = tokio::spawn(async move { driver.reconcile(run).await }.in_current_span());
+    let reconciling = AssertUnwindSafe(shared.driver.reconcile(run)).catch_unwind();
+    tokio::pin!(reconciling);
     let joined = tokio::select! {
-        joined = &mut task => joined,
+        joined = &mut reconciling => joined,
         _ = shared.run_cancel.cancelled() => {
-            if tokio::time::timeout(shared.config.cancel_timeout, &mut task).await.is_err() {
+            if tokio::time::timeout(shared.config.cancel_timeout, &mut reconciling).await.is_err() {
                 tracing::warn!("reconcile did not return in time after cancellation; abandoning it");
-                task.abort();
             }
             return None;
         }
@@ -226,12 +224,8 @@ async fn reconcile<D: Driver>(
             log.log(&text).await;
             DriverResult::failure(text)
         }
-        Err(join) => {
-            let text = if join.is_panic() {
-                format!("reconcile panicked: {}", panic_text(join.into_panic()))
-            } else {
-                "reconcile was aborted".to_owned()
-            };
+        Err(panic) => {
+            let text = format!("reconcile panicked: {}", panic_text(panic));
             tracing::error!(error = %text, "reconcile did not return");
             log.log(&text).await;
             DriverResult::failure(text)

@@ -1,0 +1,351 @@
+//! Runtime overhead and log throughput, each against a hand-written async-nats
+//! baseline doing the same work in the same run, on a nats-server of its own.
+//!
+//! ```text
+//! cargo bench -p conveyor-sdk --bench runtime            # everything
+//! cargo bench -p conveyor-sdk --bench runtime -- quick   # smaller counts, one round
+//! ```
+//!
+//! Prints messages (or lines) per second for both sides and their ratio, the peak RSS
+//! of a log-only run in a process of its own, and the RSS of an idle driver process.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use conveyor_sdk::protocol::subjects;
+use conveyor_sdk::testing::{create_server_streams, NatsServer};
+use conveyor_sdk::validate::SpecValidator;
+use conveyor_sdk::{
+    Config, Driver, DriverMessage, DriverResult, Event, PipelineEvent, ReconcileError, Resource,
+    ResourceDefinition, ResourceType, Run, Runtime,
+};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const ROLE: &str = "CONVEYOR_BENCH_ROLE";
+const NATS: &str = "CONVEYOR_BENCH_NATS";
+const LINES: &str = "CONVEYOR_BENCH_LINES";
+
+fn schema() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../../shared/fixtures/resource-definition.pipeline.json"))
+        .map(|d: ResourceDefinition| d.schema)
+        .unwrap_or_else(|_| json!({}))
+}
+
+fn seed_spec() -> serde_json::Value {
+    json!({"image": "busybox", "steps": [
+        {"name": "print-working-directory", "command": "pwd"},
+        {"name": "list-files", "command": "ls -l"},
+        {"name": "show-os-info", "command": "cat /etc/os-release"}]})
+}
+
+/// A driver that does nothing, or logs `lines` lines.
+struct Bench {
+    name: String,
+    resource_type: String,
+    lines: usize,
+}
+
+#[conveyor_sdk::async_trait]
+impl Driver for Bench {
+    type Spec = serde_json::Value;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resources(&self) -> Vec<ResourceType> {
+        vec![ResourceType::owned(ResourceDefinition::new(&self.resource_type, schema()))]
+    }
+
+    async fn reconcile(&self, run: Run<serde_json::Value>) -> Result<DriverResult, ReconcileError> {
+        if self.lines == 0 {
+            return Ok(DriverResult::success("noop"));
+        }
+        // Built before the clock starts, as the baseline's payloads are.
+        let lines: Vec<String> =
+            (0..self.lines).map(|i| format!("{i:>8} the quick brown fox jumps over the lazy dog")).collect();
+        let started = Instant::now();
+        for line in &lines {
+            run.log().log(line).await;
+        }
+        run.log().flush().await?;
+        Ok(DriverResult::success("logged").with_data(json!({"seconds": started.elapsed().as_secs_f64()})))
+    }
+}
+
+fn consumer_config(name: &str, resource_type: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.into()),
+        name: Some(name.into()),
+        filter_subjects: vec![subjects::resource(resource_type), subjects::driver_resource(name, resource_type)],
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// Publishes `n` DriverMessages for `resource_type`, pipelined, and waits for all acks.
+async fn backlog(js: &Context, resource_type: &str, n: usize) {
+    let resource = Resource::new("bench", resource_type, seed_spec());
+    let mut pending = std::collections::VecDeque::new();
+    for _ in 0..n {
+        let message = DriverMessage {
+            event: Event::Create,
+            payload: resource.clone(),
+            id: "5f0c2a9e1b7d4c3e8a6f0b1d".into(),
+            run_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let payload = serde_json::to_vec(&message).expect("encode");
+        pending.push_back(js.publish(subjects::resource(resource_type), payload.into()).await.expect("publish"));
+        if pending.len() > 2048 {
+            pending.pop_front().expect("pending").await.expect("ack");
+        }
+    }
+    for ack in pending {
+        ack.await.expect("ack");
+    }
+}
+
+/// Counts result events as they are published, until `n`.
+async fn count_results(client: &async_nats::Client, prefix: String, n: usize) -> tokio::task::JoinHandle<()> {
+    let mut results = client.subscribe(subjects::DRIVER_RESULT).await.expect("subscribe");
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(message) = results.next().await {
+            if message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).is_some_and(|id| {
+                id.as_str().ends_with(&prefix)
+            }) {
+                seen += 1;
+                if seen == n {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// The hand-written loop: pull, decode, validate, publish the result and wait for its
+/// ack, ack the message; `concurrency` messages at a time.
+async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize, n: usize) -> f64 {
+    let name = format!("raw-{concurrency}");
+    let resource_type = format!("rawjob{concurrency}");
+    let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
+    let consumer = stream.create_consumer(consumer_config(&name, &resource_type)).await.expect("consumer");
+    backlog(js, &resource_type, n).await;
+    let validator = SpecValidator::new(&[ResourceType::owned(ResourceDefinition::new(&resource_type, schema()))])
+        .expect("schema");
+    let done = count_results(client, format!(".{name}"), n).await;
+    let started = Instant::now();
+    let messages = consumer.messages().await.expect("messages");
+    messages
+        .take(n)
+        .for_each_concurrent(concurrency, |message| {
+            let (validator, name) = (&validator, &name);
+            async move {
+                let message = message.expect("message");
+                let dm: DriverMessage = serde_json::from_slice(&message.payload).expect("decode");
+                let valid = validator.validate(&dm.payload).is_ok();
+                let result = if valid { DriverResult::success("noop") } else { DriverResult::failure("invalid") };
+                let event = PipelineEvent::driver_result(dm.run_id.clone(), dm.payload, result.into_event(name));
+                let publish = PublishMessage::build()
+                    .payload(serde_json::to_vec(&event).expect("encode").into())
+                    .message_id(format!("result.{}.{name}", dm.run_id));
+                js.send_publish(subjects::DRIVER_RESULT, publish).await.expect("publish").await.expect("ack");
+                message.ack().await.expect("ack");
+            }
+        })
+        .await;
+    done.await.expect("counter");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn sdk_loop(url: &str, js: &Context, client: &async_nats::Client, concurrency: usize, n: usize) -> f64 {
+    let name = format!("sdk-{concurrency}");
+    let resource_type = format!("sdkjob{concurrency}");
+    let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
+    // The consumer exists before the backlog, as the runtime would leave it.
+    stream.create_consumer(consumer_config(&name, &resource_type)).await.expect("consumer");
+    backlog(js, &resource_type, n).await;
+    let done = count_results(client, format!(".{name}"), n).await;
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let driver = Bench { name: name.clone(), resource_type, lines: 0 };
+    let config = Config::default().nats_url(url).concurrency(concurrency);
+    let serving = tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
+    done.await.expect("counter");
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    stop.cancel();
+    serving.await.expect("join").expect("runtime");
+    rate
+}
+
+/// Raw pipelined JetStream publishing of the same Log payloads the handle sends.
+async fn raw_log_publish(js: &Context, lines: usize, window: usize) -> f64 {
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let subject = subjects::logs(&run_id);
+    let payloads: Vec<Bytes> = (0..lines)
+        .map(|i| {
+            let log = conveyor_sdk::Log {
+                runid: run_id.clone(),
+                driver: "raw-logger".into(),
+                pipeline: None,
+                timestamp: "2026-11-23T21:30:46.123456789Z".into(),
+                message: format!("{i:>8} the quick brown fox jumps over the lazy dog"),
+            };
+            serde_json::to_vec(&log).expect("encode").into()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::with_capacity(window + 1);
+    for payload in payloads {
+        pending.push_back(js.publish(subject.clone(), payload).await.expect("publish"));
+        if pending.len() > window {
+            pending.pop_front().expect("pending").await.expect("ack");
+        }
+    }
+    for ack in pending {
+        ack.await.expect("ack");
+    }
+    lines as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs a driver that logs `lines` lines in this process (spawned as a child by the
+/// main benchmark) and prints its rate and peak RSS.
+async fn log_child(url: &str, lines: usize) {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let name = "sdk-logger".to_string();
+    let resource_type = "logjob".to_string();
+    let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
+    stream.create_consumer(consumer_config(&name, &resource_type)).await.expect("consumer");
+    let mut results = client.subscribe(subjects::DRIVER_RESULT).await.expect("subscribe");
+    let stop = CancellationToken::new();
+    let driver = Bench { name, resource_type: resource_type.clone(), lines };
+    let config = Config::default().nats_url(url).legacy_live_logs(true);
+    let serving = tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
+    backlog(&js, &resource_type, 1).await;
+    let message = results.next().await.expect("result");
+    let event: PipelineEvent = serde_json::from_slice(&message.payload).expect("result event");
+    let seconds = event.driverresult.data["seconds"].as_f64().expect("seconds");
+    stop.cancel();
+    serving.await.expect("join").expect("runtime");
+    println!("RATE {}", lines as f64 / seconds);
+    println!("PEAK_RSS_KB {}", proc_status_kb("self", "VmHWM"));
+}
+
+/// A driver process that does nothing but wait for work.
+async fn idle_child(url: &str) {
+    let driver = Bench { name: "idle".into(), resource_type: "idlejob".into(), lines: 0 };
+    Runtime::with_config(driver, Config::default().nats_url(url)).run().await.expect("runtime");
+}
+
+fn proc_status_kb(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn child(role: &str, url: &str, lines: usize) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().expect("exe"));
+    command.env(ROLE, role).env(NATS, url).env(LINES, lines.to_string());
+    command
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    if let (Ok(role), Ok(url)) = (std::env::var(ROLE), std::env::var(NATS)) {
+        let lines = std::env::var(LINES).ok().and_then(|l| l.parse().ok()).unwrap_or(0);
+        match role.as_str() {
+            "log" => log_child(&url, lines).await,
+            "idle" => idle_child(&url).await,
+            _ => {}
+        }
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "quick");
+    let (messages, lines, rounds) = if quick { (2_000, 20_000, 1) } else { (20_000, 200_000, 3) };
+
+    let nats = NatsServer::start().await.expect("nats-server (run scripts/services.sh)");
+    let url = nats.url();
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(&url)
+        .await
+        .expect("connect");
+    let js = jetstream::new(client.clone());
+    create_server_streams(&js).await.expect("streams");
+
+    println!("runtime overhead: {messages} messages (decode, validate, reconcile, result publish, ack), median of {rounds}");
+    for concurrency in [1, 8] {
+        let (mut raw, mut sdk, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let r = raw_loop(&js, &client, concurrency, messages).await;
+            let s = sdk_loop(&url, &js, &client, concurrency, messages).await;
+            js.get_stream(subjects::PIPELINE_STREAM).await.expect("stream").purge().await.expect("purge");
+            raw.push(r);
+            sdk.push(s);
+            ratios.push(s / r);
+        }
+        println!(
+            "  concurrency {concurrency}: raw async-nats {:>9.0} msg/s   conveyor-sdk {:>9.0} msg/s   ratio {:.2}",
+            median(raw),
+            median(sdk),
+            median(ratios)
+        );
+    }
+
+    println!("log throughput: {lines} lines, all acked by JetStream, median of {rounds}");
+    let (mut raw, mut sdk, mut ratios, mut peaks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let r = raw_log_publish(&js, lines, 1024).await;
+        let output = child("log", &url, lines).output().expect("log child");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let value = |key: &str| {
+            text.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+        };
+        let s = value("RATE ");
+        js.get_stream(subjects::LOGS_STREAM).await.expect("stream").purge().await.expect("purge");
+        raw.push(r);
+        sdk.push(s);
+        ratios.push(s / r);
+        peaks.push(value("PEAK_RSS_KB "));
+    }
+    println!(
+        "  raw pipelined publish {:>9.0} lines/s   log handle {:>9.0} lines/s   ratio {:.2}   peak RSS of the logging process {:.1} MB",
+        median(raw),
+        median(sdk),
+        median(ratios),
+        median(peaks) / 1024.0
+    );
+
+    let mut idle = tokio::process::Command::from(child("idle", &url, 0));
+    let mut idle = idle.kill_on_drop(true).spawn().expect("idle child");
+    let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream.consumer_info("idle").await.map(|i| i.num_waiting).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "idle driver never started pulling");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = idle.id().expect("pid").to_string();
+    println!("idle driver process: RSS {:.1} MB", proc_status_kb(&pid, "VmRSS") as f64 / 1024.0);
+    let _ = idle.kill().await;
+}
