@@ -66,11 +66,12 @@ impl Driver for Bench {
         if self.lines == 0 {
             return Ok(DriverResult::success("noop"));
         }
-        // Built before the clock starts, as the baseline's payloads are.
+        // Built before the clock starts, as the baseline's payloads are; a set that is
+        // cycled, so that the peak RSS shows the handle's memory, not this input's.
         let lines: Vec<String> =
-            (0..self.lines).map(|i| format!("{i:>8} the quick brown fox jumps over the lazy dog")).collect();
+            (0..1024).map(|i| format!("{i:>8} the quick brown fox jumps over the lazy dog")).collect();
         let started = Instant::now();
-        for line in &lines {
+        for line in lines.iter().cycle().take(self.lines) {
             run.log().log(line).await;
         }
         run.log().flush().await?;
@@ -82,7 +83,10 @@ fn consumer_config(name: &str, resource_type: &str) -> pull::Config {
     pull::Config {
         durable_name: Some(name.into()),
         name: Some(name.into()),
-        filter_subjects: vec![subjects::resource(resource_type), subjects::driver_resource(name, resource_type)],
+        filter_subjects: vec![
+            subjects::resource(resource_type),
+            subjects::driver_resource(name, resource_type),
+        ],
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
         ack_wait: Duration::from_secs(30),
@@ -104,7 +108,8 @@ async fn backlog(js: &Context, resource_type: &str, n: usize) {
             run_id: uuid::Uuid::new_v4().to_string(),
         };
         let payload = serde_json::to_vec(&message).expect("encode");
-        pending.push_back(js.publish(subjects::resource(resource_type), payload.into()).await.expect("publish"));
+        pending
+            .push_back(js.publish(subjects::resource(resource_type), payload.into()).await.expect("publish"));
         if pending.len() > 2048 {
             pending.pop_front().expect("pending").await.expect("ack");
         }
@@ -120,9 +125,12 @@ async fn count_results(client: &async_nats::Client, prefix: String, n: usize) ->
     tokio::spawn(async move {
         let mut seen = 0;
         while let Some(message) = results.next().await {
-            if message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).is_some_and(|id| {
-                id.as_str().ends_with(&prefix)
-            }) {
+            if message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .is_some_and(|id| id.as_str().ends_with(&prefix))
+            {
                 seen += 1;
                 if seen == n {
                     return;
@@ -140,8 +148,9 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
     let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
     let consumer = stream.create_consumer(consumer_config(&name, &resource_type)).await.expect("consumer");
     backlog(js, &resource_type, n).await;
-    let validator = SpecValidator::new(&[ResourceType::owned(ResourceDefinition::new(&resource_type, schema()))])
-        .expect("schema");
+    let validator =
+        SpecValidator::new(&[ResourceType::owned(ResourceDefinition::new(&resource_type, schema()))])
+            .expect("schema");
     let done = count_results(client, format!(".{name}"), n).await;
     let started = Instant::now();
     let messages = consumer.messages().await.expect("messages");
@@ -153,8 +162,10 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
                 let message = message.expect("message");
                 let dm: DriverMessage = serde_json::from_slice(&message.payload).expect("decode");
                 let valid = validator.validate(&dm.payload).is_ok();
-                let result = if valid { DriverResult::success("noop") } else { DriverResult::failure("invalid") };
-                let event = PipelineEvent::driver_result(dm.run_id.clone(), dm.payload, result.into_event(name));
+                let result =
+                    if valid { DriverResult::success("noop") } else { DriverResult::failure("invalid") };
+                let event =
+                    PipelineEvent::driver_result(dm.run_id.clone(), dm.payload, result.into_event(name));
                 let publish = PublishMessage::build()
                     .payload(serde_json::to_vec(&event).expect("encode").into())
                     .message_id(format!("result.{}.{name}", dm.run_id));
@@ -179,7 +190,8 @@ async fn sdk_loop(url: &str, js: &Context, client: &async_nats::Client, concurre
     let started = Instant::now();
     let driver = Bench { name: name.clone(), resource_type, lines: 0 };
     let config = Config::default().nats_url(url).concurrency(concurrency);
-    let serving = tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
+    let serving =
+        tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
     done.await.expect("counter");
     let rate = n as f64 / started.elapsed().as_secs_f64();
     stop.cancel();
@@ -230,7 +242,8 @@ async fn log_child(url: &str, lines: usize) {
     let stop = CancellationToken::new();
     let driver = Bench { name, resource_type: resource_type.clone(), lines };
     let config = Config::default().nats_url(url).legacy_live_logs(true);
-    let serving = tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
+    let serving =
+        tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
     backlog(&js, &resource_type, 1).await;
     let message = results.next().await.expect("result");
     let event: PipelineEvent = serde_json::from_slice(&message.payload).expect("result event");
@@ -319,7 +332,9 @@ async fn main() {
         let output = child("log", &url, lines).output().expect("log child");
         let text = String::from_utf8_lossy(&output.stdout);
         let value = |key: &str| {
-            text.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<f64>().ok()))
+                .unwrap_or(0.0)
         };
         let s = value("RATE ");
         js.get_stream(subjects::LOGS_STREAM).await.expect("stream").purge().await.expect("purge");

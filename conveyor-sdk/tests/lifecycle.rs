@@ -111,6 +111,8 @@ async fn a_nats_restart_mid_run_loses_nothing_and_consuming_goes_on() {
 
     let result = harness.result_within(&run.run_id, Duration::from_secs(60)).await.unwrap().driverresult;
     assert!(result.success, "{}", result.message);
+    // Results and lines come through two queues: the line may be read after the result.
+    harness.wait_for_log(&run.run_id, "gate passed", Duration::from_secs(30)).await.unwrap();
     assert_eq!(messages(&harness, &run.run_id), ["started", "gate passed"]);
 
     let after = harness.create(job("after-restart", json!({"mode": "ok"}))).await.unwrap();

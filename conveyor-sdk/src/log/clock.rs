@@ -94,7 +94,8 @@ mod tests {
         // Leap days, month ends, century rules, far past and future.
         let mut nanos: i128 = 0;
         while nanos < 4_200_000_000 * 1_000_000_000 {
-            let expected = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap().format(&fmt).unwrap();
+            let expected =
+                time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap().format(&fmt).unwrap();
             assert_eq!(format_rfc3339_nanos(nanos), expected);
             nanos += 86_399_999_999_937; // just under a day, so hours and digits move too
         }

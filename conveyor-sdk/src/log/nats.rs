@@ -121,11 +121,7 @@ impl NatsLogSink {
             run_id: run_id.to_owned(),
             encoder: LogEncoder::new(run_id, driver, pipeline),
             options,
-            state: Mutex::new(State {
-                clock: RunClock::default(),
-                in_flight: VecDeque::new(),
-                error: None,
-            }),
+            state: Mutex::new(State { clock: RunClock::default(), in_flight: VecDeque::new(), error: None }),
         }
     }
 

@@ -7,6 +7,7 @@
 //! copy when the first one was already stored.
 
 mod config;
+mod pull;
 mod register;
 mod setup;
 mod worker;
@@ -14,7 +15,6 @@ mod worker;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -218,56 +218,24 @@ impl<D: Driver> Runtime<D> {
         });
         let mut runs = JoinSet::new();
 
-        'pull: loop {
+        let mut puller = match pull::Puller::new(
+            consumer,
+            shared.js.clone(),
+            &client,
+            slots,
+            shared.config.pull_expiry,
+            shared.config.retry_interval,
+        )
+        .await
+        {
+            Ok(puller) => puller,
+            Err(error) => return Err(Error::Consumer { driver: name, source: Box::new(error) }),
+        };
+        while let Some((message, slot)) = puller.next(&stop).await {
             while runs.try_join_next().is_some() {}
-            let first = tokio::select! {
-                _ = stop.cancelled() => break 'pull,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break 'pull,
-                },
-            };
-            let mut permits = vec![first];
-            while permits.len() < concurrency {
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            let batch =
-                consumer.batch().max_messages(permits.len()).expires(shared.config.pull_expiry).messages();
-            let mut batch = tokio::select! {
-                _ = stop.cancelled() => break 'pull,
-                batch = batch => match batch {
-                    Ok(batch) => batch,
-                    Err(error) => {
-                        tracing::warn!(%error, "pulling messages failed; retrying");
-                        drop(permits);
-                        tokio::select! {
-                            _ = stop.cancelled() => break 'pull,
-                            _ = tokio::time::sleep(shared.config.retry_interval) => continue 'pull,
-                        }
-                    }
-                },
-            };
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => break 'pull,
-                    next = batch.next() => next,
-                };
-                match next {
-                    None => break,
-                    Some(Ok(message)) => {
-                        let Some(permit) = permits.pop() else { break };
-                        runs.spawn(worker::handle(shared.clone(), message, permit));
-                    }
-                    Some(Err(error)) => {
-                        tracing::debug!(%error, "pull request ended");
-                        break;
-                    }
-                }
-            }
+            runs.spawn(worker::handle(shared.clone(), message, slot));
         }
+        drop(puller);
 
         // Shutdown: no more pulling; let runs finish, then cancel what is left.
         let grace = shared.config.grace_period;

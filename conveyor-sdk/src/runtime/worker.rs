@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{AckKind, Message};
+use futures_util::FutureExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::Config;

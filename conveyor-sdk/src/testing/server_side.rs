@@ -63,6 +63,8 @@ pub struct Dispatched {
 struct Collected {
     results: HashMap<String, Vec<PipelineEvent>>,
     logs: HashMap<String, Vec<Log>>,
+    /// The highest stream sequence of `logs-engine` read so far.
+    logs_read_up_to: u64,
     undecodable: Vec<String>,
 }
 
@@ -326,7 +328,11 @@ async fn read_forever<T: DeserializeOwned>(
         while let Some(next) = messages.next().await {
             let Ok(message) = next else { continue };
             let decoded = serde_json::from_slice::<T>(&message.payload);
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             if let Ok(mut c) = collected.lock() {
+                if message.info().map(|i| i.stream == subjects::LOGS_STREAM).unwrap_or(false) {
+                    c.logs_read_up_to = c.logs_read_up_to.max(sequence);
+                }
                 match decoded {
                     Ok(value) => store(&mut c, value),
                     Err(error) => c.undecodable.push(format!("{}: {error}", message.subject)),
