@@ -170,3 +170,22 @@ async fn a_run_outliving_the_grace_period_is_cancelled_publishes_nothing_and_is_
     assert_eq!(harness.results(&run.run_id).len(), 1);
     serving.shutdown().await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_run_finish_then_the_process_exits() {
+    let (nats, harness) = setup().await;
+    let mut child = spawn_driver_process(&nats.url(), 1);
+    wait_for_pull_requests(&harness, 1).await;
+
+    let run = harness.create(job("terminated", json!({"mode": "sleep", "sleep_ms": 1000}))).await.unwrap();
+    harness.wait_for_log(&run.run_id, "sleeping", Duration::from_secs(30)).await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the driver must exit cleanly on SIGTERM: {status}");
+    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert!(result.success, "the run in progress must finish within the grace period");
+    wait_until_settled(&harness).await;
+}

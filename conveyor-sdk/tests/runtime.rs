@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use conveyor_sdk::{Event, Resource};
+use futures_util::StreamExt;
 use serde_json::json;
 
 #[tokio::test]
@@ -309,4 +310,85 @@ async fn a_resource_of_another_owner_is_decoded_into_the_spec_type() {
     assert!(bad.message.contains("/spec/mode"), "{}", bad.message);
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn each_line_is_also_relayed_live_on_both_live_subjects() {
+    let (nats, harness) = setup().await;
+    let mut live = harness.client().subscribe(format!("live.logs.*.{DRIVER}")).await.unwrap();
+    // `driver:<driver>:logs:<run_id>` is a single token: no wildcard matches part of it.
+    let legacy_prefix = format!("driver:{DRIVER}:logs:");
+    let mut legacy = harness
+        .client()
+        .subscribe(">")
+        .await
+        .unwrap()
+        .filter(move |m| std::future::ready(m.subject.as_str().starts_with(&legacy_prefix)));
+    let serving = serve(TestDriver::new(), config(&nats), &harness).await;
+
+    let run = harness.create(job("live", json!({"mode": "ok"}))).await.unwrap();
+    let wait = Duration::from_secs(30);
+    let live = tokio::time::timeout(wait, live.next()).await.unwrap().unwrap();
+    assert_eq!(live.subject.as_str(), format!("live.logs.{}.{DRIVER}", run.run_id));
+    let line: conveyor_sdk::Log = serde_json::from_slice(&live.payload).unwrap();
+    assert_eq!(line.message, "hello from live");
+    let legacy = tokio::time::timeout(wait, legacy.next()).await.unwrap().unwrap();
+    assert_eq!(legacy.subject.as_str(), format!("driver:{DRIVER}:logs:{}", run.run_id));
+    let frame: (String, String) = serde_json::from_slice(&legacy.payload).unwrap();
+    assert_eq!(frame, (line.timestamp.clone(), "hello from live".to_owned()));
+    assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
+    serving.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_older_live_subject_can_be_switched_off() {
+    let (nats, harness) = setup().await;
+    let legacy_prefix = format!("driver:{DRIVER}:logs:");
+    let mut legacy = harness
+        .client()
+        .subscribe(">")
+        .await
+        .unwrap()
+        .filter(move |m| std::future::ready(m.subject.as_str().starts_with(&legacy_prefix)));
+    let serving = serve(TestDriver::new(), config(&nats).legacy_live_logs(false), &harness).await;
+    let run = harness.create(job("quiet", json!({"mode": "ok"}))).await.unwrap();
+    harness.result(&run.run_id).await.unwrap();
+    serving.shutdown().await;
+    harness.client().flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(200), legacy.next()).await;
+    assert!(got.is_err(), "nothing may be published on the older subject");
+}
+
+#[tokio::test]
+async fn a_run_longer_than_the_ack_wait_is_kept_alive_and_not_redelivered() {
+    let (nats, harness) = setup().await;
+    let driver = TestDriver::new();
+    let serving = serve(driver.clone(), config(&nats).ack_wait(Duration::from_secs(1)), &harness).await;
+
+    let run = harness.create(job("long", json!({"mode": "sleep", "sleep_ms": 3500}))).await.unwrap();
+    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert!(result.success);
+    assert_eq!(result.data["attempt"], 1);
+    let info = wait_until_settled(&harness).await;
+    assert_eq!(info.num_redelivered, 0, "progress acks must keep the message from redelivery");
+    assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1);
+    serving.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_result_that_cannot_be_stored_is_nakd_and_the_run_delivered_again() {
+    let (nats, harness) = setup().await;
+    let serving = serve(TestDriver::new(), config(&nats).max_deliveries(100), &harness).await;
+    // Without the stream, publishing a result fails (no stream takes the subject).
+    harness.jetstream().delete_stream("pipeline-engine").await.unwrap();
+
+    let run = harness.create(job("unlucky", json!({"mode": "ok"}))).await.unwrap();
+    harness.wait_for_log(&run.run_id, "redelivered: attempt 2", Duration::from_secs(30)).await.unwrap();
+    conveyor_sdk::testing::create_server_streams(harness.jetstream()).await.unwrap();
+
+    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert!(result.success);
+    assert!(result.data["attempt"].as_u64().unwrap() >= 2);
+    wait_until_settled(&harness).await;
+    serving.shutdown().await;
 }

@@ -117,17 +117,22 @@ impl Harness {
         let (notify, changed) = watch::channel(0u64);
         let notify = Arc::new(notify);
         let mut readers = JoinSet::new();
-        let results = reader(&js, subjects::PIPELINE_STREAM, "conveyor-server-pipelines").await?;
-        let logs = reader(&js, subjects::LOGS_STREAM, "conveyor-server-logs").await?;
+        let results =
+            Queue { js: js.clone(), stream: subjects::PIPELINE_STREAM, durable: "conveyor-server-pipelines" };
+        let logs = Queue { js: js.clone(), stream: subjects::LOGS_STREAM, durable: "conveyor-server-logs" };
+        let (first_results, first_logs) = (results.consumer().await?, logs.consumer().await?);
         {
             let (collected, notify) = (collected.clone(), notify.clone());
-            readers.spawn(read_forever(results, collected, notify, |c, event: PipelineEvent| {
-                c.results.entry(event.run_id.clone()).or_default().push(event)
-            }));
+            readers.spawn(results.read_forever(
+                first_results,
+                collected,
+                notify,
+                |c, event: PipelineEvent| c.results.entry(event.run_id.clone()).or_default().push(event),
+            ));
         }
         {
             let (collected, notify) = (collected.clone(), notify.clone());
-            readers.spawn(read_forever(logs, collected, notify, |c, log: Log| {
+            readers.spawn(logs.read_forever(first_logs, collected, notify, |c, log: Log| {
                 c.logs.entry(log.runid.clone()).or_default().push(log)
             }));
         }
@@ -290,56 +295,64 @@ impl Harness {
     }
 }
 
-async fn reader(
-    js: &Context,
-    stream: &str,
-    durable: &str,
-) -> Result<jetstream::consumer::PullConsumer, TestingError> {
-    let stream =
-        js.get_stream(stream).await.map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
-    stream
-        .get_or_create_consumer(
-            durable,
-            pull::Config {
-                durable_name: Some(durable.to_owned()),
-                ack_policy: AckPolicy::Explicit,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| TestingError::Nats(format!("consumer {durable}: {e}")))
+/// One of the server's work queues, read by a durable consumer of the harness.
+struct Queue {
+    js: Context,
+    stream: &'static str,
+    durable: &'static str,
 }
 
-async fn read_forever<T: DeserializeOwned>(
-    consumer: jetstream::consumer::PullConsumer,
-    collected: Arc<Mutex<Collected>>,
-    notify: Arc<watch::Sender<u64>>,
-    store: impl Fn(&mut Collected, T),
-) {
-    loop {
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, "harness: reading a work queue failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+impl Queue {
+    async fn consumer(&self) -> Result<jetstream::consumer::PullConsumer, TestingError> {
+        let (stream, durable) = (self.stream, self.durable);
+        let stream = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
+        let config = pull::Config {
+            durable_name: Some(durable.to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
         };
-        while let Some(next) = messages.next().await {
-            let Ok(message) = next else { continue };
-            let decoded = serde_json::from_slice::<T>(&message.payload);
-            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            if let Ok(mut c) = collected.lock() {
-                if message.info().map(|i| i.stream == subjects::LOGS_STREAM).unwrap_or(false) {
-                    c.logs_read_up_to = c.logs_read_up_to.max(sequence);
-                }
-                match decoded {
-                    Ok(value) => store(&mut c, value),
-                    Err(error) => c.undecodable.push(format!("{}: {error}", message.subject)),
+        stream
+            .get_or_create_consumer(durable, config)
+            .await
+            .map_err(|e| TestingError::Nats(format!("consumer {durable}: {e}")))
+    }
+
+    /// Reads the queue for as long as the harness lives; when the stream or the
+    /// consumer goes away (a test deleted the stream), reads it again once it is back.
+    async fn read_forever<T: DeserializeOwned>(
+        self,
+        mut consumer: jetstream::consumer::PullConsumer,
+        collected: Arc<Mutex<Collected>>,
+        notify: Arc<watch::Sender<u64>>,
+        store: impl Fn(&mut Collected, T),
+    ) {
+        loop {
+            if let Ok(mut messages) = consumer.messages().await {
+                while let Some(next) = messages.next().await {
+                    let Ok(message) = next else { break };
+                    let decoded = serde_json::from_slice::<T>(&message.payload);
+                    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    if let Ok(mut c) = collected.lock() {
+                        if self.stream == subjects::LOGS_STREAM {
+                            c.logs_read_up_to = c.logs_read_up_to.max(sequence);
+                        }
+                        match decoded {
+                            Ok(value) => store(&mut c, value),
+                            Err(error) => c.undecodable.push(format!("{}: {error}", message.subject)),
+                        }
+                    }
+                    notify.send_modify(|n| *n += 1);
+                    let _ = message.ack().await;
                 }
             }
-            notify.send_modify(|n| *n += 1);
-            let _ = message.ack().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(again) = self.consumer().await {
+                consumer = again;
+            }
         }
     }
 }

@@ -40,7 +40,7 @@ pub enum Mode {
     /// On attempt 1 waits for cancellation, then returns success (to be discarded);
     /// later attempts succeed.
     CancelFirst,
-    /// Sleeps `sleep_ms` and succeeds, saying which process ran it.
+    /// Logs `sleeping`, sleeps `sleep_ms` and succeeds, saying which process ran it.
     Sleep,
 }
 
@@ -172,6 +172,7 @@ impl Driver for TestDriver {
                 Ok(DriverResult::success("second attempt").with_data(data))
             }
             Mode::Sleep => {
+                log.log("sleeping").await;
                 tokio::time::sleep(Duration::from_millis(run.spec().sleep_ms)).await;
                 Ok(DriverResult::success("slept").with_data(data))
             }
