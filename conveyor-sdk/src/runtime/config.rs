@@ -143,7 +143,8 @@ impl Config {
     }
 
     /// How long one pull request waits for messages before it is renewed (default
-    /// 5 s). It bounds how long consuming stalls after the NATS server restarts.
+    /// 5 s). Pull requests lost with a restarted NATS server are renewed after about
+    /// one and a half times this.
     #[must_use]
     pub fn pull_expiry(mut self, expiry: Duration) -> Self {
         self.pull_expiry = expiry.max(Duration::from_millis(100));
