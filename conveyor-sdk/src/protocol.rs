@@ -145,7 +145,9 @@ impl ResourceDefinition {
         }
     }
 
-    /// A definition of type `name` whose schema is derived from the Rust type `S`.
+    /// A definition of type `name` whose schema is derived from the Rust type `S`:
+    /// JSON Schema draft 7 with every subschema inlined (no `$ref`), which every
+    /// validator, the server's included, understands.
     ///
     /// ```
     /// #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -153,10 +155,13 @@ impl ResourceDefinition {
     ///
     /// let def = conveyor_sdk::ResourceDefinition::from_type::<Spec>("pipeline");
     /// assert_eq!(def.schema["required"], serde_json::json!(["steps"]));
+    /// assert!(!def.schema.to_string().contains("$ref"));
     /// ```
     pub fn from_type<S: schemars::JsonSchema>(name: impl Into<String>) -> Self {
-        let schema = schemars::SchemaGenerator::default().into_root_schema_for::<S>();
-        Self::new(name, schema.to_value())
+        let generator = schemars::generate::SchemaSettings::draft07()
+            .with(|settings| settings.inline_subschemas = true)
+            .into_generator();
+        Self::new(name, generator.into_root_schema_for::<S>().to_value())
     }
 
     /// Sets the description (default: empty).

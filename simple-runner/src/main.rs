@@ -1,0 +1,243 @@
+//! `simple-runner`: serve as the `command-runner` driver, run one resource locally, or
+//! print the resource definition.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use conveyor_sdk::validate::SpecValidator;
+use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
+use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Settings, DRIVER_NAME};
+
+#[derive(Parser)]
+#[command(
+    name = "simple-runner",
+    version,
+    about = "The reference Conveyor CI driver: command steps in Docker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve as a driver: take runs from the Conveyor server's NATS until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Run one resource (JSON, as for `POST /resources/`) here, without any server, and
+    /// exit with 0 if it succeeded.
+    Run {
+        /// The resource file.
+        file: PathBuf,
+        #[command(flatten)]
+        runner: RunnerArgs,
+    },
+    /// Print the resource definition the driver registers.
+    Schema,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The NATS server of the Conveyor server.
+    #[arg(long, env = "CONVEYOR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The Conveyor API server, where the resource definition is registered.
+    #[arg(long, env = "CONVEYOR_API_URL", default_value = "http://127.0.0.1:8080")]
+    api_url: String,
+    /// How many runs at once.
+    #[arg(long, env = "CONVEYOR_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+    /// The driver name: consumer, subjects, and the `driver` of logs and results.
+    #[arg(long, env = "CONVEYOR_DRIVER_NAME", default_value = DRIVER_NAME)]
+    name: String,
+    /// On shutdown, how long runs in progress may go on before they are stopped.
+    #[arg(long, env = "CONVEYOR_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    grace_period: Duration,
+    #[command(flatten)]
+    runner: RunnerArgs,
+}
+
+/// What the operator decides, not a resource.
+#[derive(Args)]
+struct RunnerArgs {
+    /// The network of run containers (`bridge`, `none`, or a network's name).
+    #[arg(long, env = "CONVEYOR_NETWORK", default_value = "bridge")]
+    network: String,
+    /// A memory limit per run container, e.g. `512m` or `2g`.
+    #[arg(long, env = "CONVEYOR_MEMORY", value_parser = parse_bytes)]
+    memory: Option<i64>,
+    /// A CPU limit per run container, e.g. `1.5`.
+    #[arg(long, env = "CONVEYOR_CPUS")]
+    cpus: Option<f64>,
+    /// The timeout of a run whose spec sets none, e.g. `30m`.
+    #[arg(long, env = "CONVEYOR_DEFAULT_TIMEOUT", value_parser = humantime::parse_duration)]
+    default_timeout: Option<Duration>,
+    /// The image of a run whose spec names none.
+    #[arg(long, env = "CONVEYOR_DEFAULT_IMAGE")]
+    default_image: Option<String>,
+}
+
+impl RunnerArgs {
+    fn settings(&self, name: &str) -> Settings {
+        Settings {
+            name: name.to_owned(),
+            container: ContainerSettings {
+                network: self.network.clone(),
+                memory_bytes: self.memory,
+                cpus: self.cpus,
+                ..ContainerSettings::default()
+            },
+            default_timeout: self.default_timeout,
+            default_image: self.default_image.clone(),
+            ..Settings::default()
+        }
+    }
+}
+
+fn parse_bytes(text: &str) -> Result<i64, String> {
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: i64 = digits.parse().map_err(|_| format!("not a size: {text:?} (try 512m or 2g)"))?;
+    let factor = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("unknown size unit in {text:?} (use k, m or g)")),
+    };
+    value.checked_mul(factor).ok_or_else(|| format!("size too large: {text:?}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema => match serde_json::to_string_pretty(&CommandRunner::definition()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve(args) => {
+            init_tracing();
+            match serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { file, runner } => run_local(&file, &runner).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = args.runner.settings(&args.name);
+    let engine = Engine::connect().await?;
+    let runner = CommandRunner::new(engine.clone(), settings.clone());
+    tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
+
+    // Liveness and the removal of containers left by runners that are gone use a
+    // connection of their own; a NATS server that is not up yet is retried in the
+    // background, as the runtime does.
+    let nats_url = args.nats_url.clone();
+    let (driver, instance) = (args.name.clone(), settings.instance.clone());
+    tokio::spawn(async move {
+        let options = async_nats::ConnectOptions::new().retry_on_initial_connect().max_reconnects(None);
+        let Ok(client) = options.connect(nats_url).await else { return };
+        let removed = cleanup::remove_orphans(&engine, &client, &driver, &instance).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed containers left by runners that are gone");
+        }
+        cleanup::answer_liveness(client, driver, instance).await;
+    });
+
+    let config = Config::default()
+        .nats_url(args.nats_url)
+        .api_url(args.api_url)
+        .concurrency(args.concurrency)
+        .grace_period(args.grace_period);
+    Runtime::with_config(runner, config).run().await?;
+    Ok(())
+}
+
+async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
+    let fail = |text: String| {
+        eprintln!("error: {text}");
+        ExitCode::FAILURE
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(error) => return fail(format!("cannot read {}: {error}", file.display())),
+    };
+    let resource: Resource = match serde_json::from_str(&text) {
+        Ok(resource) => resource,
+        Err(error) => return fail(format!("{} is not a resource: {error}", file.display())),
+    };
+    let engine = match Engine::connect().await {
+        Ok(engine) => engine,
+        Err(error) => return fail(simple_runner::docker::error_text(&error)),
+    };
+    let runner = CommandRunner::new(engine, args.settings(DRIVER_NAME));
+    let spec = match SpecValidator::new(&runner.resources()).map(|v| v.decode(&resource)) {
+        Ok(Ok(spec)) => spec,
+        Ok(Err(error)) => return fail(error.to_string()),
+        Err(error) => return fail(error.to_string()),
+    };
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        conveyor_sdk::runtime::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let log = LogHandle::stdout();
+    let run = Run::new(resource, spec).with_log(log.clone()).with_cancellation(cancel);
+    let spinner = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let result = runner.execute(&run, spinner.as_ref()).await;
+    let _ = log.flush().await;
+    if result.success {
+        println!("result: success: {}", result.message);
+        ExitCode::SUCCESS
+    } else {
+        println!("result: failure: {}", result.message);
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("1gib"), Ok(1 << 30));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5t").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

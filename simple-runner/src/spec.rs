@@ -1,0 +1,203 @@
+//! The `pipeline` resource: an image and the command steps to run in it.
+//!
+//! Every resource valid for upstream's definition (`image`, `steps[{name, command}]`)
+//! is valid here and behaves the same; the other fields are optional additions.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The spec of a `pipeline` resource.
+///
+/// ```
+/// let spec: simple_runner::PipelineSpec = serde_json::from_value(serde_json::json!({
+///     "image": "alpine:3.20",
+///     "env": {"CI": "true"},
+///     "timeout": "10m",
+///     "steps": [
+///         {"name": "build", "command": "make", "timeout": 300},
+///         {"name": "lint", "command": "make lint", "continue_on_error": true}
+///     ]
+/// }))?;
+/// assert_eq!(spec.steps[0].timeout.unwrap().as_duration().as_secs(), 300);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PipelineSpec {
+    /// The image every step runs in (one container per run). Without it, the runner's
+    /// default image is used, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The steps, run one after the other through `sh -c`.
+    pub steps: Vec<Step>,
+    /// Environment variables of every step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The directory steps run in, shared by all of them (default `/workspace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The longest the whole run may take: seconds, or a duration like `"10m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    /// When to pull the image (default `if-not-present`).
+    #[serde(default)]
+    pub pull: PullPolicy,
+}
+
+/// One command step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    /// The step's name, shown in the log and the result.
+    pub name: String,
+    /// A shell command (`sh -c`): pipes, `&&`, quotes and `$VARIABLES` work; the step
+    /// stops at the first failing command and a pipeline fails if any part does.
+    pub command: String,
+    /// Environment variables of this step, over the run's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The longest this step may take: seconds, or a duration like `"90s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    /// Whether the run goes on when this step fails (default `false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+}
+
+/// When the image is pulled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Before every run.
+    Always,
+    /// Only when the engine does not have the image.
+    #[default]
+    IfNotPresent,
+    /// Never: a missing image fails the run.
+    Never,
+}
+
+/// A duration written as whole seconds (`300`) or in words (`"5m"`, `"1h 30m"`, `"90s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(Duration);
+
+impl Timeout {
+    /// A timeout of `duration`.
+    pub fn new(duration: Duration) -> Self {
+        Self(duration)
+    }
+
+    /// The duration.
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Timeout {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        let duration = match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) => Duration::from_secs(s),
+            Raw::Text(text) => humantime::parse_duration(text.trim())
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))?,
+        };
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom("a timeout must be longer than zero"));
+        }
+        Ok(Self(duration))
+    }
+}
+
+impl JsonSchema for Timeout {
+    fn schema_name() -> Cow<'static, str> {
+        "Timeout".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Whole seconds, or a duration like \"90s\", \"10m\" or \"1h 30m\".",
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "minLength": 2}
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conveyor_sdk::validate::SpecValidator;
+    use conveyor_sdk::{Resource, ResourceDefinition, ResourceType};
+    use serde_json::json;
+
+    fn validator() -> SpecValidator {
+        SpecValidator::new(&[ResourceType::owned(ResourceDefinition::from_type::<PipelineSpec>("pipeline"))])
+            .unwrap()
+    }
+
+    #[test]
+    fn the_seed_resource_is_valid_and_decodes() {
+        let seed: Resource =
+            serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();
+        let spec: PipelineSpec = validator().decode(&seed).unwrap();
+        assert_eq!(spec.image.as_deref(), Some("jimjuniorb/hello-node:1.2.3"));
+        assert_eq!(spec.steps.len(), 3);
+        assert_eq!(spec.pull, PullPolicy::IfNotPresent);
+    }
+
+    #[test]
+    fn everything_upstreams_schema_accepts_is_accepted() {
+        // Upstream's schema requires only `steps`, each with `name` and `command`,
+        // and allows any other field.
+        for spec in [
+            json!({"steps": []}),
+            json!({"steps": [{"name": "a", "command": "true", "extra": 1}], "other": "x"}),
+        ] {
+            let r = Resource::new("r", "pipeline", spec.clone());
+            assert!(validator().decode::<PipelineSpec>(&r).is_ok(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn invalid_additions_are_refused_with_their_path() {
+        let r = Resource::new(
+            "r",
+            "pipeline",
+            json!({"steps": [{"name": "a", "command": "x", "timeout": 0}], "pull": "sometimes"}),
+        );
+        let error = validator().decode::<PipelineSpec>(&r).unwrap_err().to_string();
+        assert!(error.contains("/spec/pull"), "{error}");
+        assert!(error.contains("/spec/steps/0/timeout"), "{error}");
+    }
+
+    #[test]
+    fn timeouts_read_seconds_and_words() {
+        let t: Timeout = serde_json::from_value(json!(90)).unwrap();
+        assert_eq!(t.as_duration(), Duration::from_secs(90));
+        let t: Timeout = serde_json::from_value(json!("1h 30m")).unwrap();
+        assert_eq!(t.as_duration(), Duration::from_secs(5400));
+        assert!(serde_json::from_value::<Timeout>(json!("soon")).is_err());
+        assert!(serde_json::from_value::<Timeout>(json!("0s")).is_err());
+    }
+}

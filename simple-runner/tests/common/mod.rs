@@ -1,0 +1,106 @@
+//! The runner against a real Docker engine and a real nats-server.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use conveyor_sdk::testing::{Harness, NatsServer};
+use conveyor_sdk::{CancellationToken, Config, Log, Resource, Runtime};
+use serde_json::Value;
+use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
+use tokio::task::JoinHandle;
+
+/// Built by `scripts/services.sh` from Debian's busybox-static: no registry needed.
+pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
+
+pub async fn engine() -> Engine {
+    let engine = Engine::connect().await.expect("Docker client");
+    if let Err(error) = engine.docker().inspect_image(TEST_IMAGE).await {
+        panic!("the test image {TEST_IMAGE} is missing ({error}): run `bash scripts/services.sh`");
+    }
+    engine
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        container: ContainerSettings { network: "none".into(), ..ContainerSettings::default() },
+        ..Settings::default()
+    }
+}
+
+pub fn pipeline(name: &str, spec: Value) -> Resource {
+    Resource::new(name, "pipeline", spec)
+}
+
+pub struct Serving {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<Result<(), conveyor_sdk::runtime::Error>>,
+}
+
+impl Serving {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("runtime did not stop")
+            .expect("runtime panicked")
+            .expect("runtime failed");
+    }
+}
+
+pub async fn setup() -> (NatsServer, Harness) {
+    let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let harness = Harness::start(&nats.url()).await.unwrap_or_else(|e| panic!("{e}"));
+    (nats, harness)
+}
+
+pub fn config(nats: &NatsServer) -> Config {
+    Config::default()
+        .nats_url(nats.url())
+        .retry_interval(Duration::from_millis(200))
+        .pull_expiry(Duration::from_secs(1))
+        .nak_delay(Duration::from_millis(200))
+}
+
+/// Serves `runner` and waits until its consumer is pulling.
+pub async fn serve(runner: CommandRunner, config: Config, harness: &Harness) -> Serving {
+    let stop = CancellationToken::new();
+    let name = runner.settings().name.clone();
+    let task = tokio::spawn(Runtime::with_config(runner, config).run_until(stop.clone().cancelled_owned()));
+    let stream = harness.jetstream().get_stream("messages").await.expect("stream");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stream.consumer_info(&name).await.map(|i| i.num_waiting).unwrap_or(0) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the runner never started pulling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Serving { stop, task }
+}
+
+pub fn lines(harness: &Harness, run_id: &str) -> Vec<String> {
+    harness.logs_in_server_order(run_id).into_iter().map(|l: Log| l.message).collect()
+}
+
+/// The containers of a run still on the engine.
+pub async fn containers_of_run(engine: &Engine, run_id: &str) -> usize {
+    let filters =
+        std::collections::HashMap::from([("label".to_owned(), vec![format!("conveyor.run_id={run_id}")])]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    engine.docker().list_containers(Some(options)).await.expect("list containers").len()
+}
+
+/// Waits until no container of the run is left (removal may finish just after the
+/// result), failing after 20 s.
+pub async fn assert_no_container_left(engine: &Engine, run_id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = containers_of_run(engine, run_id).await;
+        if left == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} container(s) of run {run_id} left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
