@@ -54,9 +54,12 @@ pub enum EngineError {
         /// What the engine said.
         reason: String,
     },
-    /// A step's exec ended without an exit code.
+    /// A step ended without an exit code.
     #[error("the engine reported no exit code for the step")]
     NoExitCode,
+    /// The shell session in the run container failed.
+    #[error("{0}")]
+    Session(String),
 }
 
 fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {

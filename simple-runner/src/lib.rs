@@ -17,6 +17,7 @@
 pub mod cleanup;
 pub mod docker;
 pub mod runner;
+pub mod session;
 pub mod spec;
 
 pub use docker::{ContainerSettings, Engine};

@@ -170,7 +170,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .api_url(args.api_url)
         .concurrency(args.concurrency)
         .grace_period(args.grace_period);
-    Runtime::with_config(runner, config).run().await?;
+    let served = Runtime::with_config(runner.clone(), config).run().await;
+    runner.finish_removals().await;
+    served?;
     Ok(())
 }
 
@@ -211,6 +213,7 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
         bar
     });
     let result = runner.execute(&run, spinner.as_ref()).await;
+    runner.finish_removals().await;
     let _ = log.flush().await;
     if result.success {
         println!("result: success: {}", result.message);

@@ -6,9 +6,11 @@ use std::time::Duration;
 use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run};
 use serde_json::json;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::docker::{container_name, error_text, labels, ContainerSettings, Engine, PullProgress};
-use crate::spec::{PipelineSpec, Step};
+use crate::session::Session;
+use crate::spec::PipelineSpec;
 
 /// The driver's default name.
 pub const DRIVER_NAME: &str = "command-runner";
@@ -49,6 +51,8 @@ impl Default for Settings {
 pub struct CommandRunner {
     engine: Engine,
     settings: Settings,
+    /// Containers being removed after their run's result.
+    removals: TaskTracker,
 }
 
 /// How a run ended before its result.
@@ -67,7 +71,16 @@ struct StepRecord {
 impl CommandRunner {
     /// A runner on `engine` with `settings`.
     pub fn new(engine: Engine, settings: Settings) -> Self {
-        Self { engine, settings }
+        Self { engine, settings, removals: TaskTracker::new() }
+    }
+
+    /// Waits until the containers of finished runs are removed. A finished run's
+    /// container is removed in the background so that its result is not delayed; call
+    /// this before the process exits.
+    pub async fn finish_removals(&self) {
+        self.removals.close();
+        self.removals.wait().await;
+        self.removals.reopen();
     }
 
     /// The resource definition it registers: upstream's, extended, derived from
@@ -129,6 +142,11 @@ impl CommandRunner {
             return Ended::Done(DriverResult::failure(text).with_data(json!({"image": image})));
         }
 
+        if let Some(name) = invalid_env_name(spec) {
+            let text = format!("{name:?} is not a valid environment variable name (letters, digits and _, not first a digit)");
+            log.log(&text).await;
+            return Ended::Done(DriverResult::failure(text));
+        }
         let workdir = spec.workdir.clone().unwrap_or_else(|| DEFAULT_WORKDIR.to_owned());
         let name = container_name(&run.resource().name, run.run_id());
         let labels = HashMap::from([
@@ -157,20 +175,34 @@ impl CommandRunner {
             }
         };
         // Removes the container even if this future is dropped half-way.
-        let guard = RemoveOnDrop { engine: self.engine.clone(), id: Some(container.id.clone()) };
-        let ended = self.steps(run, &container.id, &workdir, &image).await;
+        let guard = RemoveOnDrop {
+            engine: self.engine.clone(),
+            removals: self.removals.clone(),
+            id: Some(container.id.clone()),
+        };
+        let ended = self.steps(run, &container.id, &image).await;
         if matches!(ended, Ended::Cancelled) {
+            // The run goes back to the queue: its container goes now.
             self.engine.stop(&container.id, self.settings.container.stop_grace).await;
+            if self.engine.remove(&container.id).await {
+                guard.disarm();
+            }
         }
-        if self.engine.remove(&container.id).await {
-            guard.disarm();
-        }
+        // Otherwise the guard removes it in the background while the result goes out.
         ended
     }
 
-    async fn steps(&self, run: &Run<PipelineSpec>, container: &str, workdir: &str, image: &str) -> Ended {
+    async fn steps(&self, run: &Run<PipelineSpec>, container: &str, image: &str) -> Ended {
         let spec = run.spec();
         let log = run.log();
+        let mut session = match Session::attach(self.engine.docker(), container).await {
+            Ok(session) => session,
+            Err(error) => {
+                let text = error_text(&error);
+                log.log(&text).await;
+                return Ended::Done(DriverResult::failure(text).with_data(json!({"image": image})));
+            }
+        };
         let run_timeout = spec.timeout.map(|t| t.as_duration()).or(self.settings.default_timeout);
         let run_deadline = run_timeout.map(|t| Instant::now() + t);
         let total = spec.steps.len();
@@ -190,7 +222,8 @@ impl CommandRunner {
             };
             let started = Instant::now();
             let script = script(&step.command);
-            let exec = self.engine.exec(container, &script, step_env(step), workdir, log);
+            let env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let exec = session.run(&script, &env, log);
             let outcome = tokio::select! {
                 outcome = with_limit(limit, exec) => outcome,
                 _ = run.cancelled() => {
@@ -283,8 +316,13 @@ fn script(command: &str) -> String {
     format!("set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n{command}")
 }
 
-fn step_env(step: &Step) -> Vec<String> {
-    step.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+fn invalid_env_name(spec: &PipelineSpec) -> Option<String> {
+    let valid = |name: &str| {
+        let mut chars = name.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    spec.env.keys().chain(spec.steps.iter().flat_map(|s| s.env.keys())).find(|k| !valid(k)).cloned()
 }
 
 async fn with_limit<F: std::future::Future>(limit: Option<Duration>, work: F) -> Option<F::Output> {
@@ -298,9 +336,11 @@ fn human(duration: Duration) -> String {
     humantime::format_duration(Duration::from_secs(duration.as_secs().max(1))).to_string()
 }
 
-/// Removes the container when dropped while still armed (a run abandoned half-way).
+/// Removes the container in the background when dropped while still armed: after a
+/// run, or when a run is abandoned half-way.
 struct RemoveOnDrop {
     engine: Engine,
+    removals: TaskTracker,
     id: Option<String>,
 }
 
@@ -314,9 +354,12 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         if let (Some(id), Ok(handle)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
             let engine = self.engine.clone();
-            handle.spawn(async move {
-                engine.remove(&id).await;
-            });
+            self.removals.spawn_on(
+                async move {
+                    engine.remove(&id).await;
+                },
+                &handle,
+            );
         }
     }
 }
@@ -330,6 +373,16 @@ mod tests {
         let s = script("false\necho after");
         assert!(s.starts_with("set -e\n"));
         assert!(s.ends_with("false\necho after"));
+    }
+
+    #[test]
+    fn environment_names_must_be_shell_names() {
+        let spec = |env: serde_json::Value| -> PipelineSpec {
+            serde_json::from_value(json!({"steps": [{"name": "s", "command": "c", "env": env}]})).unwrap()
+        };
+        assert_eq!(invalid_env_name(&spec(json!({"GOOD_1": "x", "_ok": "y"}))), None);
+        assert_eq!(invalid_env_name(&spec(json!({"A; rm -rf /": "x"}))).as_deref(), Some("A; rm -rf /"));
+        assert_eq!(invalid_env_name(&spec(json!({"1A": "x"}))).as_deref(), Some("1A"));
     }
 
     #[test]
