@@ -61,3 +61,50 @@ fn run_refuses_an_invalid_resource_with_every_violation() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read /no/such/file.json"));
 }
+
+#[tokio::test]
+async fn serve_takes_runs_from_nats_and_exits_cleanly_on_sigterm() {
+    use conveyor_sdk::testing::{Harness, NatsServer};
+    let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let harness = Harness::start(&nats.url()).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_simple-runner"))
+        .args(["serve", "--network", "none", "--concurrency", "2"])
+        .env("CONVEYOR_NATS_URL", nats.url())
+        .env("CONVEYOR_API_URL", format!("http://127.0.0.1:{closed}"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stream = harness.jetstream().get_stream("messages").await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stream.consumer_info("command-runner").await.map(|i| i.num_waiting).unwrap_or(0) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "simple-runner serve never started pulling");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let mut seed: conveyor_sdk::Resource =
+        serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();
+    seed.spec["image"] = serde_json::json!("conveyor-test/busybox:latest");
+    let run = harness.create(seed).await.unwrap();
+    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert!(result.success, "{}", result.message);
+
+    let pid = serve.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status =
+        tokio::time::timeout(std::time::Duration::from_secs(30), serve.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    // The container went with the run, before the process exited.
+    let engine = simple_runner::Engine::connect().await.unwrap();
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("conveyor.run_id={}", run.run_id)],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    assert!(engine.docker().list_containers(Some(options)).await.unwrap().is_empty());
+}
