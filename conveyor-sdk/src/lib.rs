@@ -56,11 +56,14 @@
 //! - [`log`]: log destinations and the [`AsyncWrite`](tokio::io::AsyncWrite) adapter;
 //! - [`validate`]: spec validation on its own, e.g. for a local run;
 //! - [`runtime`]: [`Config`] and the lower-level entry points;
+//! - [`client`]: a client of the API server (resources, definitions, pipelines, logs,
+//!   live log streams);
 //! - `testing` (feature `testing`): a real nats-server and the server's side of the
 //!   protocol, for your driver's tests.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod driver;
 pub mod log;
 pub mod protocol;

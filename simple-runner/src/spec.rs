@@ -27,6 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "An image and the command steps to run in it, one after the other.")]
 pub struct PipelineSpec {
     /// The image every step runs in (one container per run). Without it, the runner's
     /// default image is used, if it has one.

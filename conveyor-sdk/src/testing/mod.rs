@@ -5,12 +5,15 @@
 //! own (install one with the repository's `scripts/services.sh`), and [`Harness`]
 //! plays the Conveyor server: it creates the server's streams, dispatches resources
 //! exactly as the server does and collects each run's result and log lines.
+//! [`DevServer`] puts the API server's REST contract and log streams on top of it.
 
+mod dev_server;
 mod nats_server;
 mod server_side;
 
 use std::time::Duration;
 
+pub use dev_server::DevServer;
 pub use nats_server::NatsServer;
 pub use server_side::{create_server_streams, Dispatched, Harness, DEFAULT_WAIT};
 

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use super::TestingError;
@@ -92,6 +92,8 @@ pub struct Harness {
     js: Context,
     collected: Arc<Mutex<Collected>>,
     changed: watch::Receiver<u64>,
+    results_tx: broadcast::Sender<PipelineEvent>,
+    logs_tx: broadcast::Sender<Log>,
     _readers: JoinSet<()>,
 }
 
@@ -121,22 +123,28 @@ impl Harness {
             Queue { js: js.clone(), stream: subjects::PIPELINE_STREAM, durable: "conveyor-server-pipelines" };
         let logs = Queue { js: js.clone(), stream: subjects::LOGS_STREAM, durable: "conveyor-server-logs" };
         let (first_results, first_logs) = (results.consumer().await?, logs.consumer().await?);
+        let (results_tx, _) = broadcast::channel(4096);
+        let (logs_tx, _) = broadcast::channel(65_536);
         {
-            let (collected, notify) = (collected.clone(), notify.clone());
+            let (collected, notify, tx) = (collected.clone(), notify.clone(), results_tx.clone());
             readers.spawn(results.read_forever(
                 first_results,
                 collected,
                 notify,
-                |c, event: PipelineEvent| c.results.entry(event.run_id.clone()).or_default().push(event),
+                move |c, event: PipelineEvent| {
+                    let _ = tx.send(event.clone());
+                    c.results.entry(event.run_id.clone()).or_default().push(event)
+                },
             ));
         }
         {
-            let (collected, notify) = (collected.clone(), notify.clone());
-            readers.spawn(logs.read_forever(first_logs, collected, notify, |c, log: Log| {
+            let (collected, notify, tx) = (collected.clone(), notify.clone(), logs_tx.clone());
+            readers.spawn(logs.read_forever(first_logs, collected, notify, move |c, log: Log| {
+                let _ = tx.send(log.clone());
                 c.logs.entry(log.runid.clone()).or_default().push(log)
             }));
         }
-        Ok(Self { client, js, collected, changed, _readers: readers })
+        Ok(Self { client, js, collected, changed, results_tx, logs_tx, _readers: readers })
     }
 
     /// The harness's NATS connection.
@@ -154,6 +162,16 @@ impl Harness {
     pub async fn create(&self, resource: Resource) -> Result<Dispatched, TestingError> {
         let subject = subjects::resource(&resource.resource);
         self.dispatch(subject, Event::Create, resource, None).await
+    }
+
+    /// [`create`](Self::create), with a run id of the caller's.
+    pub async fn create_with_run_id(
+        &self,
+        resource: Resource,
+        run_id: &str,
+    ) -> Result<Dispatched, TestingError> {
+        let subject = subjects::resource(&resource.resource);
+        self.dispatch(subject, Event::Create, resource, Some(run_id)).await
     }
 
     /// Sends `resource` as the server does for a pipeline step addressed to `driver`:
@@ -221,6 +239,20 @@ impl Harness {
         .await
     }
 
+    /// Waits up to `timeout` for the result of `run_id` published by `driver` (a
+    /// pipeline's run has one per step).
+    pub async fn result_of_driver(
+        &self,
+        run_id: &str,
+        driver: &str,
+        timeout: Duration,
+    ) -> Result<PipelineEvent, TestingError> {
+        self.wait_until(timeout, &format!("the result of driver {driver} in run {run_id}"), |c| {
+            c.results.get(run_id).and_then(|r| r.iter().find(|e| e.driverresult.driver == driver).cloned())
+        })
+        .await
+    }
+
     /// Every result received so far for `run_id` (more than one means a duplicate).
     pub fn results(&self, run_id: &str) -> Vec<PipelineEvent> {
         self.with(|c| c.results.get(run_id).cloned().unwrap_or_default())
@@ -256,6 +288,33 @@ impl Harness {
             c.logs.get(run_id).and_then(|logs| logs.iter().find(|l| l.message.contains(text)).cloned())
         })
         .await
+    }
+
+    /// Every result event from now on, as it is read.
+    pub fn subscribe_results(&self) -> broadcast::Receiver<PipelineEvent> {
+        self.results_tx.subscribe()
+    }
+
+    /// Every stored log line from now on, as it is read. A receiver that falls behind
+    /// loses the oldest lines ([`broadcast::error::RecvError::Lagged`]); they are still
+    /// in [`logs`](Self::logs).
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<Log> {
+        self.logs_tx.subscribe()
+    }
+
+    /// Every stored log line of every run, in the server's order: by pipeline, driver,
+    /// run and timestamp.
+    pub fn all_logs(&self) -> Vec<Log> {
+        let mut logs: Vec<Log> = self.with(|c| c.logs.values().flatten().cloned().collect());
+        logs.sort_by(|a, b| {
+            (&a.pipeline, &a.driver, &a.runid, &a.timestamp).cmp(&(
+                &b.pipeline,
+                &b.driver,
+                &b.runid,
+                &b.timestamp,
+            ))
+        });
+        logs
     }
 
     /// Messages on the server's work queues that were not a result or a log line.

@@ -1,0 +1,211 @@
+//! Live log streams: Server-Sent Events (servers since 2026-01-21) and WebSocket
+//! (the seed tutorial's server).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{Stream, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{server_error, transport_error, Client, ClientError};
+use crate::protocol::Log;
+
+/// How a live log stream is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Ask for Server-Sent Events; use WebSocket when the server does not offer them.
+    #[default]
+    Auto,
+    /// Server-Sent Events: `data: <Log JSON>` per line.
+    ServerSentEvents,
+    /// WebSocket: one frame `["<timestamp>", "<message>"]` per line.
+    WebSocket,
+}
+
+/// The lines of a live log stream, as [`Log`]s (over WebSocket, `runid` and `driver`
+/// come from the request). Ends when the server closes the stream; a dropped
+/// connection is an error.
+pub struct LogStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Log, ClientError>> + Send>>,
+}
+
+impl std::fmt::Debug for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for LogStream {
+    type Item = Result<Log, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+pub(super) async fn open(
+    client: &Client,
+    path: &str,
+    driver: &str,
+    run_id: &str,
+    transport: Transport,
+) -> Result<LogStream, ClientError> {
+    let url = client.url(path);
+    if transport == Transport::WebSocket {
+        return websocket(&url, driver, run_id).await;
+    }
+    let response = client
+        .http
+        .get(&url)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .map_err(|source| transport_error(url.clone(), source))?;
+    let is_sse = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if response.status().is_success() && is_sse {
+        return Ok(server_sent_events(url, response));
+    }
+    if transport == Transport::Auto && !is_sse {
+        return websocket(&url, driver, run_id).await;
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(if status.is_success() {
+        ClientError::Stream { url, reason: "the server did not answer with an event stream".into() }
+    } else {
+        server_error(status, &body)
+    })
+}
+
+fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
+    struct State {
+        body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+        buffer: Vec<u8>,
+        data: String,
+        url: String,
+        done: bool,
+    }
+    let state = State {
+        body: Box::pin(response.bytes_stream()),
+        buffer: Vec::new(),
+        data: String::new(),
+        url,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            // Events are separated by a blank line; `data:` lines make up an event.
+            while let Some(end) = state.buffer.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = state.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if state.data.is_empty() {
+                        continue;
+                    }
+                    let data = std::mem::take(&mut state.data);
+                    let item = serde_json::from_str::<Log>(&data).map_err(|e| ClientError::Stream {
+                        url: state.url.clone(),
+                        reason: format!("not a log line: {e}"),
+                    });
+                    return Some((item, state));
+                }
+                if let Some(value) = line.strip_prefix("data:") {
+                    if !state.data.is_empty() {
+                        state.data.push('\n');
+                    }
+                    state.data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                }
+                // `:` comments (heartbeats), `event:`, `id:` and `retry:` carry nothing here.
+            }
+            match state.body.next().await {
+                Some(Ok(chunk)) => state.buffer.extend_from_slice(&chunk),
+                Some(Err(source)) => {
+                    state.done = true;
+                    let error = ClientError::Stream { url: state.url.clone(), reason: error_chain(&source) };
+                    return Some((Err(error), state));
+                }
+                None => return None,
+            }
+        }
+    });
+    LogStream { inner: Box::pin(stream) }
+}
+
+async fn websocket(url: &str, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
+    let ws_url = if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        return Err(ClientError::InvalidUrl(url.to_owned()));
+    };
+    let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .map_err(|e| ClientError::Stream { url: ws_url.clone(), reason: error_chain(&e) })?;
+    let (driver, run_id) = (driver.to_owned(), run_id.to_owned());
+    let stream = socket.filter_map(move |frame| {
+        let item = match frame {
+            Ok(Message::Text(text)) => Some(frame_to_log(text.as_str(), &driver, &run_id, &ws_url)),
+            Ok(Message::Binary(bytes)) => {
+                Some(frame_to_log(&String::from_utf8_lossy(&bytes), &driver, &run_id, &ws_url))
+            }
+            Ok(Message::Close(_)) | Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
+                None
+            }
+            Err(e) => Some(Err(ClientError::Stream { url: ws_url.clone(), reason: error_chain(&e) })),
+        };
+        std::future::ready(item)
+    });
+    Ok(LogStream { inner: Box::pin(stream) })
+}
+
+/// A frame `["<timestamp>", "<message>"]` (the seed tutorial's server), or a Log JSON.
+fn frame_to_log(text: &str, driver: &str, run_id: &str, url: &str) -> Result<Log, ClientError> {
+    if let Ok((timestamp, message)) = serde_json::from_str::<(String, String)>(text) {
+        return Ok(Log {
+            runid: run_id.to_owned(),
+            driver: driver.to_owned(),
+            pipeline: None,
+            timestamp,
+            message,
+        });
+    }
+    serde_json::from_str::<Log>(text)
+        .map_err(|e| ClientError::Stream { url: url.to_owned(), reason: format!("not a log frame: {e}") })
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_servers_websocket_frames_decode() {
+        let frames = include_str!("../../../../shared/fixtures/log-stream.websocket.frames");
+        let logs: Vec<Log> =
+            frames.lines().map(|f| frame_to_log(f, "command-runner", "run-1", "ws://x").unwrap()).collect();
+        assert_eq!(logs.len(), 3);
+        assert_eq!(logs[0].timestamp, "1764324646");
+        assert_eq!(logs[1].message, "total 8");
+        assert_eq!(logs[2].driver, "command-runner");
+    }
+}

@@ -1,0 +1,463 @@
+//! A client of the Conveyor API server: resources, resource definitions, pipelines,
+//! stored and live logs, health.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), conveyor_sdk::client::ClientError> {
+//! use conveyor_sdk::client::Client;
+//! use conveyor_sdk::Resource;
+//! use futures_util::StreamExt;
+//!
+//! let client = Client::new("http://localhost:8080")?;
+//! let resource = Resource::new("hello", "pipeline", serde_json::json!({"steps": []}));
+//! let created = client.create_resource(&resource).await?;
+//! let mut lines = client.stream_logs("command-runner", &created.runid).await?;
+//! while let Some(line) = lines.next().await {
+//!     let line = line?;
+//!     println!("{} {}", line.timestamp, line.message);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod logs;
+mod types;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+pub use logs::{LogStream, Transport};
+pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep};
+
+use crate::protocol::{Log, Resource, ResourceDefinition};
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL is not a usable http(s) URL.
+    #[error("invalid server URL {0:?}")]
+    InvalidUrl(String),
+    /// The server could not be reached.
+    #[error("cannot reach the Conveyor server at {url}")]
+    Connect {
+        /// What was requested.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server did not answer in time.
+    #[error("the Conveyor server did not answer {url} in time")]
+    Timeout {
+        /// What was requested.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status and its `{"error": …}` text.
+    #[error("the Conveyor server answered {status}: {message}")]
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The server's error text (or the body, when it was not `{"error": …}`).
+        message: String,
+    },
+    /// The answer was not what the contract describes.
+    #[error("unexpected answer from {url}")]
+    Decode {
+        /// What was requested.
+        url: String,
+        /// Why it did not decode.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another HTTP failure (a broken connection while reading, …).
+    #[error("HTTP request to {url} failed")]
+    Http {
+        /// What was requested.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The live log stream failed.
+    #[error("the live log stream of {url} broke: {reason}")]
+    Stream {
+        /// The stream.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A client of one Conveyor API server: one connection pool, reused for every request.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), conveyor_sdk::client::ClientError> {
+/// let client = conveyor_sdk::client::Client::new("http://localhost:8080")?;
+/// println!("{:?}", client.health().await?);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Settings of a [`Client`], from [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// The longest one request may take, streams excepted (default 30 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest connecting may take (default 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let base = self.base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::InvalidUrl(self.base));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|source| ClientError::Http { url: base.clone(), source })?;
+        Ok(Client { http, base })
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (e.g. `http://localhost:8080`) with default
+    /// timeouts.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, ClientError> {
+        Self::builder(base_url).build()
+    }
+
+    /// Settings for a client of the server at `base_url`.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), conveyor_sdk::client::ClientError> {
+    /// let client = conveyor_sdk::client::Client::builder("http://localhost:8080")
+    ///     .timeout(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base: base_url.into(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request and returns the response of a success status.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&dyn erased::Body>,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(path);
+        let mut request = self.http.request(method, &url);
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            let json = body.to_json().map_err(|source| ClientError::Decode { url: url.clone(), source })?;
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(json);
+        }
+        let response = request.send().await.map_err(|source| transport_error(url.clone(), source))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(server_error(status, &text))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&dyn erased::Body>,
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let response = self.send(method, path, body, query).await?;
+        let bytes =
+            response.bytes().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { url, source })
+    }
+
+    /// `POST /resources/`: creates a resource; the server validates its spec and
+    /// starts a run.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+    /// let resource = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::json!({"steps": []}));
+    /// let created = client.create_resource(&resource).await?;
+    /// println!("run {}", created.runid);
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_resource(&self, resource: &Resource) -> Result<CreatedResource, ClientError> {
+        self.json(Method::POST, "/resources/", Some(resource), &[]).await
+    }
+
+    /// `GET /resources/{type}/{name}`: the latest version of a resource.
+    pub async fn get_resource(&self, resource_type: &str, name: &str) -> Result<Resource, ClientError> {
+        self.json(Method::GET, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[]).await
+    }
+
+    /// `GET /resources/{type}/{name}/{version}`: one version of a resource.
+    pub async fn get_resource_version(
+        &self,
+        resource_type: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Resource, ClientError> {
+        let path = format!("/resources/{}/{}/{}", seg(resource_type), seg(name), seg(version));
+        self.json(Method::GET, &path, None, &[]).await
+    }
+
+    /// `GET /resources/`: every resource.
+    pub async fn list_resources(&self) -> Result<Vec<Resource>, ClientError> {
+        self.json::<Option<Vec<Resource>>>(Method::GET, "/resources/", None, &[])
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// `GET /resources/{type}`: the resources of one type.
+    pub async fn list_resources_of(&self, resource_type: &str) -> Result<Vec<Resource>, ClientError> {
+        self.json::<Option<Vec<Resource>>>(
+            Method::GET,
+            &format!("/resources/{}", seg(resource_type)),
+            None,
+            &[],
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    /// `PUT /resources/{type}/{name}`: updates a resource.
+    pub async fn update_resource(&self, resource: &Resource) -> Result<Resource, ClientError> {
+        let path = format!("/resources/{}/{}", seg(&resource.resource), seg(&resource.name));
+        self.json(Method::PUT, &path, Some(resource), &[]).await
+    }
+
+    /// `DELETE /resources/{type}/{name}`.
+    pub async fn delete_resource(&self, resource_type: &str, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[])
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /resource-definitions/`: creates a resource definition.
+    pub async fn create_definition(
+        &self,
+        definition: &ResourceDefinition,
+    ) -> Result<ResourceDefinition, ClientError> {
+        self.json(Method::POST, "/resource-definitions/", Some(definition), &[]).await
+    }
+
+    /// `POST /resource-definitions/apply`: creates or updates a resource definition.
+    pub async fn apply_definition(
+        &self,
+        definition: &ResourceDefinition,
+    ) -> Result<ResourceDefinition, ClientError> {
+        self.json(Method::POST, "/resource-definitions/apply", Some(definition), &[]).await
+    }
+
+    /// `GET /resource-definitions/{name}`.
+    pub async fn get_definition(&self, name: &str) -> Result<ResourceDefinition, ClientError> {
+        self.json(Method::GET, &format!("/resource-definitions/{}", seg(name)), None, &[]).await
+    }
+
+    /// `PUT /resource-definitions/{name}`.
+    pub async fn update_definition(
+        &self,
+        definition: &ResourceDefinition,
+    ) -> Result<ResourceDefinition, ClientError> {
+        let path = format!("/resource-definitions/{}", seg(&definition.name));
+        self.json(Method::PUT, &path, Some(definition), &[]).await
+    }
+
+    /// `DELETE /resource-definitions/{name}`.
+    pub async fn delete_definition(&self, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/resource-definitions/{}", seg(name)), None, &[]).await?;
+        Ok(())
+    }
+
+    /// `POST /pipelines`: creates a pipeline.
+    pub async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
+        self.json(Method::POST, "/pipelines", Some(pipeline), &[]).await
+    }
+
+    /// `GET /pipelines/{name}`.
+    pub async fn get_pipeline(&self, name: &str) -> Result<Pipeline, ClientError> {
+        self.json(Method::GET, &format!("/pipelines/{}", seg(name)), None, &[]).await
+    }
+
+    /// `PUT /pipelines/{name}`.
+    pub async fn update_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
+        self.json(Method::PUT, &format!("/pipelines/{}", seg(&pipeline.name)), Some(pipeline), &[]).await
+    }
+
+    /// `DELETE /pipelines/{name}`.
+    pub async fn delete_pipeline(&self, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/pipelines/{}", seg(name)), None, &[]).await?;
+        Ok(())
+    }
+
+    /// `GET /logs`: stored log lines, in the server's order (by timestamp within a run).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+    /// use conveyor_sdk::client::LogQuery;
+    /// let lines = client.logs(&LogQuery::run("fbdf5edf-66d4-46ce-859a-8ee44d6c9463")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn logs(&self, query: &LogQuery) -> Result<Vec<Log>, ClientError> {
+        let pairs = query.pairs();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.json::<Option<Vec<Log>>>(Method::GET, "/logs", None, &pairs).await.map(Option::unwrap_or_default)
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.json(Method::GET, "/health", None, &[]).await
+    }
+
+    /// The live log of one driver's run (`/logs/streams/{driver}/{runid}`): stored lines
+    /// first, then new ones as they come, over whichever transport the server speaks
+    /// (Server-Sent Events on newer servers, WebSocket on older ones).
+    pub async fn stream_logs(&self, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
+        self.stream_logs_with(driver, run_id, Transport::Auto).await
+    }
+
+    /// [`stream_logs`](Self::stream_logs) over a chosen transport.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+    /// use conveyor_sdk::client::Transport;
+    /// let stream = client.stream_logs_with("command-runner", "run-id", Transport::WebSocket).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_logs_with(
+        &self,
+        driver: &str,
+        run_id: &str,
+        transport: Transport,
+    ) -> Result<LogStream, ClientError> {
+        let path = format!("/logs/streams/{}/{}", seg(driver), seg(run_id));
+        logs::open(self, &path, driver, run_id, transport).await
+    }
+
+    /// The live log of every driver of a run (`/logs/pipeline/{runid}`, Server-Sent
+    /// Events).
+    pub async fn stream_run_logs(&self, run_id: &str) -> Result<LogStream, ClientError> {
+        let path = format!("/logs/pipeline/{}", seg(run_id));
+        logs::open(self, &path, "", run_id, Transport::ServerSentEvents).await
+    }
+}
+
+/// A path segment, percent-encoded.
+fn seg(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn transport_error(url: String, source: reqwest::Error) -> ClientError {
+    if source.is_timeout() {
+        ClientError::Timeout { url, source }
+    } else if source.is_connect() {
+        ClientError::Connect { url, source }
+    } else {
+        ClientError::Http { url, source }
+    }
+}
+
+fn server_error(status: StatusCode, body: &str) -> ClientError {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let message =
+        serde_json::from_str::<ErrorBody>(body).map(|b| b.error).unwrap_or_else(|_| body.trim().to_owned());
+    ClientError::Server { status: status.as_u16(), message }
+}
+
+/// Request bodies of any serializable type, behind one reference type.
+mod erased {
+    pub(super) trait Body: Sync {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize + Sync> Body for T {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("ubuntu-pipeline-6"), "ubuntu-pipeline-6");
+        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn server_errors_carry_the_error_text() {
+        let e = server_error(StatusCode::NOT_FOUND, r#"{"error":"resource definition not found"}"#);
+        assert!(
+            matches!(e, ClientError::Server { status: 404, ref message } if message == "resource definition not found")
+        );
+        let e = server_error(StatusCode::BAD_GATEWAY, "upstream down\n");
+        assert!(matches!(e, ClientError::Server { status: 502, ref message } if message == "upstream down"));
+    }
+
+    #[test]
+    fn only_http_urls_are_accepted() {
+        assert!(matches!(Client::new("localhost:8080"), Err(ClientError::InvalidUrl(_))));
+        assert_eq!(Client::new("http://localhost:8080/").unwrap().base_url(), "http://localhost:8080");
+    }
+}

@@ -1,0 +1,187 @@
+//! The seed tutorial end to end: the dev server, simple-runner serving, a resource
+//! created over HTTP and its log watched live over WebSocket; then a two-step pipeline.
+
+use std::time::Duration;
+
+use conveyor_sdk::client::{Client, LogQuery, Pipeline, PipelineStep, Transport};
+use conveyor_sdk::testing::{DevServer, NatsServer};
+use conveyor_sdk::{
+    CancellationToken, Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run, Runtime,
+};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
+use tokio_tungstenite::tungstenite::Message;
+
+const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
+
+struct Services {
+    _nats: NatsServer,
+    server: DevServer,
+    client: Client,
+    stop: CancellationToken,
+}
+
+/// NATS, the dev server, and simple-runner serving against both.
+async fn services() -> Services {
+    let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let server = DevServer::start(&nats.url(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = Client::new(server.url()).unwrap();
+    let engine = Engine::connect().await.unwrap();
+    if engine.docker().inspect_image(TEST_IMAGE).await.is_err() {
+        panic!("the test image {TEST_IMAGE} is missing: run `bash scripts/services.sh`");
+    }
+    let settings = Settings {
+        container: ContainerSettings { network: "none".into(), ..Default::default() },
+        ..Default::default()
+    };
+    let stop = CancellationToken::new();
+    let config = Config::default().nats_url(nats.url()).api_url(server.url());
+    tokio::spawn(
+        Runtime::with_config(CommandRunner::new(engine, settings), config)
+            .run_until(stop.clone().cancelled_owned()),
+    );
+    // simple-runner registers its definition once its consumer exists.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client.get_definition("pipeline").await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "simple-runner never registered its definition");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Services { _nats: nats, server, client, stop }
+}
+
+fn tutorial_resource() -> Value {
+    let mut seed: Value =
+        serde_json::from_str(include_str!("../../shared/fixtures/resource.seed.json")).unwrap();
+    seed["spec"]["image"] = json!(TEST_IMAGE);
+    seed
+}
+
+#[tokio::test]
+async fn the_tutorial_runs_and_its_log_is_watched_live_over_websocket() {
+    let services = services().await;
+    let base = services.server.url();
+
+    // POST /resources/ exactly as the tutorial does.
+    let reply = reqwest::Client::new()
+        .post(format!("{base}/resources/"))
+        .json(&tutorial_resource())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+    let reply: Value = reply.json().await.unwrap();
+    assert_eq!(reply["message"], "Resource created successfully");
+    assert_eq!(reply["name"], "ubuntu-pipeline-6");
+    let run_id = reply["runid"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&run_id).is_ok(), "runid {run_id} is not a UUID");
+
+    // ws://…/logs/streams/command-runner/<runid>: "a timestamp and a log message" per entry.
+    let ws_url = format!("{}/logs/streams/command-runner/{run_id}", base.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.unwrap();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let read = async {
+        while let Some(frame) = socket.next().await {
+            if let Message::Text(text) = frame.unwrap() {
+                let entry: (String, String) = serde_json::from_str(text.as_str()).unwrap();
+                let done = entry.1 == "run succeeded" || entry.1 == "run failed";
+                entries.push(entry);
+                if done {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await.expect("the run's log did not finish in time");
+    let messages: Vec<&str> = entries.iter().map(|(_, m)| m.as_str()).collect();
+    let position = |text: &str| {
+        messages.iter().position(|m| *m == text).unwrap_or_else(|| panic!("{text:?} not in {messages:#?}"))
+    };
+    assert!(position("==> step 1/3 print-working-directory: pwd") < position("/workspace"));
+    assert!(position("/workspace") < position("==> step 2/3 list-files: ls -l"));
+    assert!(
+        position("==> step 3/3 show-os-info: cat /etc/os-release") < position("NAME=\"Conveyor test image\"")
+    );
+    assert_eq!(messages.last(), Some(&"run succeeded"));
+    assert!(entries.iter().all(|(ts, _)| ts.len() == 30), "every entry has its timestamp");
+    assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "entries come in order");
+
+    // The same lines, stored, and over Server-Sent Events.
+    let stored = services.client.logs(&LogQuery::run(&run_id)).await.unwrap();
+    assert_eq!(stored.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), messages);
+    let mut sse = services
+        .client
+        .stream_logs_with("command-runner", &run_id, Transport::ServerSentEvents)
+        .await
+        .unwrap();
+    for expected in &messages {
+        let line = tokio::time::timeout(Duration::from_secs(10), sse.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(line.message, *expected);
+    }
+    services.stop.cancel();
+}
+
+/// The second step of the pipeline: reads what the first left in the metadata.
+struct Reporter;
+
+#[conveyor_sdk::async_trait]
+impl Driver for Reporter {
+    type Spec = Value;
+
+    fn name(&self) -> &str {
+        "reporter"
+    }
+
+    fn resources(&self) -> Vec<ResourceType> {
+        vec![ResourceType::foreign("pipeline")]
+    }
+
+    async fn reconcile(&self, run: Run<Value>) -> Result<DriverResult, ReconcileError> {
+        let build = run.resource().driver_result("command-runner").ok_or("no result of the build step")??;
+        run.log().log(format!("the build said: {}", build.message)).await;
+        Ok(DriverResult::success("reported")
+            .with_data(json!({"build": build.message, "event": run.event().as_str()})))
+    }
+}
+
+#[tokio::test]
+async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
+    let services = services().await;
+    let nats_url = services._nats.url();
+    tokio::spawn(
+        Runtime::with_config(Reporter, Config::default().nats_url(nats_url))
+            .run_until(services.stop.clone().cancelled_owned()),
+    );
+    let stream = services.server.harness().jetstream().get_stream("messages").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stream.consumer_info("reporter").await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the reporter never created its consumer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pipeline = Pipeline::new("build-and-report", "pipeline")
+        .step(PipelineStep::new("build", "command-runner"))
+        .step(PipelineStep::new("report", "reporter"));
+    services.client.create_pipeline(&pipeline).await.unwrap();
+
+    let mut resource: Resource = serde_json::from_value(tutorial_resource()).unwrap();
+    resource.name = "piped".into();
+    resource.pipeline = Some("build-and-report".into());
+    let created = services.client.create_resource(&resource).await.unwrap();
+
+    let harness = services.server.harness();
+    let report = harness.result_of_driver(&created.runid, "reporter", Duration::from_secs(60)).await.unwrap();
+    assert!(report.driverresult.success, "{}", report.driverresult.message);
+    assert_eq!(report.driverresult.data["build"], "3 steps succeeded");
+    assert_eq!(report.driverresult.data["event"], "process");
+
+    let stored = services.client.get_resource("pipeline", "piped").await.unwrap();
+    let build = stored.driver_result("command-runner").unwrap().unwrap();
+    assert!(build.success);
+    let reported = stored.driver_result("reporter").unwrap().unwrap();
+    assert_eq!(reported.message, "reported");
+    let lines = services.client.logs(&LogQuery::run(&created.runid).driver("reporter")).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].message, "the build said: 3 steps succeeded");
+    assert_eq!(lines[0].pipeline.as_deref(), Some("build-and-report"));
+    services.stop.cancel();
+}
