@@ -1,5 +1,6 @@
 //! The runtime's settings.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a [`Runtime`](crate::Runtime) connects and runs. Every setter states its default.
@@ -28,6 +29,10 @@ pub struct Config {
     pub(crate) log_retry: Duration,
     pub(crate) pull_expiry: Duration,
     pub(crate) retry_interval: Duration,
+    pub(crate) nats_root_ca: Option<PathBuf>,
+    pub(crate) nats_client_certificate: Option<(PathBuf, PathBuf)>,
+    pub(crate) nats_credentials: Option<PathBuf>,
+    pub(crate) nats_token: Option<String>,
 }
 
 impl Default for Config {
@@ -46,6 +51,10 @@ impl Default for Config {
             log_retry: Duration::from_secs(60),
             pull_expiry: Duration::from_secs(5),
             retry_interval: Duration::from_secs(2),
+            nats_root_ca: None,
+            nats_client_certificate: None,
+            nats_credentials: None,
+            nats_token: None,
         }
     }
 }
@@ -156,6 +165,36 @@ impl Config {
     #[must_use]
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
+        self
+    }
+
+    /// Verifies the NATS server against this root CA (PEM) and requires TLS (default:
+    /// no TLS unless the URL says `tls://`).
+    #[must_use]
+    pub fn nats_root_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.nats_root_ca = Some(ca.into());
+        self
+    }
+
+    /// Presents this client certificate chain and key (PEM) to NATS: mutual TLS
+    /// (default: none).
+    #[must_use]
+    pub fn nats_client_certificate(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.nats_client_certificate = Some((chain.into(), key.into()));
+        self
+    }
+
+    /// Authenticates to NATS with a credentials file (JWT and NKey seed; default: none).
+    #[must_use]
+    pub fn nats_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nats_credentials = Some(path.into());
+        self
+    }
+
+    /// Authenticates to NATS with a token (default: none).
+    #[must_use]
+    pub fn nats_token(mut self, token: impl Into<String>) -> Self {
+        self.nats_token = Some(token.into());
         self
     }
 

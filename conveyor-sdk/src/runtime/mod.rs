@@ -47,6 +47,15 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The NATS credentials file could not be read.
+    #[error("cannot read the NATS credentials file {path:?}")]
+    NatsCredentials {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The NATS server ignored the consumer's filter subjects: it is older than 2.10.
     #[error(
         "the NATS server ignored the consumer's filter subjects (asked for {wanted:?}, it kept {kept:?}): \
@@ -142,10 +151,7 @@ impl<D: Driver> Runtime<D> {
     /// ```
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let stop = stop_token(shutdown);
-        let Some(client) =
-            setup::connect(&self.config.nats_url, self.driver.name(), self.config.retry_interval, &stop)
-                .await
-        else {
+        let Some(client) = setup::connect(&self.config, self.driver.name(), &stop).await? else {
             return Ok(());
         };
         self.serve(client, stop).await

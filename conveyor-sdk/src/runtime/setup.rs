@@ -7,36 +7,51 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::Error;
+use super::{Config, Error};
 use crate::protocol::subjects;
 
 /// Connects to NATS, retrying while the server cannot be reached. `None` when
 /// stopped first.
 pub(crate) async fn connect(
-    url: &str,
+    config: &Config,
     name: &str,
-    retry: Duration,
     stop: &CancellationToken,
-) -> Option<async_nats::Client> {
+) -> Result<Option<async_nats::Client>, Error> {
+    let (url, retry) = (config.nats_url.as_str(), config.retry_interval);
     loop {
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("conveyor-driver/{name}"))
-            .max_reconnects(None)
-            .event_callback(|event| async move {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(path) = &config.nats_credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|source| Error::NatsCredentials { path: path.clone(), source })?;
+        }
+        if let Some(token) = &config.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &config.nats_root_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((chain, key)) = &config.nats_client_certificate {
+            options = options.add_client_certificate(chain.clone(), key.clone()).require_tls(true);
+        }
+        let options = options.name(format!("conveyor-driver/{name}")).max_reconnects(None).event_callback(
+            |event| async move {
                 match event {
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
                     async_nats::Event::Connected => tracing::info!("connected to NATS"),
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
-            });
+            },
+        );
         match options.connect(url).await {
-            Ok(client) => return Some(client),
+            Ok(client) => return Ok(Some(client)),
             Err(error) => {
                 tracing::warn!(%url, %error, "cannot reach the NATS server; is the Conveyor server running? retrying");
             }
         }
         tokio::select! {
-            _ = stop.cancelled() => return None,
+            _ = stop.cancelled() => return Ok(None),
             _ = tokio::time::sleep(retry) => {}
         }
     }

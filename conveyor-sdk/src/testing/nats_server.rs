@@ -27,16 +27,48 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     store: tempfile::TempDir,
+    extra_args: Vec<std::ffi::OsString>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a server and waits until it is ready.
     pub async fn start() -> Result<Self, TestingError> {
+        Self::start_with_args(Vec::new()).await
+    }
+
+    /// Starts a server that requires mutual TLS: it presents `cert` and `key` (PEM) and
+    /// accepts only clients with a certificate signed by `ca`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), conveyor_sdk::testing::TestingError> {
+    /// let nats = conveyor_sdk::testing::NatsServer::start_with_tls(
+    ///     "server.pem".as_ref(), "server.key".as_ref(), "ca.pem".as_ref(),
+    /// ).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Result<Self, TestingError> {
+        let args = vec![
+            "--tlsverify".into(),
+            "--tlscert".into(),
+            cert.as_os_str().to_owned(),
+            "--tlskey".into(),
+            key.as_os_str().to_owned(),
+            "--tlscacert".into(),
+            ca.as_os_str().to_owned(),
+        ];
+        Self::start_with_args(args).await
+    }
+
+    async fn start_with_args(extra_args: Vec<std::ffi::OsString>) -> Result<Self, TestingError> {
         let binary = find_binary()?;
         let port = free_port()?;
         let store = tempfile::tempdir().map_err(TestingError::Spawn)?;
-        let mut server = Self { binary, port, store, child: None };
+        let mut server = Self { binary, port, store, extra_args, child: None };
         server.spawn().await?;
         Ok(server)
     }
@@ -63,6 +95,7 @@ impl NatsServer {
         let mut child = Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

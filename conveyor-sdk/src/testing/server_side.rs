@@ -107,7 +107,15 @@ impl Harness {
     /// Connects to `nats_url`, creates the server's streams and starts reading results
     /// and logs.
     pub async fn start(nats_url: &str) -> Result<Self, TestingError> {
-        let client = async_nats::ConnectOptions::new()
+        Self::start_with(nats_url, async_nats::ConnectOptions::new()).await
+    }
+
+    /// [`start`](Self::start) with connection options of the caller's (TLS, credentials).
+    pub async fn start_with(
+        nats_url: &str,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, TestingError> {
+        let client = options
             .name("conveyor-test-harness")
             .max_reconnects(None)
             .connect(nats_url)
