@@ -266,10 +266,14 @@ async fn accept_one_post(listener: &tokio::net::TcpListener) -> (String, Vec<u8>
     }
     let head = String::from_utf8_lossy(&data[..head_end]).to_string();
     let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
-    socket
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-        .await
-        .unwrap();
+    // As the real server: 201 with the definition.
+    let body = &data[head_end..head_end + length];
+    let answer = format!(
+        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(answer.as_bytes()).await.unwrap();
+    socket.write_all(body).await.unwrap();
     (path, data[head_end..head_end + length].to_vec())
 }
 

@@ -206,7 +206,13 @@ impl<D: Driver> Runtime<D> {
         if let Some(api_url) = config.api_url.clone() {
             let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
             if !definitions.is_empty() {
-                background.spawn(register::register_until_done(api_url, definitions, stop.clone()));
+                let client = crate::client::Client::builder(api_url).timeout(std::time::Duration::from_secs(10)).build();
+                match client {
+                    Ok(client) => {
+                        background.spawn(register::register_until_done(client, definitions, stop.clone()));
+                    }
+                    Err(error) => tracing::error!(%error, "resource definitions are not registered"),
+                }
             }
         }
 
