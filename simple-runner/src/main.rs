@@ -55,6 +55,22 @@ struct ServeArgs {
     /// On shutdown, how long runs in progress may go on before they are stopped.
     #[arg(long, env = "CONVEYOR_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     grace_period: Duration,
+    /// The root CA (PEM) the NATS and API servers are verified against.
+    #[arg(long, env = "CONVEYOR_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This runner's certificate chain (PEM, leaf first): mutual TLS with NATS, and
+    /// signed tokens for the API server.
+    #[arg(long, env = "CONVEYOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "CONVEYOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[arg(long, env = "CONVEYOR_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// A NATS token.
+    #[arg(long, env = "CONVEYOR_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
     #[command(flatten)]
     runner: RunnerArgs,
 }
@@ -150,14 +166,38 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let runner = CommandRunner::new(engine.clone(), settings.clone());
     tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
 
+    let mut config = Config::default()
+        .nats_url(args.nats_url)
+        .api_url(args.api_url)
+        .concurrency(args.concurrency)
+        .grace_period(args.grace_period);
+    if let Some(ca) = args.tls_ca {
+        config = config.nats_root_ca(ca);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config = config.nats_client_certificate(cert, key);
+    }
+    if let Some(creds) = args.nats_creds {
+        config = config.nats_credentials_file(creds);
+    }
+    if let Some(token) = args.nats_token {
+        config = config.nats_token(token);
+    }
+
     // Liveness and the removal of containers left by runners that are gone use a
     // connection of their own; a NATS server that is not up yet is retried in the
     // background, as the runtime does.
-    let nats_url = args.nats_url.clone();
+    let options = config.nats_connect_options().await?.retry_on_initial_connect().max_reconnects(None);
+    let nats_url = config.get_nats_url().to_owned();
     let (driver, instance) = (args.name.clone(), settings.instance.clone());
     tokio::spawn(async move {
-        let options = async_nats::ConnectOptions::new().retry_on_initial_connect().max_reconnects(None);
-        let Ok(client) = options.connect(nats_url).await else { return };
+        let client = match options.connect(nats_url).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "no connection for liveness answers; other runners may remove this runner's containers");
+                return;
+            }
+        };
         let removed = cleanup::remove_orphans(&engine, &client, &driver, &instance).await;
         if removed > 0 {
             tracing::info!(removed, "removed containers left by runners that are gone");
@@ -165,11 +205,6 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         cleanup::answer_liveness(client, driver, instance).await;
     });
 
-    let config = Config::default()
-        .nats_url(args.nats_url)
-        .api_url(args.api_url)
-        .concurrency(args.concurrency)
-        .grace_period(args.grace_period);
     let served = Runtime::with_config(runner.clone(), config).run().await;
     runner.finish_removals().await;
     served?;

@@ -198,6 +198,40 @@ impl Config {
         self
     }
 
+    /// The NATS connection options these settings ask for: credentials, token, TLS.
+    /// For a connection of your own beside the runtime's.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = conveyor_sdk::Config::default().nats_root_ca("ca.pem");
+    /// let client = config.nats_connect_options().await?.connect("nats://127.0.0.1:4222").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn nats_connect_options(&self) -> Result<async_nats::ConnectOptions, super::Error> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(path) = &self.nats_credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|source| super::Error::NatsCredentials { path: path.clone(), source })?;
+        }
+        if let Some(token) = &self.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &self.nats_root_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((chain, key)) = &self.nats_client_certificate {
+            options = options.add_client_certificate(chain.clone(), key.clone()).require_tls(true);
+        }
+        Ok(options)
+    }
+
+    /// The configured NATS URL.
+    pub fn get_nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
     /// The configured concurrency.
     pub fn get_concurrency(&self) -> usize {
         self.concurrency

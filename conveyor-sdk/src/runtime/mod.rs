@@ -206,7 +206,9 @@ impl<D: Driver> Runtime<D> {
         if let Some(api_url) = config.api_url.clone() {
             let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
             if !definitions.is_empty() {
-                let client = crate::client::Client::builder(api_url).timeout(std::time::Duration::from_secs(10)).build();
+                let client = crate::client::Client::builder(api_url)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .build();
                 match client {
                     Ok(client) => {
                         background.spawn(register::register_until_done(client, definitions, stop.clone()));

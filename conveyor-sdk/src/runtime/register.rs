@@ -9,7 +9,11 @@ use crate::protocol::ResourceDefinition;
 
 /// Applies each definition (`POST /resource-definitions/apply`) until every one is
 /// accepted or `stop` is cancelled. The driver keeps serving meanwhile.
-pub(crate) async fn register_until_done(client: Client, definitions: Vec<ResourceDefinition>, stop: CancellationToken) {
+pub(crate) async fn register_until_done(
+    client: Client,
+    definitions: Vec<ResourceDefinition>,
+    stop: CancellationToken,
+) {
     let url = format!("{}/resource-definitions/apply", client.base_url());
     let mut pending = definitions;
     let mut delay = Duration::from_secs(1);
@@ -17,7 +21,9 @@ pub(crate) async fn register_until_done(client: Client, definitions: Vec<Resourc
         let mut failed = Vec::new();
         for definition in pending {
             match client.apply_definition(&definition).await {
-                Ok(_) => tracing::info!(resource_type = %definition.name, %url, "resource definition registered"),
+                Ok(_) => {
+                    tracing::info!(resource_type = %definition.name, %url, "resource definition registered")
+                }
                 Err(error) => {
                     tracing::warn!(
                         resource_type = %definition.name, %url, reason = %error_chain(&error),
