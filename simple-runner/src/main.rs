@@ -175,7 +175,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         config = config.nats_root_ca(ca);
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        config = config.nats_client_certificate(cert, key);
+        let identity = conveyor_sdk::auth::ClientIdentity::from_files(&cert, &key)?;
+        config = config.nats_client_certificate(cert, key).api_identity(identity);
     }
     if let Some(creds) = args.nats_creds {
         config = config.nats_credentials_file(creds);

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{server_error, transport_error, Client, ClientError};
@@ -52,16 +53,15 @@ pub(super) async fn open(
     transport: Transport,
 ) -> Result<LogStream, ClientError> {
     let url = client.url(path);
+    let authorization = client.authorization()?;
     if transport == Transport::WebSocket {
-        return websocket(&url, driver, run_id).await;
+        return websocket(&url, authorization, driver, run_id).await;
     }
-    let response = client
-        .http
-        .get(&url)
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .send()
-        .await
-        .map_err(|source| transport_error(url.clone(), source))?;
+    let mut request = client.http.get(&url).header(reqwest::header::ACCEPT, "text/event-stream");
+    if let Some(value) = &authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let response = request.send().await.map_err(|source| transport_error(url.clone(), source))?;
     let is_sse = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -70,8 +70,8 @@ pub(super) async fn open(
     if response.status().is_success() && is_sse {
         return Ok(server_sent_events(url, response));
     }
-    if transport == Transport::Auto && !is_sse {
-        return websocket(&url, driver, run_id).await;
+    if transport == Transport::Auto && !is_sse && response.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return websocket(&url, authorization, driver, run_id).await;
     }
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
@@ -140,7 +140,12 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
     LogStream { inner: Box::pin(stream) }
 }
 
-async fn websocket(url: &str, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
+async fn websocket(
+    url: &str,
+    authorization: Option<String>,
+    driver: &str,
+    run_id: &str,
+) -> Result<LogStream, ClientError> {
     let ws_url = if let Some(rest) = url.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = url.strip_prefix("http://") {
@@ -148,9 +153,15 @@ async fn websocket(url: &str, driver: &str, run_id: &str) -> Result<LogStream, C
     } else {
         return Err(ClientError::InvalidUrl(url.to_owned()));
     };
-    let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-        .await
-        .map_err(|e| ClientError::Stream { url: ws_url.clone(), reason: error_chain(&e) })?;
+    let stream_error = |reason: String| ClientError::Stream { url: ws_url.clone(), reason };
+    let mut request = ws_url.as_str().into_client_request().map_err(|e| stream_error(error_chain(&e)))?;
+    if let Some(value) = authorization {
+        let value =
+            value.parse().map_err(|_| stream_error("the token is not a valid header value".into()))?;
+        request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let (socket, _) =
+        tokio_tungstenite::connect_async(request).await.map_err(|e| stream_error(error_chain(&e)))?;
     let (driver, run_id) = (driver.to_owned(), run_id.to_owned());
     let stream = socket.filter_map(move |frame| {
         let item = match frame {

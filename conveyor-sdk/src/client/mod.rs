@@ -21,6 +21,7 @@
 mod logs;
 mod types;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -29,6 +30,7 @@ use serde::de::DeserializeOwned;
 pub use logs::{LogStream, Transport};
 pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep};
 
+use crate::auth::ClientIdentity;
 use crate::protocol::{Log, Resource, ResourceDefinition};
 
 /// Errors of the client.
@@ -82,6 +84,9 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// A token could not be made from the client's identity.
+    #[error("cannot sign the request's token")]
+    Auth(#[source] crate::auth::AuthError),
     /// The live log stream failed.
     #[error("the live log stream of {url} broke: {reason}")]
     Stream {
@@ -104,6 +109,7 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    identity: Option<Arc<ClientIdentity>>,
 }
 
 /// Settings of a [`Client`], from [`Client::builder`].
@@ -112,6 +118,7 @@ pub struct ClientBuilder {
     base: String,
     timeout: Duration,
     connect_timeout: Duration,
+    identity: Option<ClientIdentity>,
 }
 
 impl ClientBuilder {
@@ -129,6 +136,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Signs every request with a fresh certificate-bound token of `identity`, for a
+    /// server that runs with `auth_enabled` (default: no authentication).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let identity = conveyor_sdk::auth::ClientIdentity::from_files("chain.pem", "key.pem")?;
+    /// let client = conveyor_sdk::client::Client::builder("https://conveyor.example").identity(identity).build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn identity(mut self, identity: ClientIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Result<Client, ClientError> {
         let base = self.base.trim_end_matches('/').to_owned();
@@ -141,7 +163,7 @@ impl ClientBuilder {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|source| ClientError::Http { url: base.clone(), source })?;
-        Ok(Client { http, base })
+        Ok(Client { http, base, identity: self.identity.map(Arc::new) })
     }
 }
 
@@ -166,6 +188,7 @@ impl Client {
             base: base_url.into(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            identity: None,
         }
     }
 
@@ -178,6 +201,14 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// The `Authorization` header value of a request, when the client has an identity.
+    fn authorization(&self) -> Result<Option<String>, ClientError> {
+        match &self.identity {
+            Some(identity) => Ok(Some(format!("Bearer {}", identity.token().map_err(ClientError::Auth)?))),
+            None => Ok(None),
+        }
+    }
+
     /// Sends a request and returns the response of a success status.
     async fn send(
         &self,
@@ -188,6 +219,9 @@ impl Client {
     ) -> Result<reqwest::Response, ClientError> {
         let url = self.url(path);
         let mut request = self.http.request(method, &url);
+        if let Some(authorization) = self.authorization()? {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
         if !query.is_empty() {
             request = request.query(query);
         }

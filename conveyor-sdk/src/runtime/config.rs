@@ -33,6 +33,7 @@ pub struct Config {
     pub(crate) nats_client_certificate: Option<(PathBuf, PathBuf)>,
     pub(crate) nats_credentials: Option<PathBuf>,
     pub(crate) nats_token: Option<String>,
+    pub(crate) api_identity: Option<crate::auth::ClientIdentity>,
 }
 
 impl Default for Config {
@@ -55,6 +56,7 @@ impl Default for Config {
             nats_client_certificate: None,
             nats_credentials: None,
             nats_token: None,
+            api_identity: None,
         }
     }
 }
@@ -195,6 +197,14 @@ impl Config {
     #[must_use]
     pub fn nats_token(mut self, token: impl Into<String>) -> Self {
         self.nats_token = Some(token.into());
+        self
+    }
+
+    /// Signs the requests to the API server with certificate-bound tokens of
+    /// `identity`, for a server with `auth_enabled` (default: unsigned).
+    #[must_use]
+    pub fn api_identity(mut self, identity: crate::auth::ClientIdentity) -> Self {
+        self.api_identity = Some(identity);
         self
     }
 

@@ -206,9 +206,12 @@ impl<D: Driver> Runtime<D> {
         if let Some(api_url) = config.api_url.clone() {
             let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
             if !definitions.is_empty() {
-                let client = crate::client::Client::builder(api_url)
-                    .timeout(std::time::Duration::from_secs(10))
-                    .build();
+                let mut builder =
+                    crate::client::Client::builder(api_url).timeout(std::time::Duration::from_secs(10));
+                if let Some(identity) = config.api_identity.clone() {
+                    builder = builder.identity(identity);
+                }
+                let client = builder.build();
                 match client {
                     Ok(client) => {
                         background.spawn(register::register_until_done(client, definitions, stop.clone()));

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Harness, TestingError};
+use crate::auth::TokenVerifier;
 use crate::client::{LogQuery, Pipeline};
 use crate::driver::ResourceType;
 use crate::protocol::{Event, Log, PipelineEvent, Resource, ResourceDefinition};
@@ -77,7 +78,26 @@ impl DevServer {
     /// Connects to NATS at `nats_url`, creates the server's streams and listens on
     /// `listen` (port 0 picks a free port).
     pub async fn start(nats_url: &str, listen: SocketAddr) -> Result<Self, TestingError> {
-        let harness = Harness::start(nats_url).await?;
+        Self::start_with(Harness::start(nats_url).await?, listen, None).await
+    }
+
+    /// [`start`](Self::start) on a harness of the caller's (a NATS connection with TLS,
+    /// say), and, with a verifier, with authentication as the server's `auth_enabled`:
+    /// every request but `/health` needs a valid certificate-bound token, else `401`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::{DevServer, Harness};
+    /// let verifier = conveyor_sdk::auth::TokenVerifier::from_pem(&std::fs::read("ca.pem")?)?;
+    /// let harness = Harness::start("nats://127.0.0.1:4222").await?;
+    /// let server = DevServer::start_with(harness, "127.0.0.1:8080".parse()?, Some(verifier)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with(
+        harness: Harness,
+        listen: SocketAddr,
+        verifier: Option<TokenVerifier>,
+    ) -> Result<Self, TestingError> {
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(TestingError::Spawn)?;
         let addr = listener.local_addr().map_err(TestingError::Spawn)?;
         let state = Arc::new(ServerState {
@@ -90,7 +110,10 @@ impl DevServer {
         let stop = CancellationToken::new();
         let engine =
             tokio::spawn(pipeline_engine(state.clone(), state.harness.subscribe_results(), stop.clone()));
-        let app = router(state.clone());
+        let mut app = router(state.clone());
+        if let Some(verifier) = verifier {
+            app = app.layer(axum::middleware::from_fn_with_state(Arc::new(verifier), authenticate));
+        }
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
@@ -162,6 +185,23 @@ fn router(state: Arc<ServerState>) -> Router {
     app = route(app, "/logs/streams/{driver}/{runid}", get(driver_log_stream));
     app = route(app, "/logs/pipeline/{runid}", get(run_log_stream));
     app.with_state(state)
+}
+
+/// Refuses a request without a valid token (`/health` excepted).
+async fn authenticate(
+    State(verifier): State<Arc<TokenVerifier>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().trim_end_matches('/');
+    if path == "/health" {
+        return next.run(request).await;
+    }
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match verifier.verify_header(header) {
+        Ok(_) => next.run(request).await,
+        Err(error) => ApiError(StatusCode::UNAUTHORIZED, format!("unauthorized: {error}")).into_response(),
+    }
 }
 
 /// An error as the real server answers it: `{"error": "…"}`.

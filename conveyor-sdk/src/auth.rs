@@ -1,0 +1,363 @@
+//! Authentication with a Conveyor server that runs with `auth_enabled`.
+//!
+//! Every HTTP request carries `Authorization: Bearer <JWT>`: a short-lived token signed
+//! with the client's private key (RS256, ES256 or ES384), with claims `iat`, `exp` and
+//! `cnf: {"x5t#S256": <base64url SHA-256 of the leaf certificate>}`, and the header
+//! `x5c`: the certificate chain, leaf first. [`ClientIdentity`] makes such tokens;
+//! [`TokenVerifier`] checks them as the server does.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// How long a token lives by default.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(120);
+
+/// How far in the future `iat` may be (clocks differ a little).
+const CLOCK_SKEW: u64 = 60;
+
+const OID_RSA: &str = "1.2.840.113549.1.1.1";
+const OID_EC: &str = "1.2.840.10045.2.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_P384: &str = "1.3.132.0.34";
+
+/// Why a certificate, key or token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PEM text holds no certificate.
+    #[error("no certificate in the PEM text")]
+    NoCertificate,
+    /// A certificate could not be parsed.
+    #[error("a certificate is not valid DER: {0}")]
+    Certificate(String),
+    /// The key's algorithm is not RSA, EC P-256 or EC P-384.
+    #[error("unsupported key algorithm (use RSA, EC P-256 or EC P-384)")]
+    UnsupportedKey,
+    /// The private key could not be loaded.
+    #[error("the private key is not usable")]
+    Key(#[source] jsonwebtoken::errors::Error),
+    /// Signing the token failed.
+    #[error("signing the token failed")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    /// The `Authorization` header is not `Bearer <token>`.
+    #[error("the Authorization header is not a bearer token")]
+    NotBearer,
+    /// The token is not a JWT, or its header is unusable.
+    #[error("the token is malformed")]
+    Malformed(#[source] jsonwebtoken::errors::Error),
+    /// The token's header carries no certificate chain (`x5c`).
+    #[error("the token carries no certificate chain (x5c)")]
+    NoChain,
+    /// The chain does not lead to a trusted root.
+    #[error("the certificate chain is not trusted: {0}")]
+    Untrusted(String),
+    /// A certificate of the chain is outside its validity period.
+    #[error("a certificate of the chain is expired or not yet valid")]
+    CertificateExpired,
+    /// The token's signature does not verify with the leaf certificate's key.
+    #[error("the token's signature does not match its certificate")]
+    BadSignature(#[source] jsonwebtoken::errors::Error),
+    /// The token has expired.
+    #[error("the token has expired")]
+    Expired,
+    /// The token was issued in the future.
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
+    /// The token's `cnf.x5t#S256` does not match the leaf certificate.
+    #[error("the token is not bound to its certificate (cnf thumbprint mismatch)")]
+    ThumbprintMismatch,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    thumbprint: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    iat: u64,
+    exp: u64,
+    cnf: Confirmation,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn thumbprint(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+fn certificates(pem_text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
+    let text = String::from_utf8_lossy(pem_text);
+    let mut found = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let body_start = start + "-----BEGIN CERTIFICATE-----".len();
+        let Some(end) = rest[body_start..].find("-----END CERTIFICATE-----") else { break };
+        let body: String =
+            rest[body_start..body_start + end].chars().filter(|c| !c.is_whitespace()).collect();
+        found.push(STANDARD.decode(body).map_err(|e| AuthError::Certificate(e.to_string()))?);
+        rest = &rest[body_start + end..];
+    }
+    if found.is_empty() {
+        return Err(AuthError::NoCertificate);
+    }
+    Ok(found)
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, AuthError> {
+    X509Certificate::from_der(der).map(|(_, cert)| cert).map_err(|e| AuthError::Certificate(e.to_string()))
+}
+
+/// The JWT algorithm for a certificate's public key.
+fn algorithm_of(cert: &X509Certificate<'_>) -> Result<Algorithm, AuthError> {
+    let spki = cert.public_key();
+    match spki.algorithm.algorithm.to_id_string().as_str() {
+        OID_RSA => Ok(Algorithm::RS256),
+        OID_EC => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                OID_P256 => Ok(Algorithm::ES256),
+                OID_P384 => Ok(Algorithm::ES384),
+                _ => Err(AuthError::UnsupportedKey),
+            }
+        }
+        _ => Err(AuthError::UnsupportedKey),
+    }
+}
+
+/// A client's certificate chain and private key: it signs the tokens of its requests.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), conveyor_sdk::auth::AuthError> {
+/// let identity = conveyor_sdk::auth::ClientIdentity::from_files("client-chain.pem", "client.key")?;
+/// let header = format!("Bearer {}", identity.token()?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientIdentity {
+    chain_b64: Vec<String>,
+    key: EncodingKey,
+    algorithm: Algorithm,
+    thumbprint: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("algorithm", &self.algorithm)
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// From a certificate chain (PEM, leaf first) and the leaf's private key (PEM;
+    /// PKCS#8, or PKCS#1 for RSA). The algorithm follows from the certificate's key:
+    /// RSA → RS256, P-256 → ES256, P-384 → ES384.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, AuthError> {
+        let chain = certificates(chain_pem)?;
+        let leaf = parse(&chain[0])?;
+        let algorithm = algorithm_of(&leaf)?;
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(key_pem),
+            _ => EncodingKey::from_ec_pem(key_pem),
+        }
+        .map_err(AuthError::Key)?;
+        Ok(Self {
+            thumbprint: thumbprint(&chain[0]),
+            chain_b64: chain.iter().map(|der| STANDARD.encode(der)).collect(),
+            key,
+            algorithm,
+        })
+    }
+
+    /// [`from_pem`](Self::from_pem), from files.
+    pub fn from_files(chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, AuthError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| AuthError::Read { path: path.display().to_string(), source })
+        };
+        Self::from_pem(&read(chain.as_ref())?, &read(key.as_ref())?)
+    }
+
+    /// A fresh token, valid for [`DEFAULT_TOKEN_LIFETIME`].
+    pub fn token(&self) -> Result<String, AuthError> {
+        self.token_valid_for(DEFAULT_TOKEN_LIFETIME)
+    }
+
+    /// A fresh token valid for `lifetime`.
+    pub fn token_valid_for(&self, lifetime: Duration) -> Result<String, AuthError> {
+        let iat = now();
+        let claims = Claims {
+            iat,
+            exp: iat + lifetime.as_secs(),
+            cnf: Confirmation { thumbprint: self.thumbprint.clone() },
+        };
+        let mut header = Header::new(self.algorithm);
+        header.x5c = Some(self.chain_b64.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(AuthError::Sign)
+    }
+
+    /// The base64url SHA-256 of the leaf certificate, as in `cnf.x5t#S256`.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// The signing algorithm (`RS256`, `ES256`, `ES384`).
+    pub fn algorithm(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::RS256 => "RS256",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            _ => "unsupported",
+        }
+    }
+}
+
+/// A client whose token was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClient {
+    /// The leaf certificate's subject.
+    pub subject: String,
+    /// The leaf certificate's thumbprint.
+    pub thumbprint: String,
+    /// When the token expires, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Checks tokens as the Conveyor server does: the `x5c` chain against trusted roots,
+/// the signature with the leaf's key, the `cnf` thumbprint, and expiry.
+///
+/// ```no_run
+/// # fn demo(authorization: &str) -> Result<(), conveyor_sdk::auth::AuthError> {
+/// let verifier = conveyor_sdk::auth::TokenVerifier::from_pem(&std::fs::read("ca.pem").unwrap_or_default())?;
+/// let client = verifier.verify_header(authorization)?;
+/// println!("request from {}", client.subject);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    roots: Vec<Vec<u8>>,
+}
+
+impl TokenVerifier {
+    /// Trusts the root CA certificates in `roots_pem`.
+    pub fn from_pem(roots_pem: &[u8]) -> Result<Self, AuthError> {
+        let roots = certificates(roots_pem)?;
+        for root in &roots {
+            parse(root)?;
+        }
+        Ok(Self { roots })
+    }
+
+    /// Checks the value of an `Authorization` header: `Bearer <token>`.
+    pub fn verify_header(&self, authorization: &str) -> Result<VerifiedClient, AuthError> {
+        let token = authorization.strip_prefix("Bearer ").ok_or(AuthError::NotBearer)?;
+        self.verify(token.trim())
+    }
+
+    /// Checks a token.
+    pub fn verify(&self, token: &str) -> Result<VerifiedClient, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::Malformed)?;
+        let chain: Vec<Vec<u8>> = header
+            .x5c
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .ok_or(AuthError::NoChain)?
+            .iter()
+            .map(|c| STANDARD.decode(c).map_err(|e| AuthError::Certificate(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let certs: Vec<X509Certificate<'_>> = chain.iter().map(|der| parse(der)).collect::<Result<_, _>>()?;
+        self.check_chain(&certs)?;
+
+        let leaf = &certs[0];
+        let algorithm = algorithm_of(leaf)?;
+        if header.alg != algorithm {
+            return Err(AuthError::Untrusted(format!(
+                "the token says {:?} but its certificate holds a {algorithm:?} key",
+                header.alg
+            )));
+        }
+        let public = leaf.public_key().subject_public_key.data.as_ref();
+        let key = match algorithm {
+            Algorithm::RS256 => DecodingKey::from_rsa_der(public),
+            _ => DecodingKey::from_ec_der(public),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.validate_exp = false; // checked below, without leeway
+        validation.required_spec_claims.clear();
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(AuthError::BadSignature)?.claims;
+        let now = now();
+        if claims.exp <= now {
+            return Err(AuthError::Expired);
+        }
+        if claims.iat > now + CLOCK_SKEW {
+            return Err(AuthError::IssuedInFuture);
+        }
+        let leaf_thumbprint = thumbprint(&chain[0]);
+        if claims.cnf.thumbprint != leaf_thumbprint {
+            return Err(AuthError::ThumbprintMismatch);
+        }
+        Ok(VerifiedClient {
+            subject: leaf.subject().to_string(),
+            thumbprint: leaf_thumbprint,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Each certificate is valid now and signed by the next; the last is signed by a
+    /// trusted root (or is one).
+    fn check_chain(&self, certs: &[X509Certificate<'_>]) -> Result<(), AuthError> {
+        for cert in certs {
+            if !cert.validity().is_valid() {
+                return Err(AuthError::CertificateExpired);
+            }
+        }
+        for pair in certs.windows(2) {
+            pair[0].verify_signature(Some(pair[1].public_key())).map_err(|e| {
+                AuthError::Untrusted(format!(
+                    "{} is not signed by {}: {e}",
+                    pair[0].subject(),
+                    pair[1].subject()
+                ))
+            })?;
+        }
+        let last = certs.last().ok_or(AuthError::NoChain)?;
+        for root_der in &self.roots {
+            let root = parse(root_der)?;
+            if root_der.as_slice() == last.as_ref() || last.verify_signature(Some(root.public_key())).is_ok()
+            {
+                if !root.validity().is_valid() {
+                    return Err(AuthError::CertificateExpired);
+                }
+                return Ok(());
+            }
+        }
+        Err(AuthError::Untrusted(format!("{} is not signed by a trusted root", last.subject())))
+    }
+}
