@@ -183,5 +183,16 @@ async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].message, "the build said: 3 steps succeeded");
     assert_eq!(lines[0].pipeline.as_deref(), Some("build-and-report"));
+
+    // The whole run's stream carries the lines of both drivers.
+    let mut run_stream = services.client.stream_run_logs(&created.runid).await.unwrap();
+    let mut drivers = std::collections::BTreeSet::new();
+    while drivers.len() < 2 {
+        let line =
+            tokio::time::timeout(Duration::from_secs(10), run_stream.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(line.runid, created.runid);
+        drivers.insert(line.driver);
+    }
+    assert_eq!(drivers.into_iter().collect::<Vec<_>>(), ["command-runner", "reporter"]);
     services.stop.cancel();
 }
