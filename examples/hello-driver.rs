@@ -87,10 +87,7 @@ mod demo {
             Runtime::with_config(super::HelloDriver, config).run_until(stop.clone().cancelled_owned()),
         );
         // Stream `messages` keeps an event only for consumers that exist: wait for ours.
-        let stream = harness.jetstream().get_stream("messages").await?;
-        while stream.consumer_info("hello-driver").await.is_err() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        harness.wait_for_pull_requests("hello-driver", 1, std::time::Duration::from_secs(30)).await?;
         let resource = Resource::new("demo", "greeting", serde_json::json!({"who": "world", "times": 3}));
         let run = harness.create(resource).await?;
         let event = harness.result(&run.run_id).await?;

@@ -152,12 +152,7 @@ async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
         Runtime::with_config(Reporter, Config::default().nats_url(nats_url))
             .run_until(services.stop.clone().cancelled_owned()),
     );
-    let stream = services.server.harness().jetstream().get_stream("messages").await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while stream.consumer_info("reporter").await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the reporter never created its consumer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    services.server.harness().wait_for_pull_requests("reporter", 1, Duration::from_secs(30)).await.unwrap();
     let pipeline = Pipeline::new("build-and-report", "pipeline")
         .step(PipelineStep::new("build", "command-runner"))
         .step(PipelineStep::new("report", "reporter"));

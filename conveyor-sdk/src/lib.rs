@@ -68,6 +68,7 @@ pub mod client;
 pub mod driver;
 pub mod log;
 pub mod protocol;
+mod report;
 pub mod runtime;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -79,6 +80,7 @@ pub use log::LogHandle;
 pub use protocol::{
     DriverMessage, DriverResult, DriverResultEvent, Event, Log, PipelineEvent, Resource, ResourceDefinition,
 };
+pub use report::error_text;
 pub use runtime::{Config, Runtime};
 
 /// Re-exported so that a driver can use `#[async_trait]` without another dependency line.

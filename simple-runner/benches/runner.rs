@@ -129,10 +129,10 @@ async fn main() {
     let config = Config::default().nats_url(nats.url()).concurrency(1);
     let serving =
         tokio::spawn(Runtime::with_config(runner.clone(), config).run_until(stop.clone().cancelled_owned()));
-    let stream = harness.jetstream().get_stream("messages").await.expect("stream");
-    while stream.consumer_info("command-runner").await.map(|i| i.num_waiting).unwrap_or(0) == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness
+        .wait_for_pull_requests("command-runner", 1, Duration::from_secs(30))
+        .await
+        .expect("runner serving");
     let run_once = |steps: serde_json::Value| {
         let harness = &harness;
         async move {

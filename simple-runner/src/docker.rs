@@ -351,20 +351,7 @@ impl Engine {
     }
 }
 
-/// An error with its sources, on one line.
-pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use conveyor_sdk::error_text;
 
 /// A container name derived from a resource name: `conveyor-<name>-<run>-<random>`,
 /// with anything but `[a-zA-Z0-9_.-]` replaced and the name shortened.

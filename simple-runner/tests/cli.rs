@@ -76,12 +76,7 @@ async fn serve_takes_runs_from_nats_and_exits_cleanly_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stream = harness.jetstream().get_stream("messages").await.unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while stream.consumer_info("command-runner").await.map(|i| i.num_waiting).unwrap_or(0) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "simple-runner serve never started pulling");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    harness.wait_for_pull_requests("command-runner", 1, std::time::Duration::from_secs(30)).await.unwrap();
 
     let mut seed: conveyor_sdk::Resource =
         serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();

@@ -130,7 +130,8 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
                 Some(Ok(chunk)) => state.buffer.extend_from_slice(&chunk),
                 Some(Err(source)) => {
                     state.done = true;
-                    let error = ClientError::Stream { url: state.url.clone(), reason: error_chain(&source) };
+                    let error =
+                        ClientError::Stream { url: state.url.clone(), reason: crate::error_text(&source) };
                     return Some((Err(error), state));
                 }
                 None => return None,
@@ -154,14 +155,15 @@ async fn websocket(
         return Err(ClientError::InvalidUrl(url.to_owned()));
     };
     let stream_error = |reason: String| ClientError::Stream { url: ws_url.clone(), reason };
-    let mut request = ws_url.as_str().into_client_request().map_err(|e| stream_error(error_chain(&e)))?;
+    let mut request =
+        ws_url.as_str().into_client_request().map_err(|e| stream_error(crate::error_text(&e)))?;
     if let Some(value) = authorization {
         let value =
             value.parse().map_err(|_| stream_error("the token is not a valid header value".into()))?;
         request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
     }
     let (socket, _) =
-        tokio_tungstenite::connect_async(request).await.map_err(|e| stream_error(error_chain(&e)))?;
+        tokio_tungstenite::connect_async(request).await.map_err(|e| stream_error(crate::error_text(&e)))?;
     let (driver, run_id) = (driver.to_owned(), run_id.to_owned());
     let stream = socket.filter_map(move |frame| {
         let item = match frame {
@@ -172,7 +174,7 @@ async fn websocket(
             Ok(Message::Close(_)) | Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
                 None
             }
-            Err(e) => Some(Err(ClientError::Stream { url: ws_url.clone(), reason: error_chain(&e) })),
+            Err(e) => Some(Err(ClientError::Stream { url: ws_url.clone(), reason: crate::error_text(&e) })),
         };
         std::future::ready(item)
     });
@@ -192,17 +194,6 @@ fn frame_to_log(text: &str, driver: &str, run_id: &str, url: &str) -> Result<Log
     }
     serde_json::from_str::<Log>(text)
         .map_err(|e| ClientError::Stream { url: url.to_owned(), reason: format!("not a log frame: {e}") })
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

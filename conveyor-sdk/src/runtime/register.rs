@@ -26,7 +26,7 @@ pub(crate) async fn register_until_done(
                 }
                 Err(error) => {
                     tracing::warn!(
-                        resource_type = %definition.name, %url, reason = %error_chain(&error),
+                        resource_type = %definition.name, %url, reason = %crate::error_text(&error),
                         "cannot register the resource definition with the API server; serving anyway and retrying"
                     );
                     failed.push(definition);
@@ -43,15 +43,4 @@ pub(crate) async fn register_until_done(
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -219,7 +219,7 @@ async fn reconcile<D: Driver>(
     let result = match joined {
         Ok(Ok(result)) => result,
         Ok(Err(error)) => {
-            let text = format!("reconcile failed: {}", error_chain(error.as_ref()));
+            let text = format!("reconcile failed: {}", crate::error_text(error.as_ref()));
             tracing::warn!(error = %text, "reconcile returned an error");
             log.log(&text).await;
             DriverResult::failure(text)
@@ -272,17 +272,6 @@ async fn ack(message: &Message, kind: AckKind) {
     if let Err(error) = message.ack_with(kind).await {
         tracing::warn!(%error, "acknowledging a message failed; JetStream will deliver it again");
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -325,6 +325,43 @@ impl Harness {
         logs
     }
 
+    /// Waits up to `timeout` until driver `driver` has a consumer with at least `n`
+    /// pull requests waiting: it is serving, and events dispatched from now on reach
+    /// it (stream `messages` keeps events only for consumers that exist). Each process
+    /// of a driver keeps at least one pull request waiting while it has free slots.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), conveyor_sdk::testing::TestingError> {
+    /// harness.wait_for_pull_requests("command-runner", 1, std::time::Duration::from_secs(30)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_pull_requests(
+        &self,
+        driver: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(), TestingError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = self
+            .js
+            .get_stream(subjects::MESSAGES_STREAM)
+            .await
+            .map_err(|e| TestingError::Nats(format!("stream {}: {e}", subjects::MESSAGES_STREAM)))?;
+        // JetStream announces no event for this: ask until it is so.
+        loop {
+            if stream.consumer_info(driver).await.map(|i| i.num_waiting >= n).unwrap_or(false) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TestingError::Timeout {
+                    what: format!("{n} pull request(s) of driver {driver} (is the driver running?)"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Messages on the server's work queues that were not a result or a log line.
     pub fn undecodable(&self) -> Vec<String> {
         self.with(|c| c.undecodable.clone())

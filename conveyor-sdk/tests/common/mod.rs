@@ -228,16 +228,10 @@ pub async fn serve(driver: TestDriver, config: Config, harness: &Harness) -> Ser
 
 /// Waits until the driver's consumer has at least `n` pull requests waiting.
 pub async fn wait_for_pull_requests(harness: &Harness, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(info) = consumer_info(harness).await {
-            if info.num_waiting >= n {
-                return;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the driver's consumer never started pulling");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness
+        .wait_for_pull_requests(DRIVER, n, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn consumer_info(harness: &Harness) -> Result<async_nats::jetstream::consumer::Info, String> {

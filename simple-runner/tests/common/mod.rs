@@ -66,12 +66,7 @@ pub async fn serve(runner: CommandRunner, config: Config, harness: &Harness) -> 
     let stop = CancellationToken::new();
     let name = runner.settings().name.clone();
     let task = tokio::spawn(Runtime::with_config(runner, config).run_until(stop.clone().cancelled_owned()));
-    let stream = harness.jetstream().get_stream("messages").await.expect("stream");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while stream.consumer_info(&name).await.map(|i| i.num_waiting).unwrap_or(0) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the runner never started pulling");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness.wait_for_pull_requests(&name, 1, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
     Serving { stop, task }
 }
 
