@@ -1,18 +1,15 @@
-//! The Docker engine, as the runner uses it: images, one container per run, one exec
-//! per step.
+//! The Docker engine, as the runner uses it: images, and one container per run (its
+//! steps go through the container's own shell, see [`crate::session`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
     StopContainerOptions,
 };
 use bollard::Docker;
-use conveyor_sdk::log::LineSplitter;
 use conveyor_sdk::LogHandle;
 use futures_util::StreamExt;
 
@@ -248,70 +245,6 @@ impl Engine {
             return Err(docker_error(format!("cannot start the container of image {image}"))(error));
         }
         Ok(container)
-    }
-
-    /// Runs `script` through `sh -c` in the container, streaming stdout and stderr line
-    /// by line to `log`; returns once the output is drained, with the exit code.
-    pub async fn exec(
-        &self,
-        container: &str,
-        script: &str,
-        env: Vec<String>,
-        workdir: &str,
-        log: &LogHandle,
-    ) -> Result<StepExit, EngineError> {
-        let options = CreateExecOptions {
-            attach_stdin: Some(false),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            env: Some(env),
-            cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()]),
-            working_dir: Some(workdir.to_owned()),
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(container, options)
-            .await
-            .map_err(docker_error("cannot create the step's exec"))?;
-        let started = self
-            .docker
-            .start_exec(&exec.id, Some(StartExecOptions { detach: false, tty: false, output_capacity: None }))
-            .await
-            .map_err(docker_error("cannot start the step's exec"))?;
-        if let StartExecResults::Attached { mut output, .. } = started {
-            // stdout and stderr each have their own partial line.
-            let (mut out, mut err) = (LineSplitter::new(), LineSplitter::new());
-            while let Some(chunk) = output.next().await {
-                let lines = match chunk.map_err(docker_error("the step's output stream broke"))? {
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => out.push(&message),
-                    LogOutput::StdErr { message } => err.push(&message),
-                    LogOutput::StdIn { .. } => continue,
-                };
-                for line in lines {
-                    log.log(line).await;
-                }
-            }
-            for line in [out.finish(), err.finish()].into_iter().flatten() {
-                log.log(line).await;
-            }
-        }
-        // The output is drained: the exec has ended; its code may take a moment to show.
-        for _ in 0..50 {
-            let inspect = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(docker_error("cannot read the step's exit code"))?;
-            if inspect.running != Some(true) {
-                if let Some(code) = inspect.exit_code {
-                    return Ok(StepExit { code });
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(EngineError::NoExitCode)
     }
 
     /// Stops a container: SIGTERM, then SIGKILL after `grace`.
