@@ -212,3 +212,38 @@ async fn a_websocket_only_server_is_read_over_websocket_automatically() {
     assert_eq!(lines[1].message, "total 8");
     assert_eq!(lines[2].runid, "run-1");
 }
+
+#[tokio::test]
+async fn the_dev_server_dispatches_exactly_as_the_real_server() {
+    let (_nats, server, client) = dev_server().await;
+    client.apply_definition(&definition()).await.unwrap();
+    let nats = server.harness().client();
+    let mut standalone = nats.subscribe("resources.job").await.unwrap();
+    let mut first_step = nats.subscribe("drivers.builder.resources.job").await.unwrap();
+    nats.flush().await.unwrap();
+
+    let created = client.create_resource(&Resource::new("alone", "job", json!({"steps": []}))).await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), standalone.next()).await.unwrap().unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(raw["event"], "create");
+    assert_eq!(raw["run_id"], created.runid.as_str());
+    assert_eq!(raw["id"].as_str().unwrap().len(), 24);
+    let payload = raw["payload"].as_str().expect("the payload is a JSON string, as the real server sends it");
+    let resource: Resource = serde_json::from_str(payload).unwrap();
+    assert_eq!(resource.name, "alone");
+    assert_eq!(resource.metadata["version"], "1");
+
+    client
+        .create_pipeline(&Pipeline::new("ci", "job").step(PipelineStep::new("build", "builder")))
+        .await
+        .unwrap();
+    let mut piped = Resource::new("piped", "job", json!({"steps": []}));
+    piped.pipeline = Some("ci".into());
+    let created = client.create_resource(&piped).await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), first_step.next()).await.unwrap().unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(raw["run_id"], created.runid.as_str());
+    assert_eq!(raw["event"], "create");
+    let resource: Resource = serde_json::from_str(raw["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(resource.pipeline(), Some("ci"));
+}
