@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use conveyor_sdk::client::{Client, LogQuery, Pipeline, PipelineStep, Transport};
-use conveyor_sdk::testing::{DevServer, NatsServer};
+use conveyor_sdk::testing::{DevServer, NatsServer, Serving};
 use conveyor_sdk::{
     CancellationToken, Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run, Runtime,
 };
@@ -147,12 +147,8 @@ impl Driver for Reporter {
 #[tokio::test]
 async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
     let services = services().await;
-    let nats_url = services._nats.url();
-    tokio::spawn(
-        Runtime::with_config(Reporter, Config::default().nats_url(nats_url))
-            .run_until(services.stop.clone().cancelled_owned()),
-    );
-    services.server.harness().wait_for_pull_requests("reporter", 1, Duration::from_secs(30)).await.unwrap();
+    let config = Config::default().nats_url(services._nats.url());
+    let reporter = Serving::start(Reporter, config, services.server.harness()).await.unwrap();
     let pipeline = Pipeline::new("build-and-report", "pipeline")
         .step(PipelineStep::new("build", "command-runner"))
         .step(PipelineStep::new("report", "reporter"));
@@ -189,5 +185,6 @@ async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
         drivers.insert(line.driver);
     }
     assert_eq!(drivers.into_iter().collect::<Vec<_>>(), ["command-runner", "reporter"]);
+    reporter.shutdown().await.unwrap();
     services.stop.cancel();
 }

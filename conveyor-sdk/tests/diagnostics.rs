@@ -45,7 +45,7 @@ async fn each_run_is_a_span_with_driver_run_id_and_resource() {
     let serving = serve(TestDriver::new(), config(&nats), &harness).await;
     let run = harness.create(job("traced", json!({"mode": "ok"}))).await.unwrap();
     harness.result(&run.run_id).await.unwrap();
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 
     let spans = spans.0.lock().unwrap().clone();
     let span = spans.iter().find(|s| s.get("run_id") == Some(&run.run_id)).expect("a span for the run");

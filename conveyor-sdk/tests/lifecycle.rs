@@ -61,7 +61,7 @@ async fn a_run_of_a_killed_process_is_redelivered_and_says_which_attempt_it_is()
     assert!(lines.iter().any(|l| l.starts_with("redelivered: attempt 2")), "{lines:?}");
     wait_until_settled(&harness).await;
     assert_eq!(harness.results(&run.run_id).len(), 1);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -121,7 +121,7 @@ async fn a_nats_restart_mid_run_loses_nothing_and_consuming_goes_on() {
     );
     wait_until_settled(&harness).await;
     assert_eq!(harness.results(&run.run_id).len(), 1);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -133,10 +133,10 @@ async fn shutdown_lets_a_run_finish_within_the_grace_period_and_pulls_nothing_ne
 
     let run = harness.create(job("finishing", json!({"mode": "gate"}))).await.unwrap();
     harness.wait_for_log(&run.run_id, "started", Duration::from_secs(30)).await.unwrap();
-    serving.stop.cancel();
+    serving.stop();
     let queued = harness.create(job("queued", json!({"mode": "ok"}))).await.unwrap();
     driver.probe.open_gate();
-    tokio::time::timeout(Duration::from_secs(30), serving.task).await.unwrap().unwrap().unwrap();
+    serving.finished().await.unwrap();
 
     assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
     assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1, "a stopping runtime must not start new runs");
@@ -145,7 +145,7 @@ async fn shutdown_lets_a_run_finish_within_the_grace_period_and_pulls_nothing_ne
     // The queued event waits for the next process.
     let serving = serve(TestDriver::new(), config(&nats).ack_wait(ACK_WAIT), &harness).await;
     assert!(harness.result(&queued.run_id).await.unwrap().driverresult.success);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn a_run_outliving_the_grace_period_is_cancelled_publishes_nothing_and_is_
 
     let run = harness.create(job("long", json!({"mode": "cancel-first"}))).await.unwrap();
     harness.wait_for_log(&run.run_id, "started", Duration::from_secs(30)).await.unwrap();
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 
     assert_eq!(driver.probe.cancelled.load(Ordering::SeqCst), 1, "reconcile must see the cancellation");
     assert!(harness.results(&run.run_id).is_empty(), "a cancelled run publishes no result");
@@ -168,7 +168,7 @@ async fn a_run_outliving_the_grace_period_is_cancelled_publishes_nothing_and_is_
     assert!(result.success);
     assert_eq!(result.message, "second attempt");
     assert_eq!(harness.results(&run.run_id).len(), 1);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ async fn a_created_resource_gets_a_success_result_its_log_and_is_acked() {
     let info = wait_until_settled(&harness).await;
     assert_eq!(info.num_redelivered, 0);
     assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn a_pipeline_step_reaches_the_driver_with_its_pipeline_and_earlier_result
     assert_eq!(event.resource.driver_result("git-cloner").unwrap().unwrap().data["commit"], "9f2c1e7");
     let logs = harness.logs(&run.run_id);
     assert_eq!(logs[0].pipeline.as_deref(), Some("build-pipeline"));
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -75,7 +75,7 @@ async fn an_invalid_spec_fails_with_every_violation_and_is_not_redelivered() {
     let info = wait_until_settled(&harness).await;
     assert_eq!(info.num_redelivered, 0);
     assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 0, "reconcile must not see an invalid spec");
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -97,7 +97,7 @@ async fn malformed_messages_are_terminated_and_the_loop_goes_on() {
     assert_eq!(info.num_redelivered, 0, "the malformed ones were terminated, not redelivered");
     assert_eq!(harness.all_results().len(), 1, "no result for a message without a resource");
     assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn reconcile_errors_and_panics_become_failure_results_and_serving_goes_on(
     assert!(harness.result(&after.run_id).await.unwrap().driverresult.success);
     let info = wait_until_settled(&harness).await;
     assert_eq!(info.num_redelivered, 0);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn runs_overlap_up_to_the_concurrency_limit_and_never_beyond() {
         assert!(result.success, "{}: three runs must meet at the barrier", result.message);
     }
     assert_eq!(driver.probe.max_running.load(Ordering::SeqCst), 3);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn ten_thousand_log_lines_come_back_in_order_before_the_result() {
     assert_eq!(messages(&harness, &run.run_id), expected, "server order must be emission order");
     assert!(received.windows(2).all(|w| w[0].timestamp < w[1].timestamp), "timestamps strictly increase");
     assert!(received.iter().all(|l| l.timestamp.len() == 30 && l.timestamp.ends_with('Z')));
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -199,7 +199,7 @@ async fn a_message_delivered_too_often_is_given_up_with_a_failure_result() {
     .await;
     let run = harness.create(job("doomed", json!({"mode": "cancel-first"}))).await.unwrap();
     harness.wait_for_log(&run.run_id, "started", Duration::from_secs(30)).await.unwrap();
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 
     // Then one that allows a single delivery: the second must be given up.
     let serving = serve(TestDriver::new(), config(&nats).max_deliveries(1), &harness).await;
@@ -207,7 +207,7 @@ async fn a_message_delivered_too_often_is_given_up_with_a_failure_result() {
     assert!(!result.success);
     assert!(result.message.contains("given up after 1 deliveries"), "{}", result.message);
     wait_until_settled(&harness).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn an_unreachable_api_server_does_not_stop_the_driver() {
     let serving = serve(TestDriver::new(), config, &harness).await;
     let run = harness.create(job("still-serving", json!({"mode": "ok"}))).await.unwrap();
     assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -237,7 +237,7 @@ async fn definitions_are_registered_once_the_consumer_exists() {
     let definition: conveyor_sdk::ResourceDefinition = serde_json::from_slice(&body).unwrap();
     assert_eq!(definition.name, TYPE);
     assert_eq!(definition.schema["required"], json!(["mode"]));
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 /// Accepts one HTTP request, answers 200, and returns its path and body.
@@ -300,20 +300,16 @@ async fn a_resource_of_another_owner_is_decoded_into_the_spec_type() {
         }
     }
     let (nats, harness) = setup().await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(
-        conveyor_sdk::Runtime::with_config(Foreign(TestDriver::new()), config(&nats))
-            .run_until(stop.clone().cancelled_owned()),
-    );
-    wait_for_pull_requests(&harness, 1).await;
+    let serving = conveyor_sdk::testing::Serving::start(Foreign(TestDriver::new()), config(&nats), &harness)
+        .await
+        .unwrap();
     let good = harness.create(job("good", json!({"mode": "ok"}))).await.unwrap();
     let bad = harness.create(Resource::new("bad", TYPE, json!({"mode": "nonsense"}))).await.unwrap();
     assert!(harness.result(&good.run_id).await.unwrap().driverresult.success);
     let bad = harness.result(&bad.run_id).await.unwrap().driverresult;
     assert!(!bad.success);
     assert!(bad.message.contains("/spec/mode"), "{}", bad.message);
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -341,7 +337,7 @@ async fn each_line_is_also_relayed_live_on_both_live_subjects() {
     let frame: (String, String) = serde_json::from_slice(&legacy.payload).unwrap();
     assert_eq!(frame, (line.timestamp.clone(), "hello from live".to_owned()));
     assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -357,7 +353,7 @@ async fn the_older_live_subject_can_be_switched_off() {
     let serving = serve(TestDriver::new(), config(&nats).legacy_live_logs(false), &harness).await;
     let run = harness.create(job("quiet", json!({"mode": "ok"}))).await.unwrap();
     harness.result(&run.run_id).await.unwrap();
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
     harness.client().flush().await.unwrap();
     let got = tokio::time::timeout(Duration::from_millis(200), legacy.next()).await;
     assert!(got.is_err(), "nothing may be published on the older subject");
@@ -376,7 +372,7 @@ async fn a_run_longer_than_the_ack_wait_is_kept_alive_and_not_redelivered() {
     let info = wait_until_settled(&harness).await;
     assert_eq!(info.num_redelivered, 0, "progress acks must keep the message from redelivery");
     assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -394,5 +390,5 @@ async fn a_result_that_cannot_be_stored_is_nakd_and_the_run_delivered_again() {
     assert!(result.success);
     assert!(result.data["attempt"].as_u64().unwrap() >= 2);
     wait_until_settled(&harness).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }

@@ -64,5 +64,5 @@ async fn the_runtime_connects_with_its_certificate_and_a_client_without_one_is_r
     let serving = serve(TestDriver::new(), config, &harness).await;
     let run = harness.create(job("secure", json!({"mode": "ok"}))).await.unwrap();
     assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }

@@ -75,7 +75,7 @@ async fn an_unreachable_engine_fails_runs_clearly_and_the_runner_recovers_when_i
     assert!(result.success, "{}", result.message);
     assert!(lines(&harness, &back.run_id).contains(&"hello".to_owned()));
     assert_no_container_left(&local, &back.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
     drop(front);
 }
 

@@ -36,7 +36,7 @@ async fn the_seed_pipeline_runs_its_three_steps_and_leaves_no_container() {
     assert!(at("NAME=\"Conveyor test image\"") > at("==> step 3/3 show-os-info: cat /etc/os-release"));
     assert!(log.iter().any(|l| l.starts_with("<== step 3/3 show-os-info exited with code 0 after ")));
     assert_no_container_left(&engine, &run.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -85,7 +85,7 @@ async fn steps_get_a_real_shell_env_and_a_shared_workspace() {
     let before = stdout.iter().position(|l| *l == "before").unwrap();
     assert_eq!(stdout[before + 1..before + 3], ["", "after"], "blank lines are kept");
     assert_no_container_left(&engine, &run.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn a_failing_step_stops_the_run_and_is_named_in_the_result() {
     assert!(!log.iter().any(|l| l == "must-not-print" || l == "never"), "{log:#?}");
     assert!(log.iter().any(|l| l == "step may-fail may fail: going on"));
     assert_no_container_left(&engine, &run.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -149,7 +149,7 @@ async fn a_step_over_its_timeout_is_stopped_and_the_run_fails_saying_so() {
     assert_eq!(result.message, "the run timed out after 2s during step slow");
     assert_no_container_left(&engine, &step.run_id).await;
     assert_no_container_left(&engine, &whole.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -179,7 +179,7 @@ async fn a_missing_image_and_a_failed_pull_are_clear_failures() {
     assert!(lines(&harness, &pull.run_id).contains(&format!("pulling image {image}")));
     assert_no_container_left(&engine, &never.run_id).await;
     assert_no_container_left(&engine, &pull.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -204,7 +204,7 @@ async fn an_invalid_spec_fails_before_any_container_starts() {
     );
     assert!(result.message.contains("/spec/pull"), "{}", result.message);
     assert_eq!(containers_of_run(&engine, &run.run_id).await, 0);
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -231,7 +231,7 @@ async fn two_hundred_thousand_lines_are_all_logged_in_order() {
     );
     assert!(log[start + 200_000].starts_with("<== step 1/1 count exited with code 0"));
     assert_no_container_left(&engine, &run.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -274,7 +274,7 @@ async fn concurrent_runs_overlap_in_containers_of_their_own() {
     for run in &runs {
         assert_no_container_left(&engine, &run.run_id).await;
     }
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -289,7 +289,7 @@ async fn a_shutdown_mid_step_removes_the_container_and_leaves_the_run_for_redeli
     ]});
     let run = harness.create(pipeline("interrupted", spec)).await.unwrap();
     harness.wait_for_log(&run.run_id, "attempt 1", Duration::from_secs(30)).await.unwrap();
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
     assert!(harness.results(&run.run_id).is_empty(), "a run cut short by shutdown publishes no result");
     assert_eq!(
         containers_of_run(&engine, &run.run_id).await,
@@ -302,5 +302,5 @@ async fn a_shutdown_mid_step_removes_the_container_and_leaves_the_run_for_redeli
     assert!(result.success, "{}", result.message);
     assert!(lines(&harness, &run.run_id).contains(&"attempt 2".to_owned()));
     assert_no_container_left(&engine, &run.run_id).await;
-    serving.shutdown().await;
+    serving.shutdown().await.unwrap();
 }

@@ -10,12 +10,14 @@
 mod dev_server;
 mod nats_server;
 mod server_side;
+mod serving;
 
 use std::time::Duration;
 
 pub use dev_server::DevServer;
 pub use nats_server::NatsServer;
 pub use server_side::{create_server_streams, Dispatched, Harness, DEFAULT_WAIT};
+pub use serving::Serving;
 
 /// Errors of the test support.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,9 @@ pub enum TestingError {
     /// A NATS operation failed.
     #[error("NATS: {0}")]
     Nats(String),
+    /// The runtime under test failed or panicked.
+    #[error("the runtime failed: {0}")]
+    Runtime(String),
     /// Something awaited did not happen in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {

@@ -6,13 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_sdk::testing::{Harness, NatsServer};
-use conveyor_sdk::{Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run, Runtime};
+use conveyor_sdk::testing::{Harness, NatsServer, Serving};
+use conveyor_sdk::{Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{watch, Barrier};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub const DRIVER: &str = "test-runner";
 pub const TYPE: &str = "job";
@@ -199,31 +197,9 @@ pub fn config(nats: &NatsServer) -> Config {
         .nak_delay(Duration::from_millis(200))
 }
 
-/// A runtime serving in the background until the returned token is cancelled.
-pub struct Serving {
-    pub stop: CancellationToken,
-    pub task: JoinHandle<Result<(), conveyor_sdk::runtime::Error>>,
-}
-
-impl Serving {
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("runtime did not stop within 60 s")
-            .expect("runtime task panicked");
-        result.expect("runtime failed");
-    }
-}
-
-/// Starts a runtime and waits until its consumer is pulling, so that events
-/// dispatched afterwards reach it (stream `messages` keeps messages only for consumers
-/// that exist).
+/// Serves `driver` in the background; returns once its consumer is pulling.
 pub async fn serve(driver: TestDriver, config: Config, harness: &Harness) -> Serving {
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
-    wait_for_pull_requests(harness, 1).await;
-    Serving { stop, task }
+    Serving::start(driver, config, harness).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits until the driver's consumer has at least `n` pull requests waiting.

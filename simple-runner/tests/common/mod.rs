@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use conveyor_sdk::testing::{Harness, NatsServer};
-use conveyor_sdk::{CancellationToken, Config, Log, Resource, Runtime};
+use conveyor_sdk::testing::{Harness, NatsServer, Serving};
+use conveyor_sdk::{Config, Log, Resource};
 use serde_json::Value;
 use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
-use tokio::task::JoinHandle;
 
 /// Built by `scripts/services.sh` from Debian's busybox-static: no registry needed.
 pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
@@ -31,22 +30,6 @@ pub fn pipeline(name: &str, spec: Value) -> Resource {
     Resource::new(name, "pipeline", spec)
 }
 
-pub struct Serving {
-    pub stop: CancellationToken,
-    pub task: JoinHandle<Result<(), conveyor_sdk::runtime::Error>>,
-}
-
-impl Serving {
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("runtime did not stop")
-            .expect("runtime panicked")
-            .expect("runtime failed");
-    }
-}
-
 pub async fn setup() -> (NatsServer, Harness) {
     let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let harness = Harness::start(&nats.url()).await.unwrap_or_else(|e| panic!("{e}"));
@@ -61,13 +44,9 @@ pub fn config(nats: &NatsServer) -> Config {
         .nak_delay(Duration::from_millis(200))
 }
 
-/// Serves `runner` and waits until its consumer is pulling.
+/// Serves `runner`; returns once its consumer is pulling.
 pub async fn serve(runner: CommandRunner, config: Config, harness: &Harness) -> Serving {
-    let stop = CancellationToken::new();
-    let name = runner.settings().name.clone();
-    let task = tokio::spawn(Runtime::with_config(runner, config).run_until(stop.clone().cancelled_owned()));
-    harness.wait_for_pull_requests(&name, 1, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
-    Serving { stop, task }
+    Serving::start(runner, config, harness).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn lines(harness: &Harness, run_id: &str) -> Vec<String> {
