@@ -52,7 +52,7 @@ async fn services() -> Services {
 
 fn tutorial_resource() -> Value {
     let mut seed: Value =
-        serde_json::from_str(include_str!("../../shared/fixtures/resource.seed.json")).unwrap();
+        serde_json::from_str(include_str!("../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
     seed["spec"]["image"] = json!(TEST_IMAGE);
     seed
 }

@@ -31,7 +31,7 @@ const NATS: &str = "CONVEYOR_BENCH_NATS";
 const LINES: &str = "CONVEYOR_BENCH_LINES";
 
 fn schema() -> serde_json::Value {
-    serde_json::from_str(include_str!("../../../shared/fixtures/resource-definition.pipeline.json"))
+    serde_json::from_str(include_str!("../tests/fixtures/resource-definition.pipeline.json"))
         .map(|d: ResourceDefinition| d.schema)
         .unwrap_or_else(|_| json!({}))
 }

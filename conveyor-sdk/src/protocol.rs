@@ -1,7 +1,7 @@
 //! The messages of the Conveyor CI wire protocol, exactly as the server sends and reads them.
 //!
 //! Every type here round-trips with the real server's JSON: see the fixtures in the
-//! repository's `shared/fixtures/` and the tests at the bottom of this file.
+//! repository's `conveyor-sdk/tests/fixtures/` and the tests at the bottom of this file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -421,13 +421,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const CREATE: &str = include_str!("../../../shared/fixtures/driver-message.create.json");
-    const PROCESS: &str = include_str!("../../../shared/fixtures/driver-message.process.json");
-    const RESULT: &str = include_str!("../../../shared/fixtures/pipeline-event.driver-result.json");
-    const LOG: &str = include_str!("../../../shared/fixtures/log.json");
-    const LOG_PIPELINE: &str = include_str!("../../../shared/fixtures/log.pipeline.json");
-    const DEFINITION: &str = include_str!("../../../shared/fixtures/resource-definition.pipeline.json");
-    const SEED: &str = include_str!("../../../shared/fixtures/resource.seed.json");
+    const CREATE: &str = include_str!("../tests/fixtures/driver-message.create.json");
+    const PROCESS: &str = include_str!("../tests/fixtures/driver-message.process.json");
+    const RESULT: &str = include_str!("../tests/fixtures/pipeline-event.driver-result.json");
+    const LOG: &str = include_str!("../tests/fixtures/log.json");
+    const LOG_PIPELINE: &str = include_str!("../tests/fixtures/log.pipeline.json");
+    const DEFINITION: &str = include_str!("../tests/fixtures/resource-definition.pipeline.json");
+    const SEED: &str = include_str!("../tests/fixtures/resource.seed.json");
 
     #[test]
     fn create_fixture_decodes_with_payload_as_string() {

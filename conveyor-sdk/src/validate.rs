@@ -138,7 +138,7 @@ mod tests {
 
     fn seed_validator() -> SpecValidator {
         let def: ResourceDefinition =
-            serde_json::from_str(include_str!("../../../shared/fixtures/resource-definition.pipeline.json"))
+            serde_json::from_str(include_str!("../tests/fixtures/resource-definition.pipeline.json"))
                 .unwrap();
         SpecValidator::new(&[ResourceType::owned(def)]).unwrap()
     }
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn seed_resource_is_valid_for_the_upstream_definition() {
         let seed: Resource =
-            serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();
+            serde_json::from_str(include_str!("../tests/fixtures/resource.seed.json")).unwrap();
         assert!(seed_validator().validate(&seed).is_ok());
     }
 

@@ -154,7 +154,7 @@ async fn event_server(events: Vec<&'static str>, clean: bool) -> String {
 
 #[tokio::test]
 async fn an_event_stream_ends_cleanly_when_the_server_closes_it() {
-    let fixture = include_str!("../../../shared/fixtures/log-stream.sse.txt");
+    let fixture = include_str!("fixtures/log-stream.sse.txt");
     let url = event_server(vec![fixture], true).await;
     let client = Client::new(url).unwrap();
     let lines: Vec<_> = client.stream_logs("command-runner", "fbdf5edf").await.unwrap().collect().await;
@@ -195,7 +195,7 @@ async fn a_websocket_only_server_is_read_over_websocket_automatically() {
                 continue;
             }
             let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-            for frame in include_str!("../../../shared/fixtures/log-stream.websocket.frames").lines() {
+            for frame in include_str!("fixtures/log-stream.websocket.frames").lines() {
                 futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text(frame))
                     .await
                     .unwrap();

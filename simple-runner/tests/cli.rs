@@ -79,7 +79,7 @@ async fn serve_takes_runs_from_nats_and_exits_cleanly_on_sigterm() {
     harness.wait_for_pull_requests("command-runner", 1, std::time::Duration::from_secs(30)).await.unwrap();
 
     let mut seed: conveyor_sdk::Resource =
-        serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();
+        serde_json::from_str(include_str!("../../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
     seed.spec["image"] = serde_json::json!("conveyor-test/busybox:latest");
     let run = harness.create(seed).await.unwrap();
     let result = harness.result(&run.run_id).await.unwrap().driverresult;

@@ -15,7 +15,7 @@ async fn the_seed_pipeline_runs_its_three_steps_and_leaves_no_container() {
     let serving = serve(CommandRunner::new(engine.clone(), settings()), config(&nats), &harness).await;
 
     let mut seed: conveyor_sdk::Resource =
-        serde_json::from_str(include_str!("../../../shared/fixtures/resource.seed.json")).unwrap();
+        serde_json::from_str(include_str!("../../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
     seed.spec["image"] = json!(TEST_IMAGE);
     let run = harness.create(seed).await.unwrap();
     let event = harness.result(&run.run_id).await.unwrap();

@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn the_seed_servers_websocket_frames_decode() {
-        let frames = include_str!("../../../../shared/fixtures/log-stream.websocket.frames");
+        let frames = include_str!("../../tests/fixtures/log-stream.websocket.frames");
         let logs: Vec<Log> =
             frames.lines().map(|f| frame_to_log(f, "command-runner", "run-1", "ws://x").unwrap()).collect();
         assert_eq!(logs.len(), 3);

@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn a_line_without_pipeline_matches_the_fixture_byte_for_byte() {
         let fixture: serde_json::Value =
-            serde_json::from_str(include_str!("../../../../shared/fixtures/log.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/fixtures/log.json")).unwrap();
         let encoder = LogEncoder::new("fbdf5edf-66d4-46ce-859a-8ee44d6c9463", "command-runner", None);
         let encoded = encoder.encode("2026-11-23T21:30:46.123456789Z", "total 4");
         let ours: serde_json::Value = serde_json::from_slice(&encoded.payload).unwrap();

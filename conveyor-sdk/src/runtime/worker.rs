@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn decodes_the_servers_message() {
-        let d = decode(include_bytes!("../../../../shared/fixtures/driver-message.create.json")).unwrap();
+        let d = decode(include_bytes!("../../tests/fixtures/driver-message.create.json")).unwrap();
         assert_eq!(d.event, Event::Create);
         assert_eq!(d.resource.name, "ubuntu-pipeline-6");
         assert_eq!(d.id, "5f0c2a9e1b7d4c3e8a6f0b1d");
