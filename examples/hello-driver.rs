@@ -59,10 +59,14 @@ impl Driver for HelloDriver {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(env_filter()).init();
     let nats_url = std::env::var("CONVEYOR_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let mut config = Config::default().nats_url(&nats_url);
-    if let Ok(api_url) = std::env::var("CONVEYOR_API_URL") {
-        config = config.api_url(api_url);
-    }
+    let config = Config::default().nats_url(&nats_url);
+    // With the SDK's `client` feature, the runtime registers the `greeting` definition
+    // with the API server: `cargo run --example hello-driver --features client`.
+    #[cfg(feature = "client")]
+    let config = match std::env::var("CONVEYOR_API_URL") {
+        Ok(api_url) => config.api_url(api_url),
+        Err(_) => config,
+    };
     if std::env::args().any(|a| a == "--demo") {
         return demo::run(config, &nats_url).await;
     }

@@ -1,1 +1,1 @@
-//! End-to-end tests and examples of the conveyor-rs workspace; nothing to import.
+//! The examples of conveyor-rs live in `examples/`; this library is empty.

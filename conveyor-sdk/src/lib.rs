@@ -63,7 +63,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
 pub mod auth;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod driver;
 pub mod log;
@@ -78,7 +82,8 @@ pub mod validate;
 pub use driver::{Driver, ReconcileError, ResourceType, Run};
 pub use log::LogHandle;
 pub use protocol::{
-    DriverMessage, DriverResult, DriverResultEvent, Event, Log, PipelineEvent, Resource, ResourceDefinition,
+    DecodeError, DriverMessage, DriverResult, DriverResultEvent, Event, Log, PipelineEvent, Resource,
+    ResourceDefinition,
 };
 pub use report::error_text;
 pub use runtime::{Config, Runtime};

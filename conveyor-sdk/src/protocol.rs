@@ -257,6 +257,66 @@ pub struct DriverMessage {
     pub run_id: String,
 }
 
+impl DriverMessage {
+    /// Decodes a message as the server sends it on a driver's subjects: the one
+    /// decoder of the wire message, used by the runtime.
+    ///
+    /// When the bytes are not a valid message but name a run, the error keeps that
+    /// run id, so that the run can be named in error reports.
+    ///
+    /// ```
+    /// use conveyor_sdk::DriverMessage;
+    /// let text = br#"{"event":"create","payload":"{\"name\":\"a\",\"resource\":\"pipeline\"}","id":"1","run_id":"r-1"}"#;
+    /// let message = DriverMessage::decode(text)?;
+    /// assert_eq!(message.run_id, "r-1");
+    ///
+    /// let error = DriverMessage::decode(br#"{"event":"create","payload":"[1]","run_id":"r-2"}"#).unwrap_err();
+    /// assert_eq!(error.run_id(), Some("r-2"));
+    /// # Ok::<(), conveyor_sdk::protocol::DecodeError>(())
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|source| {
+            // Only on failure: read the run id alone, to name the run in the report.
+            #[derive(Deserialize)]
+            struct RunId {
+                run_id: String,
+            }
+            let run_id = serde_json::from_slice::<RunId>(bytes).ok().map(|r| r.run_id);
+            DecodeError { run_id, source }
+        })
+    }
+}
+
+/// Bytes that are not a [`DriverMessage`]; the cause is in [`source`](std::error::Error::source).
+///
+/// ```
+/// let error = conveyor_sdk::DriverMessage::decode(b"not json").unwrap_err();
+/// assert_eq!(error.run_id(), None);
+/// assert_eq!(error.to_string(), "not a DriverMessage");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match .run_id {
+    Some(run_id) => format!("the message of run {run_id} is not a DriverMessage"),
+    None => "not a DriverMessage".to_owned(),
+})]
+pub struct DecodeError {
+    run_id: Option<String>,
+    #[source]
+    source: serde_json::Error,
+}
+
+impl DecodeError {
+    /// The run the message names, when it names one.
+    ///
+    /// ```
+    /// let error = conveyor_sdk::DriverMessage::decode(br#"{"run_id":"r-9"}"#).unwrap_err();
+    /// assert_eq!(error.run_id(), Some("r-9"));
+    /// ```
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+}
+
 fn payload_as_string<S: Serializer>(resource: &Resource, serializer: S) -> Result<S::Ok, S::Error> {
     let text = serde_json::to_string(resource).map_err(serde::ser::Error::custom)?;
     serializer.serialize_str(&text)
@@ -480,6 +540,29 @@ mod tests {
         let text = r#"{"event":"create","payload":"{\"spec\":{}}","id":"1","run_id":"r"}"#;
         let error = serde_json::from_str::<DriverMessage>(text).unwrap_err();
         assert!(error.to_string().contains("name"), "{error}");
+    }
+
+    #[test]
+    fn decode_reads_the_servers_message() {
+        let message = DriverMessage::decode(CREATE.as_bytes()).unwrap();
+        assert_eq!(message.event, Event::Create);
+        assert_eq!(message.payload.name, "ubuntu-pipeline-6");
+        assert_eq!(message.id, "5f0c2a9e1b7d4c3e8a6f0b1d");
+    }
+
+    #[test]
+    fn decode_rejects_what_is_not_a_driver_message_keeping_the_run_id() {
+        for bytes in [&b"not json"[..], br#"{"event":"create"}"#] {
+            let error = DriverMessage::decode(bytes).unwrap_err();
+            assert_eq!(error.run_id(), None);
+            assert_eq!(error.to_string(), "not a DriverMessage");
+        }
+        let error = DriverMessage::decode(br#"{"event":"create","payload":"[1,2]","id":"x","run_id":"r-1"}"#)
+            .unwrap_err();
+        assert_eq!(error.run_id(), Some("r-1"));
+        assert!(error.to_string().contains("run r-1"), "{error}");
+        let cause = std::error::Error::source(&error).expect("the JSON error is the source").to_string();
+        assert!(cause.contains("invalid type"), "{cause}");
     }
 
     #[test]

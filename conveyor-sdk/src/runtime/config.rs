@@ -9,7 +9,6 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// let config = conveyor_sdk::Config::default()
 ///     .nats_url("nats://127.0.0.1:4222")
-///     .api_url("http://127.0.0.1:8080")
 ///     .concurrency(8)
 ///     .ack_wait(Duration::from_secs(30));
 /// assert_eq!(config.get_concurrency(), 8);
@@ -17,6 +16,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) nats_url: String,
+    #[cfg(feature = "client")]
     pub(crate) api_url: Option<String>,
     pub(crate) concurrency: usize,
     pub(crate) ack_wait: Duration,
@@ -33,6 +33,7 @@ pub struct Config {
     pub(crate) nats_client_certificate: Option<(PathBuf, PathBuf)>,
     pub(crate) nats_credentials: Option<PathBuf>,
     pub(crate) nats_token: Option<String>,
+    #[cfg(feature = "auth")]
     pub(crate) api_identity: Option<crate::auth::ClientIdentity>,
 }
 
@@ -40,6 +41,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4222".into(),
+            #[cfg(feature = "client")]
             api_url: None,
             concurrency: 4,
             ack_wait: Duration::from_secs(30),
@@ -56,6 +58,7 @@ impl Default for Config {
             nats_client_certificate: None,
             nats_credentials: None,
             nats_token: None,
+            #[cfg(feature = "auth")]
             api_identity: None,
         }
     }
@@ -64,6 +67,11 @@ impl Default for Config {
 impl Config {
     /// The NATS server to connect to (default `nats://127.0.0.1:4222`). Ignored by
     /// [`Runtime::run_with_client`](crate::Runtime::run_with_client).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().nats_url("nats://nats-1:4222");
+    /// assert_eq!(config.get_nats_url(), "nats://nats-1:4222");
+    /// ```
     #[must_use]
     pub fn nats_url(mut self, url: impl Into<String>) -> Self {
         self.nats_url = url.into();
@@ -71,7 +79,13 @@ impl Config {
     }
 
     /// The Conveyor API server to register resource definitions with (default: none,
-    /// nothing is registered).
+    /// nothing is registered). Feature `client`.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().api_url("http://127.0.0.1:8080");
+    /// ```
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     #[must_use]
     pub fn api_url(mut self, url: impl Into<String>) -> Self {
         self.api_url = Some(url.into());
@@ -80,6 +94,11 @@ impl Config {
 
     /// How many reconciles run at once, at most (default 4; at least 1). The runtime
     /// never pulls more messages than it has free slots for.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().concurrency(0);
+    /// assert_eq!(config.get_concurrency(), 1);
+    /// ```
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
@@ -90,6 +109,10 @@ impl Config {
     /// again (default 30 s). A run in progress sends a progress acknowledgement every
     /// third of this, so a long run is not redelivered; a run of a process that died
     /// is redelivered about this long after.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().ack_wait(std::time::Duration::from_secs(60));
+    /// ```
     #[must_use]
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait.max(Duration::from_millis(300));
@@ -99,6 +122,10 @@ impl Config {
     /// How many deliveries of one message are tried (default 5). A message delivered
     /// more often than this is given up: a failure result is published for it and it
     /// is terminated.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().max_deliveries(3);
+    /// ```
     #[must_use]
     pub fn max_deliveries(mut self, n: u64) -> Self {
         self.max_deliveries = n.max(1);
@@ -107,6 +134,10 @@ impl Config {
 
     /// How long JetStream waits before delivering again a message whose result could
     /// not be published (default 5 s).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().nak_delay(std::time::Duration::from_secs(1));
+    /// ```
     #[must_use]
     pub fn nak_delay(mut self, delay: Duration) -> Self {
         self.nak_delay = delay;
@@ -115,6 +146,10 @@ impl Config {
 
     /// On shutdown, how long runs in progress may go on before they are cancelled
     /// (default 30 s).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().grace_period(std::time::Duration::from_secs(120));
+    /// ```
     #[must_use]
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace_period = grace;
@@ -123,6 +158,10 @@ impl Config {
 
     /// After cancelling a run, how long its reconcile has to return before it is
     /// abandoned (default 10 s). Either way its message is left to be delivered again.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().cancel_timeout(std::time::Duration::from_secs(5));
+    /// ```
     #[must_use]
     pub fn cancel_timeout(mut self, timeout: Duration) -> Self {
         self.cancel_timeout = timeout;
@@ -131,6 +170,10 @@ impl Config {
 
     /// Whether each log line is also published on the live subject of servers before
     /// 2026-01-21, `driver:<driver>:logs:<run_id>` (default `true`).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().legacy_live_logs(false);
+    /// ```
     #[must_use]
     pub fn legacy_live_logs(mut self, enabled: bool) -> Self {
         self.legacy_live_logs = enabled;
@@ -139,6 +182,10 @@ impl Config {
 
     /// How many of a run's log lines may await JetStream's acknowledgement at once
     /// (default 1024). A run that logs faster waits.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().log_window(256);
+    /// ```
     #[must_use]
     pub fn log_window(mut self, lines: usize) -> Self {
         self.log_window = lines.max(1);
@@ -147,6 +194,10 @@ impl Config {
 
     /// How long a log line that could not be stored is retried before the run is
     /// given back for redelivery (default 60 s).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().log_retry(std::time::Duration::from_secs(10));
+    /// ```
     #[must_use]
     pub fn log_retry(mut self, retry: Duration) -> Self {
         self.log_retry = retry;
@@ -156,6 +207,10 @@ impl Config {
     /// How long one pull request waits for messages before it is renewed (default
     /// 5 s). Pull requests lost with a restarted NATS server are renewed after about
     /// one and a half times this.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().pull_expiry(std::time::Duration::from_secs(2));
+    /// ```
     #[must_use]
     pub fn pull_expiry(mut self, expiry: Duration) -> Self {
         self.pull_expiry = expiry.max(Duration::from_millis(100));
@@ -164,6 +219,10 @@ impl Config {
 
     /// How often start-up steps (connecting, finding the stream) are retried while
     /// the server is not ready (default 2 s).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().retry_interval(std::time::Duration::from_millis(500));
+    /// ```
     #[must_use]
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
@@ -172,6 +231,10 @@ impl Config {
 
     /// Verifies the NATS server against this root CA (PEM) and requires TLS (default:
     /// no TLS unless the URL says `tls://`).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().nats_url("tls://nats.example:4222").nats_root_ca("ca.pem");
+    /// ```
     #[must_use]
     pub fn nats_root_ca(mut self, ca: impl Into<PathBuf>) -> Self {
         self.nats_root_ca = Some(ca.into());
@@ -180,6 +243,12 @@ impl Config {
 
     /// Presents this client certificate chain and key (PEM) to NATS: mutual TLS
     /// (default: none).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default()
+    ///     .nats_root_ca("ca.pem")
+    ///     .nats_client_certificate("driver-chain.pem", "driver-key.pem");
+    /// ```
     #[must_use]
     pub fn nats_client_certificate(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.nats_client_certificate = Some((chain.into(), key.into()));
@@ -187,6 +256,10 @@ impl Config {
     }
 
     /// Authenticates to NATS with a credentials file (JWT and NKey seed; default: none).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().nats_credentials_file("driver.creds");
+    /// ```
     #[must_use]
     pub fn nats_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.nats_credentials = Some(path.into());
@@ -194,6 +267,10 @@ impl Config {
     }
 
     /// Authenticates to NATS with a token (default: none).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().nats_token("s3cr3t");
+    /// ```
     #[must_use]
     pub fn nats_token(mut self, token: impl Into<String>) -> Self {
         self.nats_token = Some(token.into());
@@ -201,7 +278,16 @@ impl Config {
     }
 
     /// Signs the requests to the API server with certificate-bound tokens of
-    /// `identity`, for a server with `auth_enabled` (default: unsigned).
+    /// `identity`, for a server with `auth_enabled` (default: unsigned). Feature `auth`.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), conveyor_sdk::auth::AuthError> {
+    /// let identity = conveyor_sdk::auth::ClientIdentity::from_files("chain.pem", "key.pem")?;
+    /// let config = conveyor_sdk::Config::default().api_url("https://conveyor.example").api_identity(identity);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
     #[must_use]
     pub fn api_identity(mut self, identity: crate::auth::ClientIdentity) -> Self {
         self.api_identity = Some(identity);
@@ -209,7 +295,8 @@ impl Config {
     }
 
     /// The NATS connection options these settings ask for: credentials, token, TLS.
-    /// For a connection of your own beside the runtime's.
+    /// The runtime connects with these (adding its name and endless reconnects); use
+    /// them for a connection of your own beside the runtime's.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -238,11 +325,19 @@ impl Config {
     }
 
     /// The configured NATS URL.
+    ///
+    /// ```
+    /// assert_eq!(conveyor_sdk::Config::default().get_nats_url(), "nats://127.0.0.1:4222");
+    /// ```
     pub fn get_nats_url(&self) -> &str {
         &self.nats_url
     }
 
     /// The configured concurrency.
+    ///
+    /// ```
+    /// assert_eq!(conveyor_sdk::Config::default().get_concurrency(), 4);
+    /// ```
     pub fn get_concurrency(&self) -> usize {
         self.concurrency
     }

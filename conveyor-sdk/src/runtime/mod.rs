@@ -6,24 +6,28 @@
 //! carries a message id derived from run id and driver, so JetStream keeps a single
 //! copy when the first one was already stored.
 
+//! This file holds the entry points ([`Runtime`], [`Config`], [`Error`]); the loop is
+//! in `runner.rs` (prepare, serve, drain), one message's way in `worker.rs` (decode →
+//! validate → reconcile → logs and result out → ack), and how a message ends in
+//! `ack.rs`.
+
+mod ack;
 mod config;
 mod pull;
+#[cfg(feature = "client")]
 mod register;
+mod runner;
 mod setup;
 mod worker;
 
 use std::future::Future;
-use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 use crate::driver::Driver;
-use crate::validate::{SchemaError, SpecValidator};
-use worker::Shared;
+use crate::validate::SchemaError;
 
 /// Errors that stop a [`Runtime`] from serving.
 #[derive(Debug, thiserror::Error)]
@@ -180,98 +184,7 @@ impl<D: Driver> Runtime<D> {
     }
 
     async fn serve(self, client: async_nats::Client, stop: CancellationToken) -> Result<(), Error> {
-        let Runtime { driver, config } = self;
-        // Ends the task that waits for the shutdown future, however this returns.
-        let _stop_guard = stop.clone().drop_guard();
-        let name = driver.name().to_owned();
-        if name.is_empty() || name.contains(['.', '*', '>']) || name.contains(char::is_whitespace) {
-            return Err(Error::InvalidName(name));
-        }
-        let types = driver.resources();
-        if types.is_empty() {
-            return Err(Error::NoResourceTypes(name));
-        }
-        let validator = SpecValidator::new(&types)?;
-        let type_names: Vec<String> = types.iter().map(|t| t.name().to_owned()).collect();
-
-        let js = async_nats::jetstream::new(client.clone());
-        let Some(stream) = setup::wait_for_stream(&js, config.retry_interval, &stop).await else {
-            return Ok(());
-        };
-        let consumer = setup::ensure_consumer(&stream, &name, &type_names, config.ack_wait).await?;
-        tracing::info!(driver = %name, resource_types = ?type_names, concurrency = config.concurrency, "consuming resource events");
-
-        // Only now that the consumer exists may the server accept resources for us.
-        let mut background = JoinSet::new();
-        if let Some(api_url) = config.api_url.clone() {
-            let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
-            if !definitions.is_empty() {
-                let mut builder =
-                    crate::client::Client::builder(api_url).timeout(std::time::Duration::from_secs(10));
-                if let Some(identity) = config.api_identity.clone() {
-                    builder = builder.identity(identity);
-                }
-                let client = builder.build();
-                match client {
-                    Ok(client) => {
-                        background.spawn(register::register_until_done(client, definitions, stop.clone()));
-                    }
-                    Err(error) => tracing::error!(%error, "resource definitions are not registered"),
-                }
-            }
-        }
-
-        let concurrency = config.concurrency;
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let shared = Arc::new(Shared {
-            driver: Arc::new(driver),
-            name: name.clone(),
-            validator,
-            js,
-            client: client.clone(),
-            run_cancel: CancellationToken::new(),
-            finishing: Arc::new(Semaphore::new(concurrency)),
-            config,
-        });
-        let mut runs = JoinSet::new();
-
-        let mut puller = match pull::Puller::new(
-            consumer,
-            shared.js.clone(),
-            &client,
-            slots,
-            shared.config.pull_expiry,
-            shared.config.retry_interval,
-        )
-        .await
-        {
-            Ok(puller) => puller,
-            Err(error) => return Err(Error::Consumer { driver: name, source: Box::new(error) }),
-        };
-        while let Some((message, slot)) = puller.next(&stop).await {
-            while runs.try_join_next().is_some() {}
-            runs.spawn(worker::handle(shared.clone(), message, slot));
-        }
-        drop(puller);
-
-        // Shutdown: no more pulling; let runs finish, then cancel what is left.
-        let grace = shared.config.grace_period;
-        if !runs.is_empty() {
-            tracing::info!(runs = runs.len(), ?grace, "shutting down: waiting for runs in progress");
-        }
-        let drained =
-            tokio::time::timeout(grace, async { while runs.join_next().await.is_some() {} }).await.is_ok();
-        if !drained {
-            tracing::warn!(runs = runs.len(), "grace period over: cancelling runs in progress");
-            shared.run_cancel.cancel();
-            while runs.join_next().await.is_some() {}
-        }
-        background.abort_all();
-        if let Err(error) = client.flush().await {
-            tracing::warn!(%error, "flushing the NATS connection at shutdown failed");
-        }
-        tracing::info!(driver = %name, "stopped");
-        Ok(())
+        runner::serve(self.driver, self.config, client, stop).await
     }
 }
 

@@ -2,18 +2,46 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::Config;
 use crate::client::Client;
+use crate::driver::ResourceType;
 use crate::protocol::ResourceDefinition;
+
+/// Starts registering the definitions of the resource types the driver owns, in
+/// `tasks`, when [`Config::api_url`] names an API server.
+pub(super) fn start(
+    config: &Config,
+    types: &[ResourceType],
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let Some(api_url) = config.api_url.clone() else { return };
+    let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
+    if definitions.is_empty() {
+        return;
+    }
+    let builder = Client::builder(api_url).timeout(Duration::from_secs(10));
+    #[cfg(feature = "auth")]
+    let builder = match config.api_identity.clone() {
+        Some(identity) => builder.identity(identity),
+        None => builder,
+    };
+    match builder.build() {
+        Ok(client) => {
+            tasks.spawn(register_until_done(client, definitions, stop.clone()));
+        }
+        Err(error) => {
+            tracing::error!(error = %crate::report::error_text(&error), "resource definitions are not registered")
+        }
+    }
+}
 
 /// Applies each definition (`POST /resource-definitions/apply`) until every one is
 /// accepted or `stop` is cancelled. The driver keeps serving meanwhile.
-pub(crate) async fn register_until_done(
-    client: Client,
-    definitions: Vec<ResourceDefinition>,
-    stop: CancellationToken,
-) {
+async fn register_until_done(client: Client, definitions: Vec<ResourceDefinition>, stop: CancellationToken) {
     let url = format!("{}/resource-definitions/apply", client.base_url());
     let mut pending = definitions;
     let mut delay = Duration::from_secs(1);
@@ -26,7 +54,7 @@ pub(crate) async fn register_until_done(
                 }
                 Err(error) => {
                     tracing::warn!(
-                        resource_type = %definition.name, %url, reason = %crate::error_text(&error),
+                        resource_type = %definition.name, %url, reason = %crate::report::error_text(&error),
                         "cannot register the resource definition with the API server; serving anyway and retrying"
                     );
                     failed.push(definition);

@@ -19,22 +19,7 @@ pub(crate) async fn connect(
 ) -> Result<Option<async_nats::Client>, Error> {
     let (url, retry) = (config.nats_url.as_str(), config.retry_interval);
     loop {
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some(path) = &config.nats_credentials {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|source| Error::NatsCredentials { path: path.clone(), source })?;
-        }
-        if let Some(token) = &config.nats_token {
-            options = options.token(token.clone());
-        }
-        if let Some(ca) = &config.nats_root_ca {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        if let Some((chain, key)) = &config.nats_client_certificate {
-            options = options.add_client_certificate(chain.clone(), key.clone()).require_tls(true);
-        }
+        let options = config.nats_connect_options().await?;
         let options = options.name(format!("conveyor-driver/{name}")).max_reconnects(None).event_callback(
             |event| async move {
                 match event {

@@ -1,24 +1,22 @@
 //! One message, top to bottom: decode → validate → reconcile → logs and result out → ack.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::FutureExt;
-use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::ack::{ack_kind, keep_alive, progress_interval, Ending};
 use super::Config;
 use crate::driver::{Driver, Run};
 use crate::log::nats::{NatsLogOptions, NatsLogSink};
 use crate::log::LogHandle;
-use crate::protocol::{decode_payload, subjects, DriverResult, Event, PipelineEvent, Resource};
+use crate::protocol::{subjects, DriverMessage, DriverResult, PipelineEvent};
+use crate::report::error_text;
 use crate::validate::SpecValidator;
 
 /// What every worker of one runtime shares.
@@ -36,53 +34,29 @@ pub(crate) struct Shared<D: Driver> {
     pub(crate) finishing: Arc<Semaphore>,
 }
 
-/// A message that decoded as a DriverMessage.
-#[derive(Debug)]
-struct Delivery {
-    event: Event,
-    id: String,
-    run_id: String,
-    resource: Resource,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    event: Event,
-    payload: Value,
-    #[serde(default)]
-    id: String,
-    run_id: String,
-}
-
-fn decode(payload: &[u8]) -> Result<Delivery, String> {
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| format!("not a DriverMessage: {e}"))?;
-    let resource = decode_payload(envelope.payload)
-        .map_err(|e| format!("the payload of run {} is not a resource: {e}", envelope.run_id))?;
-    Ok(Delivery { event: envelope.event, id: envelope.id, run_id: envelope.run_id, resource })
-}
-
-/// How a message ends.
+/// What a run came to, before its result is published.
 enum Outcome {
     /// Publish this result, then ack (or, after giving up, terminate).
     Publish { result: DriverResult, give_up: bool },
-    /// Leave the message to be delivered again after a delay.
-    Retry(String),
+    /// The run's log lines could not be stored: leave the message to be delivered again.
+    LogNotStored(String),
     /// Shutdown cancelled the run: no result, deliver again.
     Cancelled,
 }
 
-/// Handles one message; never panics on what the message holds.
+/// Handles one message, top to bottom: decode → validate → reconcile → logs and
+/// result out → ack. Never panics on what the message holds.
 pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, slot: OwnedSemaphorePermit) {
     let attempt = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
-    let delivery = match decode(&message.payload) {
+    let delivery = match DriverMessage::decode(&message.payload) {
         Ok(delivery) => delivery,
-        Err(reason) => {
+        Err(error) => {
             tracing::error!(
-                driver = %shared.name, subject = %message.subject, attempt, %reason,
+                driver = %shared.name, subject = %message.subject, attempt,
+                run_id = error.run_id().unwrap_or(""), reason = %error_text(&error),
                 "terminating a message that cannot be processed"
             );
-            ack(&message, AckKind::Term).await;
+            ack(&message, ack_kind(Ending::Undecodable, shared.config.nak_delay)).await;
             return;
         }
     };
@@ -90,49 +64,52 @@ pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, 
         "run",
         driver = %shared.name,
         run_id = %delivery.run_id,
-        resource_type = %delivery.resource.resource,
-        resource_name = %delivery.resource.name,
+        resource_type = %delivery.payload.resource,
+        resource_name = %delivery.payload.name,
         attempt,
     );
     process(shared, message, delivery, attempt, slot).instrument(span).await
 }
 
+/// Runs a decoded message, holding it with progress acknowledgements meanwhile, and
+/// acknowledges it as its ending calls for.
 async fn process<D: Driver>(
     shared: Arc<Shared<D>>,
     message: Message,
-    delivery: Delivery,
+    delivery: DriverMessage,
     attempt: u64,
     slot: OwnedSemaphorePermit,
 ) {
     let work = async {
         match run(&shared, &delivery, attempt, slot).await {
             Outcome::Publish { result, give_up } => match publish_result(&shared, &delivery, result).await {
-                Ok(()) if give_up => AckKind::Term,
-                Ok(()) => AckKind::Ack,
+                Ok(()) if give_up => Ending::GivenUp,
+                Ok(()) => Ending::Finished,
                 Err(reason) => {
                     tracing::error!(%reason, "publishing the result failed; the message will be delivered again");
-                    AckKind::Nak(Some(shared.config.nak_delay))
+                    Ending::Failed
                 }
             },
-            Outcome::Retry(reason) => {
+            Outcome::LogNotStored(reason) => {
                 tracing::error!(%reason, "the run will be delivered again");
-                AckKind::Nak(Some(shared.config.nak_delay))
+                Ending::Failed
             }
             Outcome::Cancelled => {
                 tracing::info!("run cancelled by shutdown; it will be delivered again");
-                AckKind::Nak(None)
+                Ending::Cancelled
             }
         }
     };
-    let kind = keep_alive(&message, shared.config.ack_wait / 3, work).await;
-    ack(&message, kind).await;
+    let every = progress_interval(shared.config.ack_wait);
+    let ending = keep_alive(every, work, || ack(&message, AckKind::Progress)).await;
+    ack(&message, ack_kind(ending, shared.config.nak_delay)).await;
 }
 
 /// Validates and reconciles, with the run's log; hands the reconcile slot back when
 /// reconcile is done.
 async fn run<D: Driver>(
     shared: &Shared<D>,
-    delivery: &Delivery,
+    delivery: &DriverMessage,
     attempt: u64,
     slot: OwnedSemaphorePermit,
 ) -> Outcome {
@@ -142,7 +119,7 @@ async fn run<D: Driver>(
         shared.client.clone(),
         &delivery.run_id,
         &shared.name,
-        delivery.resource.pipeline(),
+        delivery.payload.pipeline(),
         NatsLogOptions {
             window: config.log_window,
             legacy_live: config.legacy_live_logs,
@@ -164,7 +141,7 @@ async fn run<D: Driver>(
             tracing::info!("redelivered run");
             log.log(format!("redelivered: attempt {attempt} of at most {}", config.max_deliveries)).await;
         }
-        match shared.validator.decode::<D::Spec>(&delivery.resource) {
+        match shared.validator.decode::<D::Spec>(&delivery.payload) {
             Err(error) => {
                 tracing::warn!(%error, "refusing the resource");
                 log.log(error.to_string()).await;
@@ -181,7 +158,7 @@ async fn run<D: Driver>(
     drop(slot);
     let outcome = match log.flush().await {
         Ok(()) => Outcome::Publish { result, give_up },
-        Err(error) => Outcome::Retry(format!("the run's log lines could not be stored: {error}")),
+        Err(error) => Outcome::LogNotStored(format!("the run's log lines could not be stored: {error}")),
     };
     drop(finishing);
     outcome
@@ -191,12 +168,12 @@ async fn run<D: Driver>(
 /// `None` when the run was cancelled.
 async fn reconcile<D: Driver>(
     shared: &Shared<D>,
-    delivery: &Delivery,
+    delivery: &DriverMessage,
     spec: D::Spec,
     attempt: u64,
     log: LogHandle,
 ) -> Option<DriverResult> {
-    let run = Run::new(delivery.resource.clone(), spec)
+    let run = Run::new(delivery.payload.clone(), spec)
         .with_event(delivery.event.clone())
         .with_run_id(delivery.run_id.clone())
         .with_log(log.clone())
@@ -219,7 +196,7 @@ async fn reconcile<D: Driver>(
     let result = match joined {
         Ok(Ok(result)) => result,
         Ok(Err(error)) => {
-            let text = format!("reconcile failed: {}", crate::error_text(error.as_ref()));
+            let text = format!("reconcile failed: {}", error_text(error.as_ref()));
             tracing::warn!(error = %text, "reconcile returned an error");
             log.log(&text).await;
             DriverResult::failure(text)
@@ -239,12 +216,12 @@ async fn reconcile<D: Driver>(
 /// Its message id makes JetStream drop a second copy (a crash between publish and ack).
 async fn publish_result<D: Driver>(
     shared: &Shared<D>,
-    delivery: &Delivery,
+    delivery: &DriverMessage,
     result: DriverResult,
 ) -> Result<(), String> {
     let event = PipelineEvent::driver_result(
         delivery.run_id.clone(),
-        delivery.resource.clone(),
+        delivery.payload.clone(),
         result.into_event(shared.name.clone()),
     );
     let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
@@ -254,18 +231,6 @@ async fn publish_result<D: Driver>(
     let ack = shared.js.send_publish(subjects::DRIVER_RESULT, message).await.map_err(|e| e.to_string())?;
     ack.await.map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// Runs `work`, telling JetStream every `every` that the message is still in progress.
-async fn keep_alive<F: Future>(message: &Message, every: Duration, work: F) -> F::Output {
-    tokio::pin!(work);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = tick.tick() => ack(message, AckKind::Progress).await,
-        }
-    }
 }
 
 async fn ack(message: &Message, kind: AckKind) {
@@ -287,23 +252,6 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_the_servers_message() {
-        let d = decode(include_bytes!("../../tests/fixtures/driver-message.create.json")).unwrap();
-        assert_eq!(d.event, Event::Create);
-        assert_eq!(d.resource.name, "ubuntu-pipeline-6");
-        assert_eq!(d.id, "5f0c2a9e1b7d4c3e8a6f0b1d");
-    }
-
-    #[test]
-    fn rejects_what_is_not_a_driver_message() {
-        assert!(decode(b"not json").unwrap_err().contains("not a DriverMessage"));
-        assert!(decode(br#"{"event":"create"}"#).unwrap_err().contains("not a DriverMessage"));
-        let bad_payload = br#"{"event":"create","payload":"[1,2]","id":"x","run_id":"r-1"}"#;
-        let reason = decode(bad_payload).unwrap_err();
-        assert!(reason.contains("r-1") && reason.contains("not a resource"), "{reason}");
-    }
 
     #[test]
     fn panic_payloads_become_text() {

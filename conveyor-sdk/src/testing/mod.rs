@@ -5,8 +5,10 @@
 //! own (install one with the repository's `scripts/services.sh`), and [`Harness`]
 //! plays the Conveyor server: it creates the server's streams, dispatches resources
 //! exactly as the server does and collects each run's result and log lines.
-//! [`DevServer`] puts the API server's REST contract and log streams on top of it.
+//! [`DevServer`] (feature `dev-server`) puts the API server's REST contract and log
+//! streams on top of it.
 
+#[cfg(feature = "dev-server")]
 mod dev_server;
 mod nats_server;
 mod server_side;
@@ -14,6 +16,8 @@ mod serving;
 
 use std::time::Duration;
 
+#[cfg(feature = "dev-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub use dev_server::DevServer;
 pub use nats_server::NatsServer;
 pub use server_side::{create_server_streams, Dispatched, Harness, DEFAULT_WAIT};

@@ -1,0 +1,139 @@
+//! The loop of a runtime, in three phases:
+//!
+//! 1. **prepare**: check the driver, compile its schemas, wait for the server's
+//!    stream, create the durable consumer, register the resource definitions;
+//! 2. **serve**: pull a message for each free reconcile slot and hand it to a
+//!    worker ([`worker::handle`]) until the shutdown signal;
+//! 3. **drain**: let runs in progress finish within the grace period, then cancel
+//!    the rest, whose messages are delivered again later.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::worker::{self, Shared};
+use super::{pull, setup, Config, Error};
+use crate::driver::Driver;
+use crate::validate::SpecValidator;
+
+/// Serves `driver` on `client` until `stop` is cancelled.
+pub(super) async fn serve<D: Driver>(
+    driver: D,
+    config: Config,
+    client: async_nats::Client,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    // Ends the task that waits for the shutdown future, however this returns.
+    let _stop_guard = stop.clone().drop_guard();
+    let Some(prepared) = prepare(driver, config, &client, &stop).await? else {
+        return Ok(());
+    };
+    let Prepared { shared, consumer, mut background } = prepared;
+    let runs = serve_messages(&shared, consumer, &client, &stop).await?;
+    drain(&shared, runs).await;
+    background.abort_all();
+    if let Err(error) = client.flush().await {
+        tracing::warn!(%error, "flushing the NATS connection at shutdown failed");
+    }
+    tracing::info!(driver = %shared.name, "stopped");
+    Ok(())
+}
+
+/// What serving needs once the driver is checked and its consumer exists.
+struct Prepared<D: Driver> {
+    shared: Arc<Shared<D>>,
+    consumer: PullConsumer,
+    /// Work beside the loop (registering definitions), ended at shutdown.
+    background: JoinSet<()>,
+}
+
+/// Checks the driver and sets up its consumer. `None` when stopped first.
+async fn prepare<D: Driver>(
+    driver: D,
+    config: Config,
+    client: &async_nats::Client,
+    stop: &CancellationToken,
+) -> Result<Option<Prepared<D>>, Error> {
+    let name = driver.name().to_owned();
+    if name.is_empty() || name.contains(['.', '*', '>']) || name.contains(char::is_whitespace) {
+        return Err(Error::InvalidName(name));
+    }
+    let types = driver.resources();
+    if types.is_empty() {
+        return Err(Error::NoResourceTypes(name));
+    }
+    let validator = SpecValidator::new(&types)?;
+    let type_names: Vec<String> = types.iter().map(|t| t.name().to_owned()).collect();
+
+    let js = async_nats::jetstream::new(client.clone());
+    let Some(stream) = setup::wait_for_stream(&js, config.retry_interval, stop).await else {
+        return Ok(None);
+    };
+    let consumer = setup::ensure_consumer(&stream, &name, &type_names, config.ack_wait).await?;
+    tracing::info!(driver = %name, resource_types = ?type_names, concurrency = config.concurrency, "consuming resource events");
+
+    // Only now that the consumer exists may the server accept resources for us.
+    #[allow(unused_mut)] // nothing runs beside the loop without the `client` feature
+    let mut background = JoinSet::new();
+    #[cfg(feature = "client")]
+    super::register::start(&config, &types, stop, &mut background);
+
+    let shared = Arc::new(Shared {
+        driver: Arc::new(driver),
+        name,
+        validator,
+        js,
+        client: client.clone(),
+        run_cancel: CancellationToken::new(),
+        finishing: Arc::new(Semaphore::new(config.concurrency)),
+        config,
+    });
+    Ok(Some(Prepared { shared, consumer, background }))
+}
+
+/// Pulls a message for each free reconcile slot and starts a worker on it, until
+/// `stop` is cancelled. Returns the runs still in progress.
+async fn serve_messages<D: Driver>(
+    shared: &Arc<Shared<D>>,
+    consumer: PullConsumer,
+    client: &async_nats::Client,
+    stop: &CancellationToken,
+) -> Result<JoinSet<()>, Error> {
+    let config = &shared.config;
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut puller = pull::Puller::new(
+        consumer,
+        shared.js.clone(),
+        client,
+        slots,
+        config.pull_expiry,
+        config.retry_interval,
+    )
+    .await
+    .map_err(|error| Error::Consumer { driver: shared.name.clone(), source: Box::new(error) })?;
+    let mut runs = JoinSet::new();
+    while let Some((message, slot)) = puller.next(stop).await {
+        while runs.try_join_next().is_some() {}
+        runs.spawn(worker::handle(shared.clone(), message, slot));
+    }
+    Ok(runs)
+}
+
+/// Shutdown: no more pulling; let runs finish within the grace period, then cancel
+/// what is left (those messages are delivered again).
+async fn drain<D: Driver>(shared: &Shared<D>, mut runs: JoinSet<()>) {
+    let grace = shared.config.grace_period;
+    if !runs.is_empty() {
+        tracing::info!(runs = runs.len(), ?grace, "shutting down: waiting for runs in progress");
+    }
+    let drained =
+        tokio::time::timeout(grace, async { while runs.join_next().await.is_some() {} }).await.is_ok();
+    if !drained {
+        tracing::warn!(runs = runs.len(), "grace period over: cancelling runs in progress");
+        shared.run_cancel.cancel();
+        while runs.join_next().await.is_some() {}
+    }
+}
