@@ -52,14 +52,22 @@
 //! ```
 //!
 //! Where to look next:
+//! - [`driver`]: the [`Driver`] trait, [`Run`] and [`ResourceType`];
+//! - [`runtime`]: [`Config`] and the lower-level entry points; its loop reads
+//!   top to bottom in `runtime/runner.rs`, one message's way in `runtime/worker.rs`;
 //! - [`protocol`]: the wire types ([`Resource`], [`DriverMessage`], [`Log`], results);
 //! - [`log`]: log destinations and the [`AsyncWrite`](tokio::io::AsyncWrite) adapter;
 //! - [`validate`]: spec validation on its own, e.g. for a local run;
-//! - [`runtime`]: [`Config`] and the lower-level entry points;
-//! - [`client`]: a client of the API server (resources, definitions, pipelines, logs,
-//!   live log streams);
+//! - `client` (feature `client`): a client of the API server (resources, definitions,
+//!   pipelines, logs, live log streams); with it the runtime also registers the
+//!   driver's resource definitions ([`Config::api_url`](runtime::Config));
+//! - `auth` (feature `auth`): certificate-bound tokens for a server with authentication;
 //! - `testing` (feature `testing`): a real nats-server and the server's side of the
-//!   protocol, for your driver's tests.
+//!   protocol, for your driver's tests; `testing::DevServer` (feature `dev-server`)
+//!   a local API server.
+//!
+//! With no feature, the runtime and the log handle compile no HTTP, WebSocket, JWT
+//! or X.509 stack.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
