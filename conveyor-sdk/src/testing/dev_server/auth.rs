@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -22,6 +22,6 @@ pub(super) async fn authenticate(
     let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     match verifier.verify_header(header) {
         Ok(_) => next.run(request).await,
-        Err(error) => ApiError(StatusCode::UNAUTHORIZED, format!("unauthorized: {error}")).into_response(),
+        Err(error) => ApiError::Unauthorized(error).into_response(),
     }
 }

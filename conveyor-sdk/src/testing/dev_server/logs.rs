@@ -14,11 +14,12 @@ use axum::Json;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use super::error::bad_request;
+use super::error::ApiError;
 use super::ServerState;
 use crate::client::LogQuery;
 use crate::protocol::Log;
 
+/// The query of `GET /logs`; an empty or missing filter lets everything through.
 #[derive(serde::Deserialize)]
 pub(super) struct LogParams {
     pipeline: Option<String>,
@@ -26,7 +27,8 @@ pub(super) struct LogParams {
     runid: Option<String>,
 }
 
-pub(super) async fn stored_logs(
+/// `GET /logs`: the stored lines, filtered by pipeline, driver and run.
+pub(super) async fn stored(
     State(state): State<Arc<ServerState>>,
     Query(params): Query<LogParams>,
 ) -> Json<Vec<Log>> {
@@ -34,7 +36,7 @@ pub(super) async fn stored_logs(
     Json(state.harness.all_logs().into_iter().filter(|l| matches(&query, l)).collect())
 }
 
-pub(super) fn matches(query: &LogQuery, log: &Log) -> bool {
+fn matches(query: &LogQuery, log: &Log) -> bool {
     let pipeline = log.pipeline.as_deref().unwrap_or("");
     query.pipeline.as_deref().is_none_or(|p| p.is_empty() || p == pipeline)
         && query.driver.as_deref().is_none_or(|d| d.is_empty() || d == log.driver)
@@ -43,7 +45,7 @@ pub(super) fn matches(query: &LogQuery, log: &Log) -> bool {
 
 /// `/logs/streams/{driver}/{runid}`: WebSocket when the client asks for an upgrade,
 /// Server-Sent Events when it accepts `text/event-stream`.
-pub(super) async fn driver_log_stream(
+pub(super) async fn driver_stream(
     State(state): State<Arc<ServerState>>,
     Path((driver, run_id)): Path<(String, String)>,
     request: Request,
@@ -69,18 +71,18 @@ pub(super) async fn driver_log_stream(
     if accepts_events {
         return server_sent_events(state, query);
     }
-    bad_request("ask for a WebSocket upgrade or accept text/event-stream").into_response()
+    ApiError::BadRequest("ask for a WebSocket upgrade or accept text/event-stream".into()).into_response()
 }
 
 /// `/logs/pipeline/{runid}`: every driver of the run, as Server-Sent Events.
-pub(super) async fn run_log_stream(
+pub(super) async fn run_stream(
     State(state): State<Arc<ServerState>>,
     Path(run_id): Path<String>,
 ) -> Response {
     server_sent_events(state, LogQuery::run(run_id))
 }
 
-pub(super) fn server_sent_events(state: Arc<ServerState>, query: LogQuery) -> Response {
+fn server_sent_events(state: Arc<ServerState>, query: LogQuery) -> Response {
     let lines = follow(state, query);
     let events = futures_util::stream::unfold(lines, |mut lines| async move {
         let log = lines.recv().await?;
@@ -94,7 +96,7 @@ pub(super) fn server_sent_events(state: Arc<ServerState>, query: LogQuery) -> Re
         .into_response()
 }
 
-pub(super) async fn websocket(mut socket: WebSocket, state: Arc<ServerState>, query: LogQuery) {
+async fn websocket(mut socket: WebSocket, state: Arc<ServerState>, query: LogQuery) {
     let mut lines = follow(state, query);
     loop {
         tokio::select! {
@@ -115,7 +117,7 @@ pub(super) async fn websocket(mut socket: WebSocket, state: Arc<ServerState>, qu
 
 /// The stored lines that match `query` in timestamp order, then new ones as they are
 /// stored, until the receiver is dropped.
-pub(super) fn follow(state: Arc<ServerState>, query: LogQuery) -> mpsc::Receiver<Log> {
+fn follow(state: Arc<ServerState>, query: LogQuery) -> mpsc::Receiver<Log> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         // Subscribe before reading what is stored, so that nothing falls in between.

@@ -9,10 +9,10 @@ mod error;
 mod logs;
 mod pipelines;
 mod resources;
+mod store;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post, MethodRouter};
@@ -21,11 +21,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use self::definitions::Definition;
-use self::engine::PipelineRun;
-use super::{Harness, TestingError};
+use self::store::Store;
 use crate::auth::TokenVerifier;
 use crate::client::Pipeline;
 use crate::protocol::Resource;
+use crate::testing::{Harness, TestingError};
 
 /// A local Conveyor API server on a real NATS server.
 ///
@@ -53,13 +53,14 @@ impl std::fmt::Debug for DevServer {
     }
 }
 
+/// What the handlers share: the server's side of the protocol and what it keeps.
 struct ServerState {
     harness: Harness,
-    definitions: RwLock<BTreeMap<String, Definition>>,
+    definitions: Store<Definition>,
     /// Every version of every resource, by type and name.
-    resources: RwLock<BTreeMap<(String, String), Vec<Resource>>>,
-    pipelines: RwLock<BTreeMap<String, Pipeline>>,
-    runs: RwLock<HashMap<String, PipelineRun>>,
+    resources: Store<Resource>,
+    pipelines: Store<Pipeline>,
+    runs: engine::Runs,
 }
 
 impl DevServer {
@@ -90,10 +91,10 @@ impl DevServer {
         let addr = listener.local_addr().map_err(TestingError::Spawn)?;
         let state = Arc::new(ServerState {
             harness,
-            definitions: RwLock::default(),
-            resources: RwLock::default(),
-            pipelines: RwLock::default(),
-            runs: RwLock::default(),
+            definitions: Store::default(),
+            resources: Store::default(),
+            pipelines: Store::default(),
+            runs: engine::Runs::default(),
         });
         let stop = CancellationToken::new();
         let engine = tokio::spawn(engine::pipeline_engine(
@@ -152,38 +153,35 @@ fn route(
     router.route(path, handler.clone()).route(&format!("{path}/"), handler)
 }
 
+/// The routes of the real server, each area's handlers in its own file.
 fn router(state: Arc<ServerState>) -> Router {
     let mut app = Router::new();
     app = route(app, "/health", get(health));
-    app = route(app, "/resources", post(resources::create_resource).get(resources::list_resources));
-    app = route(app, "/resources/{type}", get(resources::list_resources_of));
+    app = route(app, "/resources", post(resources::create).get(resources::list));
+    app = route(app, "/resources/{type}", get(resources::list_of));
     app = route(
         app,
         "/resources/{type}/{name}",
-        get(resources::get_resource).put(resources::update_resource).delete(resources::delete_resource),
+        get(resources::get).put(resources::update).delete(resources::delete),
     );
-    app = route(app, "/resources/{type}/{name}/{version}", get(resources::get_resource_version));
-    app = route(app, "/resource-definitions", post(definitions::create_definition));
-    app = route(app, "/resource-definitions/apply", post(definitions::apply_definition));
+    app = route(app, "/resources/{type}/{name}/{version}", get(resources::get_version));
+    app = route(app, "/resource-definitions", post(definitions::create));
+    app = route(app, "/resource-definitions/apply", post(definitions::apply));
     app = route(
         app,
         "/resource-definitions/{name}",
-        get(definitions::get_definition)
-            .put(definitions::update_definition)
-            .delete(definitions::delete_definition),
+        get(definitions::get).put(definitions::update).delete(definitions::delete),
     );
-    app = route(app, "/pipelines", post(pipelines::create_pipeline));
-    app = route(
-        app,
-        "/pipelines/{name}",
-        get(pipelines::get_pipeline).put(pipelines::update_pipeline).delete(pipelines::delete_pipeline),
-    );
-    app = route(app, "/logs", get(logs::stored_logs));
-    app = route(app, "/logs/streams/{driver}/{runid}", get(logs::driver_log_stream));
-    app = route(app, "/logs/pipeline/{runid}", get(logs::run_log_stream));
+    app = route(app, "/pipelines", post(pipelines::create));
+    app =
+        route(app, "/pipelines/{name}", get(pipelines::get).put(pipelines::update).delete(pipelines::delete));
+    app = route(app, "/logs", get(logs::stored));
+    app = route(app, "/logs/streams/{driver}/{runid}", get(logs::driver_stream));
+    app = route(app, "/logs/pipeline/{runid}", get(logs::run_stream));
     app.with_state(state)
 }
 
+/// `GET /health`: `healthy`, and the time in seconds since the epoch.
 async fn health() -> Json<Value> {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

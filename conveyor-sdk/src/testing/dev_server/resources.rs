@@ -1,5 +1,5 @@
-//! `/resources`: create (and dispatch), read, list, update and delete resources,
-//! every version kept.
+//! `/resources`: create (and dispatch), read, list, update and delete resources, every
+//! version kept.
 
 use std::sync::Arc;
 
@@ -10,160 +10,134 @@ use axum::Json;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::engine::PipelineRun;
-use super::error::{bad_request, internal, not_found, parse, ApiError};
-use super::ServerState;
-use crate::protocol::{Event, Resource};
-use crate::validate::SpecError;
+use super::error::{parse, ApiError};
+use super::store::Stored;
+use super::{engine, ServerState};
+use crate::protocol::Resource;
 
-pub(super) async fn create_resource(
-    State(state): State<Arc<ServerState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let mut resource: Resource = parse(&body)?;
+impl Stored for Resource {
+    /// Its type and its name.
+    type Key = (String, String);
+    const KIND: &'static str = "resource";
+
+    fn key(&self) -> (String, String) {
+        (self.resource.clone(), self.name.clone())
+    }
+
+    fn show((resource_type, name): &(String, String)) -> String {
+        format!("{resource_type}/{name}")
+    }
+
+    /// A first version gets a new id, a later one keeps it; each carries its number in
+    /// the metadata (`version`).
+    fn stamp(&mut self, number: u64, previous: Option<&Self>) {
+        self.id = previous.map_or_else(|| uuid::Uuid::new_v4().to_string(), |p| p.id.clone());
+        self.metadata.insert("version".into(), number.to_string());
+    }
+}
+
+/// `POST /resources`: validates the spec, keeps the resource as version 1 (a name
+/// created again starts over) and dispatches it, alone or to its pipeline's first step.
+pub(super) async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Response, ApiError> {
+    let resource: Resource = parse(&body)?;
     if resource.name.is_empty() || resource.resource.is_empty() {
-        return Err(bad_request("a resource needs a name and a resource type"));
+        return Err(ApiError::BadRequest("a resource needs a name and a resource type".into()));
     }
-    {
-        let definitions = state.definitions.read().map_err(|_| internal("state poisoned"))?;
-        let definition = definitions
-            .get(&resource.resource)
-            .ok_or_else(|| not_found(format!("resource definition {:?} not found", resource.resource)))?;
-        match definition.validator.validate(&resource) {
-            Ok(()) => {}
-            Err(SpecError::Invalid(violations)) => {
-                let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
-                return Err(bad_request(format!("spec validation failed: {}", list.join("; "))));
-            }
-            Err(other) => return Err(bad_request(other.to_string())),
-        }
-    }
-    let pipeline = match resource.pipeline() {
-        Some(name) => Some(
-            state
-                .pipelines
-                .read()
-                .map_err(|_| internal("state poisoned"))?
-                .get(name)
-                .cloned()
-                .ok_or_else(|| not_found(format!("pipeline {name:?} not found")))?,
-        ),
-        None => None,
-    };
-    resource.id = uuid::Uuid::new_v4().to_string();
-    resource.metadata.insert("version".into(), "1".into());
-    let key = (resource.resource.clone(), resource.name.clone());
-    state
-        .resources
-        .write()
-        .map_err(|_| internal("state poisoned"))?
-        .insert(key.clone(), vec![resource.clone()]);
-
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let dispatched = match &pipeline {
-        Some(pipeline) => {
-            let Some(first) = pipeline.steps.first() else {
-                return Err(bad_request(format!("pipeline {:?} has no steps", pipeline.name)));
-            };
-            state.runs.write().map_err(|_| internal("state poisoned"))?.insert(
-                run_id.clone(),
-                PipelineRun {
-                    pipeline: pipeline.name.clone(),
-                    step: 0,
-                    resource_type: key.0.clone(),
-                    name: key.1.clone(),
-                },
-            );
-            state.harness.step(&first.driver, Event::Create, resource.clone(), Some(&run_id)).await
-        }
-        None => state.harness.create_with_run_id(resource.clone(), &run_id).await,
-    };
-    dispatched.map_err(|e| internal(e.to_string()))?;
+    let definition = state.definitions.get(&resource.resource)?;
+    definition.validator.validate(&resource).map_err(ApiError::SpecOnCreate)?;
+    let pipeline = resource.pipeline().map(|name| state.pipelines.get(&name.to_owned())).transpose()?;
+    let resource = state.resources.recreate(resource)?;
+    let run_id = engine::dispatch(&state, resource.clone(), pipeline.as_ref()).await?;
     let body = json!({"name": resource.name, "runid": run_id, "message": "Resource created successfully", "version": "1"});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub(super) fn latest(state: &ServerState, resource_type: &str, name: &str) -> Result<Resource, ApiError> {
-    state
-        .resources
-        .read()
-        .map_err(|_| internal("state poisoned"))?
-        .get(&(resource_type.to_owned(), name.to_owned()))
-        .and_then(|versions| versions.last().cloned())
-        .ok_or_else(|| not_found(format!("resource {resource_type}/{name} not found")))
+/// `GET /resources`: the latest version of every resource.
+pub(super) async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Vec<Resource>>, ApiError> {
+    Ok(Json(state.resources.list(|_| true)?))
 }
 
-pub(super) async fn list_resources(
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<Vec<Resource>>, ApiError> {
-    let resources = state.resources.read().map_err(|_| internal("state poisoned"))?;
-    Ok(Json(resources.values().filter_map(|v| v.last().cloned()).collect()))
-}
-
-pub(super) async fn list_resources_of(
+/// `GET /resources/{type}`: the latest version of every resource of that type.
+pub(super) async fn list_of(
     State(state): State<Arc<ServerState>>,
     Path(resource_type): Path<String>,
 ) -> Result<Json<Vec<Resource>>, ApiError> {
-    let resources = state.resources.read().map_err(|_| internal("state poisoned"))?;
-    Ok(Json(
-        resources
-            .iter()
-            .filter(|((t, _), _)| *t == resource_type)
-            .filter_map(|(_, v)| v.last().cloned())
-            .collect(),
-    ))
+    Ok(Json(state.resources.list(|(of, _)| *of == resource_type)?))
 }
 
-pub(super) async fn get_resource(
+/// `GET /resources/{type}/{name}`: the latest version.
+pub(super) async fn get(
     State(state): State<Arc<ServerState>>,
-    Path((resource_type, name)): Path<(String, String)>,
+    Path(key): Path<(String, String)>,
 ) -> Result<Json<Resource>, ApiError> {
-    latest(&state, &resource_type, &name).map(Json)
+    Ok(Json(state.resources.get(&key)?))
 }
 
-pub(super) async fn get_resource_version(
+/// `GET /resources/{type}/{name}/{version}`.
+pub(super) async fn get_version(
     State(state): State<Arc<ServerState>>,
     Path((resource_type, name, version)): Path<(String, String, String)>,
 ) -> Result<Json<Resource>, ApiError> {
-    let resources = state.resources.read().map_err(|_| internal("state poisoned"))?;
-    resources
-        .get(&(resource_type.clone(), name.clone()))
-        .and_then(|versions| versions.iter().find(|r| r.metadata.get("version") == Some(&version)).cloned())
-        .map(Json)
-        .ok_or_else(|| not_found(format!("resource {resource_type}/{name} version {version} not found")))
+    Ok(Json(state.resources.version(&(resource_type, name), &version)?))
 }
 
-pub(super) async fn update_resource(
+/// `PUT /resources/{type}/{name}`: keeps the body as the next version, named by the
+/// path; its spec is validated if the type has a definition.
+pub(super) async fn update(
     State(state): State<Arc<ServerState>>,
     Path((resource_type, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Resource>, ApiError> {
-    let mut update: Resource = parse(&body)?;
-    let current = latest(&state, &resource_type, &name)?;
-    {
-        let definitions = state.definitions.read().map_err(|_| internal("state poisoned"))?;
-        if let Some(definition) = definitions.get(&resource_type) {
-            update.resource = resource_type.clone();
-            definition.validator.validate(&update).map_err(|e| bad_request(e.to_string()))?;
-        }
+    let update = Resource { resource: resource_type, name, ..parse(&body)? };
+    let key = update.key();
+    // A missing resource is 404 before its new spec is looked at.
+    state.resources.get(&key)?;
+    if let Some(definition) = state.definitions.find(&key.0)? {
+        definition.validator.validate(&update).map_err(ApiError::SpecOnUpdate)?;
     }
-    let version = current.metadata.get("version").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1) + 1;
-    update.id = current.id.clone();
-    update.name = name.clone();
-    update.resource = resource_type.clone();
-    update.metadata.insert("version".into(), version.to_string());
-    let mut resources = state.resources.write().map_err(|_| internal("state poisoned"))?;
-    resources.entry((resource_type, name)).or_default().push(update.clone());
-    Ok(Json(update))
+    Ok(Json(state.resources.update(update)?))
 }
 
-pub(super) async fn delete_resource(
+/// `DELETE /resources/{type}/{name}`: `204`; every version goes.
+pub(super) async fn delete(
     State(state): State<Arc<ServerState>>,
-    Path((resource_type, name)): Path<(String, String)>,
+    Path(key): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let mut resources = state.resources.write().map_err(|_| internal("state poisoned"))?;
-    resources
-        .remove(&(resource_type.clone(), name.clone()))
-        .map(|_| StatusCode::NO_CONTENT)
-        .ok_or_else(|| not_found(format!("resource {resource_type}/{name} not found")))
+    state.resources.delete(&key)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::dev_server::store::Store;
+
+    #[test]
+    fn an_updated_resource_keeps_its_id_and_carries_its_version_in_its_metadata() {
+        let store = Store::default();
+        let created = store.recreate(Resource::new("build", "job", json!({"steps": []}))).unwrap();
+        assert_eq!(created.metadata["version"], "1");
+        assert!(!created.id.is_empty());
+        let mut update = Resource::new("build", "job", json!({"steps": ["lint"]}));
+        update.id = "ignored".into();
+        update.metadata.insert("version".into(), "7".into());
+        let updated = store.update(update).unwrap();
+        assert_eq!((updated.id.as_str(), updated.metadata["version"].as_str()), (created.id.as_str(), "2"));
+    }
+
+    #[test]
+    fn a_resource_created_again_starts_over_at_version_1_with_a_new_id() {
+        let store = Store::default();
+        let first = store.recreate(Resource::new("build", "job", json!({}))).unwrap();
+        store.update(Resource::new("build", "job", json!({"v": 2}))).unwrap();
+        let again = store.recreate(Resource::new("build", "job", json!({"v": 3}))).unwrap();
+        assert_eq!(again.metadata["version"], "1");
+        assert_ne!(again.id, first.id);
+        let key = ("job".to_owned(), "build".to_owned());
+        assert!(store.version(&key, "2").is_err(), "the earlier versions are gone");
+        let gone = ("job".to_owned(), "gone".to_owned());
+        assert_eq!(store.get(&gone).unwrap_err().to_string(), "resource job/gone not found");
+    }
 }
