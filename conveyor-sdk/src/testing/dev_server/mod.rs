@@ -30,12 +30,9 @@ use crate::testing::{Harness, TestingError};
 /// A local Conveyor API server on a real NATS server.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), conveyor_sdk::testing::TestingError> {
-/// let server = conveyor_sdk::testing::DevServer::start(
-///     "nats://127.0.0.1:4222",
-///     "127.0.0.1:8080".parse().unwrap(),
-/// )
-/// .await?;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let listen = "127.0.0.1:8080".parse()?;
+/// let server = conveyor_sdk::testing::DevServer::start("nats://127.0.0.1:4222", listen).await?;
 /// println!("listening on {}", server.url());
 /// server.serve_forever().await;
 /// # Ok(()) }
@@ -66,6 +63,13 @@ struct ServerState {
 impl DevServer {
     /// Connects to NATS at `nats_url`, creates the server's streams and listens on
     /// `listen` (port 0 picks a free port).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::DevServer;
+    /// let server = DevServer::start("nats://127.0.0.1:4222", "127.0.0.1:0".parse()?).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(nats_url: &str, listen: SocketAddr) -> Result<Self, TestingError> {
         Self::start_with(Harness::start(nats_url).await?, listen, None).await
     }
@@ -118,26 +122,67 @@ impl DevServer {
     }
 
     /// `http://<address>`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::DevServer;
+    /// let server = DevServer::start("nats://127.0.0.1:4222", "127.0.0.1:0".parse()?).await?;
+    /// let client = conveyor_sdk::client::Client::new(server.url())?;
+    /// # Ok(()) }
+    /// ```
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The address it listens on.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::DevServer;
+    /// let server = DevServer::start("nats://127.0.0.1:4222", "127.0.0.1:0".parse()?).await?;
+    /// println!("port {}", server.addr().port());
+    /// # Ok(()) }
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The server's side of the protocol: results and stored log lines as they come.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::DevServer;
+    /// let server = DevServer::start("nats://127.0.0.1:4222", "127.0.0.1:0".parse()?).await?;
+    /// let result = server.harness().result("the-run-id").await?;
+    /// println!("{}", result.driverresult.message);
+    /// # Ok(()) }
+    /// ```
     pub fn harness(&self) -> &Harness {
         &self.state.harness
     }
 
     /// Serves until the task is dropped or [`shutdown`](Self::shutdown) is called elsewhere.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::DevServer;
+    /// let server = DevServer::start("nats://127.0.0.1:4222", "127.0.0.1:0".parse()?).await?;
+    /// server.serve_forever().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn serve_forever(self) {
         let _ = self.task.await;
     }
 
     /// Stops listening; open log streams end.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::DevServer;
+    /// let server = DevServer::start("nats://127.0.0.1:4222", "127.0.0.1:0".parse()?).await?;
+    /// server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
