@@ -36,6 +36,7 @@ pub(super) async fn stored(
     Json(state.harness.all_logs().into_iter().filter(|l| matches(&query, l)).collect())
 }
 
+/// Whether `log` passes every filter of `query`; an empty or missing filter passes all.
 fn matches(query: &LogQuery, log: &Log) -> bool {
     let pipeline = log.pipeline.as_deref().unwrap_or("");
     query.pipeline.as_deref().is_none_or(|p| p.is_empty() || p == pipeline)
@@ -150,4 +151,37 @@ fn follow(state: Arc<ServerState>, query: LogQuery) -> mpsc::Receiver<Log> {
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(driver: &str, pipeline: Option<&str>) -> Log {
+        Log {
+            runid: "run".into(),
+            driver: driver.into(),
+            pipeline: pipeline.map(Into::into),
+            timestamp: "2025-01-01T00:00:00.000000000Z".into(),
+            message: "hello".into(),
+        }
+    }
+
+    #[test]
+    fn an_empty_or_missing_filter_lets_every_line_through() {
+        let everything = LogQuery { pipeline: Some(String::new()), driver: None, runid: Some(String::new()) };
+        assert!(matches(&everything, &line("builder", None)));
+        assert!(matches(&everything, &line("builder", Some("ci"))));
+    }
+
+    #[test]
+    fn each_filter_given_must_match_and_no_pipeline_is_the_empty_one() {
+        let query = LogQuery::run("run").driver("builder");
+        assert!(matches(&query, &line("builder", Some("ci"))));
+        assert!(!matches(&query, &line("reporter", Some("ci"))));
+        assert!(!matches(&LogQuery::run("other"), &line("builder", None)));
+        let in_ci = LogQuery { pipeline: Some("ci".into()), ..LogQuery::default() };
+        assert!(matches(&in_ci, &line("builder", Some("ci"))));
+        assert!(!matches(&in_ci, &line("builder", None)));
+    }
 }
