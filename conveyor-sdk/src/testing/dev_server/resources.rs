@@ -1,0 +1,143 @@
+//! `/resources`: create (and dispatch), read, list, update and delete resources, every
+//! version kept.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::error::{parse, ApiError};
+use super::store::Stored;
+use super::{engine, ServerState};
+use crate::protocol::Resource;
+
+impl Stored for Resource {
+    /// Its type and its name.
+    type Key = (String, String);
+    const KIND: &'static str = "resource";
+
+    fn key(&self) -> (String, String) {
+        (self.resource.clone(), self.name.clone())
+    }
+
+    fn show((resource_type, name): &(String, String)) -> String {
+        format!("{resource_type}/{name}")
+    }
+
+    /// A first version gets a new id, a later one keeps it; each carries its number in
+    /// the metadata (`version`).
+    fn stamp(&mut self, number: u64, previous: Option<&Self>) {
+        self.id = previous.map_or_else(|| uuid::Uuid::new_v4().to_string(), |p| p.id.clone());
+        self.metadata.insert("version".into(), number.to_string());
+    }
+}
+
+/// `POST /resources`: validates the spec, keeps the resource as version 1 (a name
+/// created again starts over) and dispatches it, alone or to its pipeline's first step.
+pub(super) async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Response, ApiError> {
+    let resource: Resource = parse(&body)?;
+    if resource.name.is_empty() || resource.resource.is_empty() {
+        return Err(ApiError::BadRequest("a resource needs a name and a resource type".into()));
+    }
+    let definition = state.definitions.get(&resource.resource)?;
+    definition.validator.validate(&resource).map_err(ApiError::SpecOnCreate)?;
+    let pipeline = resource.pipeline().map(|name| state.pipelines.get(&name.to_owned())).transpose()?;
+    let resource = state.resources.recreate(resource)?;
+    let run_id = engine::dispatch(&state, resource.clone(), pipeline.as_ref()).await?;
+    let body = json!({"name": resource.name, "runid": run_id, "message": "Resource created successfully", "version": "1"});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /resources`: the latest version of every resource.
+pub(super) async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Vec<Resource>>, ApiError> {
+    Ok(Json(state.resources.list(|_| true)?))
+}
+
+/// `GET /resources/{type}`: the latest version of every resource of that type.
+pub(super) async fn list_of(
+    State(state): State<Arc<ServerState>>,
+    Path(resource_type): Path<String>,
+) -> Result<Json<Vec<Resource>>, ApiError> {
+    Ok(Json(state.resources.list(|(of, _)| *of == resource_type)?))
+}
+
+/// `GET /resources/{type}/{name}`: the latest version.
+pub(super) async fn get(
+    State(state): State<Arc<ServerState>>,
+    Path(key): Path<(String, String)>,
+) -> Result<Json<Resource>, ApiError> {
+    Ok(Json(state.resources.get(&key)?))
+}
+
+/// `GET /resources/{type}/{name}/{version}`.
+pub(super) async fn get_version(
+    State(state): State<Arc<ServerState>>,
+    Path((resource_type, name, version)): Path<(String, String, String)>,
+) -> Result<Json<Resource>, ApiError> {
+    Ok(Json(state.resources.version(&(resource_type, name), &version)?))
+}
+
+/// `PUT /resources/{type}/{name}`: keeps the body as the next version, named by the
+/// path; its spec is validated if the type has a definition.
+pub(super) async fn update(
+    State(state): State<Arc<ServerState>>,
+    Path((resource_type, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Resource>, ApiError> {
+    let update = Resource { resource: resource_type, name, ..parse(&body)? };
+    let key = update.key();
+    // A missing resource is 404 before its new spec is looked at.
+    state.resources.get(&key)?;
+    if let Some(definition) = state.definitions.find(&key.0)? {
+        definition.validator.validate(&update).map_err(ApiError::SpecOnUpdate)?;
+    }
+    Ok(Json(state.resources.update(update)?))
+}
+
+/// `DELETE /resources/{type}/{name}`: `204`; every version goes.
+pub(super) async fn delete(
+    State(state): State<Arc<ServerState>>,
+    Path(key): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.resources.delete(&key)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::dev_server::store::Store;
+
+    #[test]
+    fn an_updated_resource_keeps_its_id_and_carries_its_version_in_its_metadata() {
+        let store = Store::default();
+        let created = store.recreate(Resource::new("build", "job", json!({"steps": []}))).unwrap();
+        assert_eq!(created.metadata["version"], "1");
+        assert!(!created.id.is_empty());
+        let mut update = Resource::new("build", "job", json!({"steps": ["lint"]}));
+        update.id = "ignored".into();
+        update.metadata.insert("version".into(), "7".into());
+        let updated = store.update(update).unwrap();
+        assert_eq!((updated.id.as_str(), updated.metadata["version"].as_str()), (created.id.as_str(), "2"));
+    }
+
+    #[test]
+    fn a_resource_created_again_starts_over_at_version_1_with_a_new_id() {
+        let store = Store::default();
+        let first = store.recreate(Resource::new("build", "job", json!({}))).unwrap();
+        store.update(Resource::new("build", "job", json!({"v": 2}))).unwrap();
+        let again = store.recreate(Resource::new("build", "job", json!({"v": 3}))).unwrap();
+        assert_eq!(again.metadata["version"], "1");
+        assert_ne!(again.id, first.id);
+        let key = ("job".to_owned(), "build".to_owned());
+        assert!(store.version(&key, "2").is_err(), "the earlier versions are gone");
+        let gone = ("job".to_owned(), "gone".to_owned());
+        assert_eq!(store.get(&gone).unwrap_err().to_string(), "resource job/gone not found");
+    }
+}
