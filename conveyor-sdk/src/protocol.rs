@@ -543,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn decode_reads_the_servers_message() {
+    fn decodes_the_servers_message() {
         let message = DriverMessage::decode(CREATE.as_bytes()).unwrap();
         assert_eq!(message.event, Event::Create);
         assert_eq!(message.payload.name, "ubuntu-pipeline-6");
@@ -551,7 +551,7 @@ mod tests {
     }
 
     #[test]
-    fn decode_rejects_what_is_not_a_driver_message_keeping_the_run_id() {
+    fn rejects_what_is_not_a_driver_message() {
         for bytes in [&b"not json"[..], br#"{"event":"create"}"#] {
             let error = DriverMessage::decode(bytes).unwrap_err();
             assert_eq!(error.run_id(), None);
