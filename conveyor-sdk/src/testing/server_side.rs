@@ -43,7 +43,7 @@ pub async fn create_server_streams(js: &Context) -> Result<(), TestingError> {
             ..Default::default()
         })
         .await
-        .map_err(|e| TestingError::Nats(format!("creating stream {name}: {e}")))?;
+        .map_err(|e| TestingError::nats(format!("creating stream {name}"), e))?;
     }
     Ok(())
 }
@@ -120,7 +120,7 @@ impl Harness {
             .max_reconnects(None)
             .connect(nats_url)
             .await
-            .map_err(|e| TestingError::Nats(format!("connecting to {nats_url}: {e}")))?;
+            .map_err(|e| TestingError::nats(format!("connecting to {nats_url}"), e))?;
         let js = jetstream::new(client.clone());
         create_server_streams(&js).await?;
         let collected = Arc::new(Mutex::new(Collected::default()));
@@ -214,7 +214,7 @@ impl Harness {
             id: message_id.clone(),
             run_id: run_id.clone(),
         };
-        let payload = serde_json::to_vec(&message).map_err(|e| TestingError::Nats(e.to_string()))?;
+        let payload = serde_json::to_vec(&message).map_err(TestingError::Encode)?;
         self.publish_raw(&subject, payload.into()).await?;
         Ok(Dispatched { run_id, message_id, resource })
     }
@@ -225,8 +225,8 @@ impl Harness {
             .js
             .publish(subject.to_owned(), payload)
             .await
-            .map_err(|e| TestingError::Nats(format!("publishing on {subject}: {e}")))?;
-        ack.await.map_err(|e| TestingError::Nats(format!("publishing on {subject}: {e}")))?;
+            .map_err(|e| TestingError::nats(format!("publishing on {subject}"), e))?;
+        ack.await.map_err(|e| TestingError::nats(format!("publishing on {subject}"), e))?;
         Ok(())
     }
 
@@ -342,11 +342,10 @@ impl Harness {
         timeout: Duration,
     ) -> Result<(), TestingError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let stream = self
-            .js
-            .get_stream(subjects::MESSAGES_STREAM)
-            .await
-            .map_err(|e| TestingError::Nats(format!("stream {}: {e}", subjects::MESSAGES_STREAM)))?;
+        let stream =
+            self.js.get_stream(subjects::MESSAGES_STREAM).await.map_err(|e| {
+                TestingError::nats(format!("reading stream {}", subjects::MESSAGES_STREAM), e)
+            })?;
         // JetStream announces no event for this: ask until it is so.
         loop {
             if stream.consumer_info(driver).await.map(|i| i.num_waiting >= n).unwrap_or(false) {
@@ -413,7 +412,7 @@ impl Queue {
             .js
             .get_stream(stream)
             .await
-            .map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
+            .map_err(|e| TestingError::nats(format!("reading stream {stream}"), e))?;
         let config = pull::Config {
             durable_name: Some(durable.to_owned()),
             ack_policy: AckPolicy::Explicit,
@@ -422,7 +421,7 @@ impl Queue {
         stream
             .get_or_create_consumer(durable, config)
             .await
-            .map_err(|e| TestingError::Nats(format!("consumer {durable}: {e}")))
+            .map_err(|e| TestingError::nats(format!("creating consumer {durable}"), e))
     }
 
     /// Reads the queue for as long as the harness lives; when the stream or the

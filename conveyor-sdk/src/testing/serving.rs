@@ -62,8 +62,8 @@ impl Serving {
                 what: "the runtime to stop".into(),
                 after: Duration::from_secs(60),
             }),
-            Ok(Err(join)) => Err(TestingError::Runtime(join.to_string())),
-            Ok(Ok(Err(error))) => Err(TestingError::Runtime(crate::error_text(&error))),
+            Ok(Err(join)) => Err(TestingError::RuntimeTask(join)),
+            Ok(Ok(Err(error))) => Err(TestingError::Runtime(error)),
             Ok(Ok(Ok(()))) => Ok(()),
         }
     }
