@@ -87,13 +87,20 @@ pub enum ClientError {
     /// A token could not be made from the client's identity.
     #[error("cannot sign the request's token")]
     Auth(#[source] crate::auth::AuthError),
-    /// The live log stream failed.
-    #[error("the live log stream of {url} broke: {reason}")]
+    /// The live log stream could not be opened, or broke while it was read.
+    #[error("the live log stream of {url} broke")]
     Stream {
         /// The stream.
         url: String,
-        /// Why.
-        reason: String,
+        /// Why: an HTTP, WebSocket or header error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server answered a live log request with something other than an event stream.
+    #[error("the Conveyor server did not answer {url} with an event stream")]
+    NotEventStream {
+        /// The stream.
+        url: String,
     },
 }
 
