@@ -43,9 +43,12 @@ pub enum AuthError {
     /// The PEM text holds no certificate.
     #[error("no certificate in the PEM text")]
     NoCertificate,
+    /// A certificate's base64 text (in PEM or in `x5c`) could not be decoded.
+    #[error("a certificate is not valid base64")]
+    CertificateEncoding(#[source] base64::DecodeError),
     /// A certificate could not be parsed.
-    #[error("a certificate is not valid DER: {0}")]
-    Certificate(String),
+    #[error("a certificate is not valid DER")]
+    Certificate(#[source] x509_parser::error::X509Error),
     /// The key's algorithm is not RSA, EC P-256 or EC P-384.
     #[error("unsupported key algorithm (use RSA, EC P-256 or EC P-384)")]
     UnsupportedKey,
@@ -65,8 +68,14 @@ pub enum AuthError {
     #[error("the token carries no certificate chain (x5c)")]
     NoChain,
     /// The chain does not lead to a trusted root.
-    #[error("the certificate chain is not trusted: {0}")]
-    Untrusted(String),
+    #[error("the certificate chain is not trusted: {reason}")]
+    Untrusted {
+        /// Which link of the chain fails, or how the token disagrees with it.
+        reason: String,
+        /// The signature check that failed, when one did.
+        #[source]
+        source: Option<x509_parser::error::X509Error>,
+    },
     /// A certificate of the chain is outside its validity period.
     #[error("a certificate of the chain is expired or not yet valid")]
     CertificateExpired,
@@ -114,7 +123,7 @@ fn certificates(pem_text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
         let Some(end) = rest[body_start..].find("-----END CERTIFICATE-----") else { break };
         let body: String =
             rest[body_start..body_start + end].chars().filter(|c| !c.is_whitespace()).collect();
-        found.push(STANDARD.decode(body).map_err(|e| AuthError::Certificate(e.to_string()))?);
+        found.push(STANDARD.decode(body).map_err(AuthError::CertificateEncoding)?);
         rest = &rest[body_start + end..];
     }
     if found.is_empty() {
@@ -124,7 +133,7 @@ fn certificates(pem_text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, AuthError> {
-    X509Certificate::from_der(der).map(|(_, cert)| cert).map_err(|e| AuthError::Certificate(e.to_string()))
+    X509Certificate::from_der(der).map(|(_, cert)| cert).map_err(|e| AuthError::Certificate(e.into()))
 }
 
 /// The JWT algorithm for a certificate's public key.
@@ -289,7 +298,7 @@ impl TokenVerifier {
             .filter(|c| !c.is_empty())
             .ok_or(AuthError::NoChain)?
             .iter()
-            .map(|c| STANDARD.decode(c).map_err(|e| AuthError::Certificate(e.to_string())))
+            .map(|c| STANDARD.decode(c).map_err(AuthError::CertificateEncoding))
             .collect::<Result<_, _>>()?;
         let certs: Vec<X509Certificate<'_>> = chain.iter().map(|der| parse(der)).collect::<Result<_, _>>()?;
         self.check_chain(&certs)?;
@@ -297,10 +306,13 @@ impl TokenVerifier {
         let leaf = &certs[0];
         let algorithm = algorithm_of(leaf)?;
         if header.alg != algorithm {
-            return Err(AuthError::Untrusted(format!(
-                "the token says {:?} but its certificate holds a {algorithm:?} key",
-                header.alg
-            )));
+            return Err(AuthError::Untrusted {
+                reason: format!(
+                    "the token says {:?} but its certificate holds a {algorithm:?} key",
+                    header.alg
+                ),
+                source: None,
+            });
         }
         let public = leaf.public_key().subject_public_key.data.as_ref();
         let key = match algorithm {
@@ -339,12 +351,9 @@ impl TokenVerifier {
             }
         }
         for pair in certs.windows(2) {
-            pair[0].verify_signature(Some(pair[1].public_key())).map_err(|e| {
-                AuthError::Untrusted(format!(
-                    "{} is not signed by {}: {e}",
-                    pair[0].subject(),
-                    pair[1].subject()
-                ))
+            pair[0].verify_signature(Some(pair[1].public_key())).map_err(|e| AuthError::Untrusted {
+                reason: format!("{} is not signed by {}", pair[0].subject(), pair[1].subject()),
+                source: Some(e),
             })?;
         }
         let last = certs.last().ok_or(AuthError::NoChain)?;
@@ -358,6 +367,9 @@ impl TokenVerifier {
                 return Ok(());
             }
         }
-        Err(AuthError::Untrusted(format!("{} is not signed by a trusted root", last.subject())))
+        Err(AuthError::Untrusted {
+            reason: format!("{} is not signed by a trusted root", last.subject()),
+            source: None,
+        })
     }
 }
