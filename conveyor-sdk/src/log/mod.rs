@@ -1,7 +1,7 @@
 //! The log handle: how a run writes the lines users watch live.
 //!
 //! A [`LogHandle`] is cheap to clone and usable from any task. Where its lines go is
-//! pluggable: in the [`Runtime`](crate::Runtime) they go to NATS (stored by the server
+//! pluggable: in the [`Runtime`](crate::runtime::Runtime) they go to NATS (stored by the server
 //! and relayed live), [`LogHandle::stdout`] prints them for a local run,
 //! [`LogHandle::memory`] keeps them for a test, and any [`LogSink`] of your own works too.
 
@@ -29,10 +29,11 @@ pub use lines::{LineSplitter, MAX_LINE_BYTES};
 #[non_exhaustive]
 pub enum LogError {
     /// Lines could not be delivered to their destination; some are lost.
-    #[error("log lines could not be delivered: {reason}")]
+    #[error("log lines could not be delivered")]
     Delivery {
-        /// What went wrong.
-        reason: String,
+        /// What went wrong: the destination's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Writing to the local writer failed.
     #[error("writing log lines failed")]
