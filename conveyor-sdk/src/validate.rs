@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -44,12 +45,13 @@ fn join(violations: &[Violation]) -> String {
 
 /// A definition's schema is not a usable JSON Schema.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the schema of resource type {resource_type:?} is not a valid JSON Schema: {reason}")]
+#[error("the schema of resource type {resource_type:?} is not a valid JSON Schema")]
 pub struct SchemaError {
     /// The resource type.
     pub resource_type: String,
-    /// What the schema compiler said.
-    pub reason: String,
+    /// What the schema compiler said (shared, so that the error stays cheap to clone).
+    #[source]
+    pub source: Arc<jsonschema::ValidationError<'static>>,
 }
 
 /// Validates specs against the schemas of a driver's resource types and decodes them.
@@ -79,13 +81,14 @@ impl SpecValidator {
     pub fn new(types: &[ResourceType]) -> Result<Self, SchemaError> {
         let mut schemas = HashMap::new();
         for t in types {
-            let compiled = match t.definition() {
-                Some(def) => Some(jsonschema::validator_for(&def.schema).map_err(|e| SchemaError {
-                    resource_type: t.name().to_owned(),
-                    reason: e.to_string(),
-                })?),
-                None => None,
-            };
+            let compiled =
+                match t.definition() {
+                    Some(def) => Some(jsonschema::validator_for(&def.schema).map_err(|e| SchemaError {
+                        resource_type: t.name().to_owned(),
+                        source: Arc::new(e),
+                    })?),
+                    None => None,
+                };
             schemas.insert(t.name().to_owned(), compiled);
         }
         Ok(Self { schemas })
