@@ -12,6 +12,11 @@ use super::{server_error, transport_error, Client, ClientError};
 use crate::protocol::Log;
 
 /// How a live log stream is read.
+///
+/// ```
+/// use conveyor_sdk::client::Transport;
+/// assert_eq!(Transport::default(), Transport::Auto);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
@@ -27,6 +32,17 @@ pub enum Transport {
 /// The lines of a live log stream, as [`Log`]s (over WebSocket, `runid` and `driver`
 /// come from the request). Ends when the server closes the stream; a dropped
 /// connection is an error.
+///
+/// ```no_run
+/// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+/// use futures_util::StreamExt;
+/// let stream: conveyor_sdk::client::LogStream = client.stream_logs("command-runner", "run-id").await?;
+/// let mut first_three = stream.take(3);
+/// while let Some(line) = first_three.next().await {
+///     println!("{}", line?.message);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct LogStream {
     inner: Pin<Box<dyn Stream<Item = Result<Log, ClientError>> + Send>>,
 }
