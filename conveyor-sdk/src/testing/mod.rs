@@ -20,6 +20,17 @@ pub use server_side::{create_server_streams, Dispatched, Harness, DEFAULT_WAIT};
 pub use serving::Serving;
 
 /// Errors of the test support.
+///
+/// ```no_run
+/// # async fn demo(harness: conveyor_sdk::testing::Harness) {
+/// use conveyor_sdk::testing::TestingError;
+/// match harness.result_within("run-1", std::time::Duration::from_secs(5)).await {
+///     Ok(event) => assert!(event.driverresult.success),
+///     Err(TestingError::Timeout { what, after }) => panic!("no {what} within {after:?}"),
+///     Err(other) => panic!("{}", conveyor_sdk::error_text(&other)),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestingError {
