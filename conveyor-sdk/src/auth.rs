@@ -28,6 +28,12 @@ const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
 
 /// Why a certificate, key or token was refused.
+///
+/// ```
+/// use conveyor_sdk::auth::{AuthError, TokenVerifier};
+/// let verifier = TokenVerifier::from_pem(b"no PEM here");
+/// assert!(matches!(verifier, Err(AuthError::NoCertificate)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -43,9 +49,12 @@ pub enum AuthError {
     /// The PEM text holds no certificate.
     #[error("no certificate in the PEM text")]
     NoCertificate,
+    /// A certificate's base64 text (in PEM or in `x5c`) could not be decoded.
+    #[error("a certificate is not valid base64")]
+    CertificateEncoding(#[source] base64::DecodeError),
     /// A certificate could not be parsed.
-    #[error("a certificate is not valid DER: {0}")]
-    Certificate(String),
+    #[error("a certificate is not valid DER")]
+    Certificate(#[source] x509_parser::error::X509Error),
     /// The key's algorithm is not RSA, EC P-256 or EC P-384.
     #[error("unsupported key algorithm (use RSA, EC P-256 or EC P-384)")]
     UnsupportedKey,
@@ -65,8 +74,14 @@ pub enum AuthError {
     #[error("the token carries no certificate chain (x5c)")]
     NoChain,
     /// The chain does not lead to a trusted root.
-    #[error("the certificate chain is not trusted: {0}")]
-    Untrusted(String),
+    #[error("the certificate chain is not trusted: {reason}")]
+    Untrusted {
+        /// Which link of the chain fails, or how the token disagrees with it.
+        reason: String,
+        /// The signature check that failed, when one did.
+        #[source]
+        source: Option<x509_parser::error::X509Error>,
+    },
     /// A certificate of the chain is outside its validity period.
     #[error("a certificate of the chain is expired or not yet valid")]
     CertificateExpired,
@@ -114,7 +129,7 @@ fn certificates(pem_text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
         let Some(end) = rest[body_start..].find("-----END CERTIFICATE-----") else { break };
         let body: String =
             rest[body_start..body_start + end].chars().filter(|c| !c.is_whitespace()).collect();
-        found.push(STANDARD.decode(body).map_err(|e| AuthError::Certificate(e.to_string()))?);
+        found.push(STANDARD.decode(body).map_err(AuthError::CertificateEncoding)?);
         rest = &rest[body_start + end..];
     }
     if found.is_empty() {
@@ -124,7 +139,7 @@ fn certificates(pem_text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, AuthError> {
-    X509Certificate::from_der(der).map(|(_, cert)| cert).map_err(|e| AuthError::Certificate(e.to_string()))
+    X509Certificate::from_der(der).map(|(_, cert)| cert).map_err(|e| AuthError::Certificate(e.into()))
 }
 
 /// The JWT algorithm for a certificate's public key.
@@ -158,6 +173,9 @@ fn algorithm_of(cert: &X509Certificate<'_>) -> Result<Algorithm, AuthError> {
 /// let header = format!("Bearer {}", identity.token()?);
 /// # Ok(()) }
 /// ```
+///
+/// Most callers hand the identity to a client, which signs each request:
+/// `conveyor_sdk::client::ClientBuilder::identity`.
 #[derive(Clone)]
 pub struct ClientIdentity {
     chain_b64: Vec<String>,
@@ -179,6 +197,23 @@ impl ClientIdentity {
     /// From a certificate chain (PEM, leaf first) and the leaf's private key (PEM;
     /// PKCS#8, or PKCS#1 for RSA). The algorithm follows from the certificate's key:
     /// RSA → RS256, P-256 → ES256, P-384 → ES384.
+    ///
+    /// ```
+    /// use conveyor_sdk::auth::ClientIdentity;
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// assert_eq!(identity.algorithm(), "ES256"); // rcgen's default key is P-256
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, AuthError> {
         let chain = certificates(chain_pem)?;
         let leaf = parse(&chain[0])?;
@@ -197,6 +232,12 @@ impl ClientIdentity {
     }
 
     /// [`from_pem`](Self::from_pem), from files.
+    ///
+    /// ```
+    /// use conveyor_sdk::auth::{AuthError, ClientIdentity};
+    /// let missing = ClientIdentity::from_files("/nonexistent/chain.pem", "/nonexistent/key.pem");
+    /// assert!(matches!(missing, Err(AuthError::Read { .. })));
+    /// ```
     pub fn from_files(chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, AuthError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| AuthError::Read { path: path.display().to_string(), source })
@@ -205,11 +246,52 @@ impl ClientIdentity {
     }
 
     /// A fresh token, valid for [`DEFAULT_TOKEN_LIFETIME`].
+    ///
+    /// ```
+    /// use conveyor_sdk::auth::{ClientIdentity, TokenVerifier};
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// let authorization = format!("Bearer {}", identity.token()?);
+    /// let verifier = TokenVerifier::from_pem(ca_pem.as_bytes())?;
+    /// assert_eq!(verifier.verify_header(&authorization)?.thumbprint, identity.thumbprint());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn token(&self) -> Result<String, AuthError> {
         self.token_valid_for(DEFAULT_TOKEN_LIFETIME)
     }
 
     /// A fresh token valid for `lifetime`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor_sdk::auth::{AuthError, ClientIdentity, TokenVerifier};
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// let verifier = TokenVerifier::from_pem(ca_pem.as_bytes())?;
+    /// let long = identity.token_valid_for(Duration::from_secs(600))?;
+    /// assert!(verifier.verify(&long).is_ok());
+    /// let expired = identity.token_valid_for(Duration::ZERO)?;
+    /// assert!(matches!(verifier.verify(&expired), Err(AuthError::Expired)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn token_valid_for(&self, lifetime: Duration) -> Result<String, AuthError> {
         let iat = now();
         let claims = Claims {
@@ -223,11 +305,43 @@ impl ClientIdentity {
     }
 
     /// The base64url SHA-256 of the leaf certificate, as in `cnf.x5t#S256`.
+    ///
+    /// ```
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = conveyor_sdk::auth::ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// assert_eq!(identity.thumbprint().len(), 43); // 32 bytes, base64url without padding
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn thumbprint(&self) -> &str {
         &self.thumbprint
     }
 
     /// The signing algorithm (`RS256`, `ES256`, `ES384`).
+    ///
+    /// ```
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = conveyor_sdk::auth::ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// assert_eq!(identity.algorithm(), "ES256");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn algorithm(&self) -> &'static str {
         match self.algorithm {
             Algorithm::RS256 => "RS256",
@@ -239,6 +353,25 @@ impl ClientIdentity {
 }
 
 /// A client whose token was accepted.
+///
+/// ```
+/// use conveyor_sdk::auth::{ClientIdentity, TokenVerifier};
+/// # let ca_key = rcgen::KeyPair::generate()?;
+/// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+/// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+/// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+/// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+/// # let key = rcgen::KeyPair::generate()?;
+/// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+/// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+/// # let leaf = leaf.signed_by(&key, &ca)?;
+/// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+/// let identity = ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+/// let client = TokenVerifier::from_pem(ca_pem.as_bytes())?.verify(&identity.token()?)?;
+/// assert_eq!(client.subject, "CN=driver-1");
+/// assert_eq!(client.thumbprint, identity.thumbprint());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedClient {
     /// The leaf certificate's subject.
@@ -266,6 +399,22 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     /// Trusts the root CA certificates in `roots_pem`.
+    ///
+    /// ```
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let verifier = conveyor_sdk::auth::TokenVerifier::from_pem(ca_pem.as_bytes())?;
+    /// assert!(verifier.verify("not a token").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_pem(roots_pem: &[u8]) -> Result<Self, AuthError> {
         let roots = certificates(roots_pem)?;
         for root in &roots {
@@ -275,12 +424,52 @@ impl TokenVerifier {
     }
 
     /// Checks the value of an `Authorization` header: `Bearer <token>`.
+    ///
+    /// ```
+    /// use conveyor_sdk::auth::{AuthError, ClientIdentity, TokenVerifier};
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// let verifier = TokenVerifier::from_pem(ca_pem.as_bytes())?;
+    /// let client = verifier.verify_header(&format!("Bearer {}", identity.token()?))?;
+    /// assert_eq!(client.subject, "CN=driver-1");
+    /// assert!(matches!(verifier.verify_header("Basic dXNlcjpwdw=="), Err(AuthError::NotBearer)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify_header(&self, authorization: &str) -> Result<VerifiedClient, AuthError> {
         let token = authorization.strip_prefix("Bearer ").ok_or(AuthError::NotBearer)?;
         self.verify(token.trim())
     }
 
     /// Checks a token.
+    ///
+    /// ```
+    /// use conveyor_sdk::auth::{AuthError, ClientIdentity, TokenVerifier};
+    /// # let ca_key = rcgen::KeyPair::generate()?;
+    /// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # ca.distinguished_name.push(rcgen::DnType::CommonName, "conveyor CA");
+    /// # let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
+    /// # let key = rcgen::KeyPair::generate()?;
+    /// # let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    /// # leaf.distinguished_name.push(rcgen::DnType::CommonName, "driver-1");
+    /// # let leaf = leaf.signed_by(&key, &ca)?;
+    /// # let (ca_pem, chain_pem, key_pem) = (ca.pem(), leaf.pem(), key.serialize_pem());
+    /// let identity = ClientIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    /// let verifier = TokenVerifier::from_pem(ca_pem.as_bytes())?;
+    /// let client = verifier.verify(&identity.token()?)?;
+    /// assert!(client.expires_at > 0);
+    /// assert!(matches!(verifier.verify("not.a.token"), Err(AuthError::Malformed(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, token: &str) -> Result<VerifiedClient, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(AuthError::Malformed)?;
         let chain: Vec<Vec<u8>> = header
@@ -289,7 +478,7 @@ impl TokenVerifier {
             .filter(|c| !c.is_empty())
             .ok_or(AuthError::NoChain)?
             .iter()
-            .map(|c| STANDARD.decode(c).map_err(|e| AuthError::Certificate(e.to_string())))
+            .map(|c| STANDARD.decode(c).map_err(AuthError::CertificateEncoding))
             .collect::<Result<_, _>>()?;
         let certs: Vec<X509Certificate<'_>> = chain.iter().map(|der| parse(der)).collect::<Result<_, _>>()?;
         self.check_chain(&certs)?;
@@ -297,10 +486,13 @@ impl TokenVerifier {
         let leaf = &certs[0];
         let algorithm = algorithm_of(leaf)?;
         if header.alg != algorithm {
-            return Err(AuthError::Untrusted(format!(
-                "the token says {:?} but its certificate holds a {algorithm:?} key",
-                header.alg
-            )));
+            return Err(AuthError::Untrusted {
+                reason: format!(
+                    "the token says {:?} but its certificate holds a {algorithm:?} key",
+                    header.alg
+                ),
+                source: None,
+            });
         }
         let public = leaf.public_key().subject_public_key.data.as_ref();
         let key = match algorithm {
@@ -339,12 +531,9 @@ impl TokenVerifier {
             }
         }
         for pair in certs.windows(2) {
-            pair[0].verify_signature(Some(pair[1].public_key())).map_err(|e| {
-                AuthError::Untrusted(format!(
-                    "{} is not signed by {}: {e}",
-                    pair[0].subject(),
-                    pair[1].subject()
-                ))
+            pair[0].verify_signature(Some(pair[1].public_key())).map_err(|e| AuthError::Untrusted {
+                reason: format!("{} is not signed by {}", pair[0].subject(), pair[1].subject()),
+                source: Some(e),
             })?;
         }
         let last = certs.last().ok_or(AuthError::NoChain)?;
@@ -358,6 +547,9 @@ impl TokenVerifier {
                 return Ok(());
             }
         }
-        Err(AuthError::Untrusted(format!("{} is not signed by a trusted root", last.subject())))
+        Err(AuthError::Untrusted {
+            reason: format!("{} is not signed by a trusted root", last.subject()),
+            source: None,
+        })
     }
 }

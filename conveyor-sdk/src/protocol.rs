@@ -65,6 +65,15 @@ impl Resource {
     }
 
     /// The pipeline this resource belongs to; `None` also when the server sent `""`.
+    ///
+    /// ```
+    /// let mut r = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::Value::Null);
+    /// assert_eq!(r.pipeline(), None);
+    /// r.pipeline = Some(String::new()); // what the server sends outside a pipeline
+    /// assert_eq!(r.pipeline(), None);
+    /// r.pipeline = Some("node-pipeline".into());
+    /// assert_eq!(r.pipeline(), Some("node-pipeline"));
+    /// ```
     pub fn pipeline(&self) -> Option<&str> {
         self.pipeline.as_deref().filter(|p| !p.is_empty())
     }
@@ -81,16 +90,32 @@ impl Resource {
     ///     "driverresults.git-cloner".into(),
     ///     r#"{"success":true,"message":"cloned","data":{"commit":"9f2c1e7"},"driver":"git-cloner"}"#.into(),
     /// );
-    /// let cloned = r.driver_result("git-cloner").unwrap()?;
+    /// let cloned = r.driver_result("git-cloner").ok_or("git-cloner left no result")??;
     /// assert!(cloned.success);
     /// assert_eq!(cloned.data["commit"], "9f2c1e7");
-    /// # Ok::<(), serde_json::Error>(())
+    /// assert!(r.driver_result("tester").is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn driver_result(&self, driver: &str) -> Option<Result<DriverResultEvent, serde_json::Error>> {
         self.metadata.get(&format!("{DRIVER_RESULTS_PREFIX}{driver}")).map(|text| serde_json::from_str(text))
     }
 
     /// Every earlier driver result in the metadata, by driver name, each decoded.
+    ///
+    /// ```
+    /// let mut r = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::Value::Null);
+    /// r.metadata.insert("version".into(), "2".into());
+    /// r.metadata.insert(
+    ///     "driverresults.git-cloner".into(),
+    ///     r#"{"success":true,"message":"cloned","driver":"git-cloner"}"#.into(),
+    /// );
+    /// for (driver, result) in r.driver_results() {
+    ///     assert_eq!(driver, "git-cloner");
+    ///     assert!(result?.success);
+    /// }
+    /// assert_eq!(r.driver_results().count(), 1);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn driver_results(
         &self,
     ) -> impl Iterator<Item = (&str, Result<DriverResultEvent, serde_json::Error>)> + '_ {
@@ -109,6 +134,15 @@ where
 }
 
 /// A resource definition: a resource type's name, version and the JSON Schema of its spec.
+///
+/// ```
+/// let def: conveyor_sdk::ResourceDefinition = serde_json::from_str(
+///     r#"{"name":"pipeline","version":"1.0.0","schema":{"type":"object"}}"#,
+/// )?;
+/// assert_eq!(def.name, "pipeline");
+/// assert!(def.id.is_empty(), "the server sets the id");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceDefinition {
     /// The definition's id, set by the server.
@@ -165,6 +199,12 @@ impl ResourceDefinition {
     }
 
     /// Sets the description (default: empty).
+    ///
+    /// ```
+    /// let def = conveyor_sdk::ResourceDefinition::new("pipeline", serde_json::json!({}))
+    ///     .description("Steps run in a container");
+    /// assert_eq!(def.description, "Steps run in a container");
+    /// ```
     #[must_use]
     pub fn description(mut self, description: impl Into<String>) -> Self {
         self.description = description.into();
@@ -172,6 +212,11 @@ impl ResourceDefinition {
     }
 
     /// Sets the version (default: `1.0.0`).
+    ///
+    /// ```
+    /// let def = conveyor_sdk::ResourceDefinition::new("pipeline", serde_json::json!({})).version("2.1.0");
+    /// assert_eq!(def.version, "2.1.0");
+    /// ```
     #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
@@ -180,6 +225,15 @@ impl ResourceDefinition {
 }
 
 /// What happened to a resource: the `event` field of a [`DriverMessage`].
+///
+/// ```
+/// use conveyor_sdk::Event;
+/// let event: Event = serde_json::from_str(r#""process""#)?;
+/// assert_eq!(event, Event::Process);
+/// let later: Event = serde_json::from_str(r#""delete""#)?;
+/// assert_eq!(later, Event::Other("delete".into()), "unknown events keep their name");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Event {
@@ -193,6 +247,12 @@ pub enum Event {
 
 impl Event {
     /// The event's name on the wire.
+    ///
+    /// ```
+    /// use conveyor_sdk::Event;
+    /// assert_eq!(Event::Create.as_str(), "create");
+    /// assert_eq!(Event::from("delete").as_str(), "delete");
+    /// ```
     pub fn as_str(&self) -> &str {
         match self {
             Event::Create => "create",
@@ -337,6 +397,15 @@ pub(crate) fn decode_payload(value: Value) -> Result<Resource, serde_json::Error
 /// One log line of a run, as stored by the server and relayed to live viewers.
 ///
 /// The key is `runid` (no underscore), unlike [`DriverMessage::run_id`].
+///
+/// ```
+/// let line: conveyor_sdk::Log = serde_json::from_str(
+///     r#"{"runid":"r-1","driver":"command-runner","pipeline":"","timestamp":"2026-11-23T21:30:46.123456789Z","message":"total 4"}"#,
+/// )?;
+/// assert_eq!(line.message, "total 4");
+/// assert_eq!(line.pipeline, None, "the server's empty pipeline means none");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Log {
     /// The run the line belongs to.
@@ -378,16 +447,35 @@ pub struct DriverResult {
 
 impl DriverResult {
     /// A successful result with the given message and no data.
+    ///
+    /// ```
+    /// let result = conveyor_sdk::DriverResult::success("built");
+    /// assert!(result.success);
+    /// assert!(result.data.is_null());
+    /// ```
     pub fn success(message: impl Into<String>) -> Self {
         Self { success: true, message: message.into(), data: Value::Null }
     }
 
     /// A failed result with the given message and no data.
+    ///
+    /// ```
+    /// let result = conveyor_sdk::DriverResult::failure("step test failed with exit code 1");
+    /// assert!(!result.success);
+    /// assert_eq!(result.message, "step test failed with exit code 1");
+    /// ```
     pub fn failure(message: impl Into<String>) -> Self {
         Self { success: false, message: message.into(), data: Value::Null }
     }
 
-    /// Sets the result's data (default: `null`).
+    /// Sets the result's data (default: `null`); later pipeline steps read it with
+    /// [`Resource::driver_result`].
+    ///
+    /// ```
+    /// let result = conveyor_sdk::DriverResult::success("cloned")
+    ///     .with_data(serde_json::json!({"commit": "9f2c1e7"}));
+    /// assert_eq!(result.data["commit"], "9f2c1e7");
+    /// ```
     #[must_use]
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = data;
@@ -395,6 +483,12 @@ impl DriverResult {
     }
 
     /// The result as published by driver `driver`.
+    ///
+    /// ```
+    /// let event = conveyor_sdk::DriverResult::success("built").into_event("command-runner");
+    /// assert_eq!(event.driver, "command-runner");
+    /// assert!(event.success);
+    /// ```
     pub fn into_event(self, driver: impl Into<String>) -> DriverResultEvent {
         DriverResultEvent {
             success: self.success,
@@ -406,6 +500,15 @@ impl DriverResult {
 }
 
 /// A [`DriverResult`] with the name of the driver that produced it.
+///
+/// ```
+/// let event: conveyor_sdk::DriverResultEvent = serde_json::from_str(
+///     r#"{"success":false,"message":"exit code 2","data":null,"driver":"command-runner"}"#,
+/// )?;
+/// assert!(!event.success);
+/// assert_eq!(event.driver, "command-runner");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriverResultEvent {
     /// Whether the work succeeded.
@@ -420,6 +523,18 @@ pub struct DriverResultEvent {
 }
 
 /// What a driver publishes on `pipelines.driver.result` when it has finished a run.
+///
+/// ```
+/// use conveyor_sdk::protocol::{PipelineEvent, DRIVER_RESULT_EVENT};
+/// use conveyor_sdk::{DriverResult, Resource};
+///
+/// let resource = Resource::new("hello", "pipeline", serde_json::json!({"steps": []}));
+/// let event = PipelineEvent::driver_result("run-1", resource, DriverResult::success("ok").into_event("greeter"));
+/// let json = serde_json::to_value(&event)?;
+/// assert_eq!(json["event"], DRIVER_RESULT_EVENT);
+/// assert_eq!(json["driverresult"]["driver"], "greeter");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineEvent {
     /// Always [`DRIVER_RESULT_EVENT`].
@@ -434,6 +549,14 @@ pub struct PipelineEvent {
 
 impl PipelineEvent {
     /// The `driver.result` event for a run.
+    ///
+    /// ```
+    /// use conveyor_sdk::{DriverResult, PipelineEvent, Resource};
+    /// let resource = Resource::new("hello", "pipeline", serde_json::Value::Null);
+    /// let event = PipelineEvent::driver_result("run-1", resource, DriverResult::failure("no").into_event("greeter"));
+    /// assert_eq!(event.event, "driver.result");
+    /// assert_eq!(event.run_id, "run-1");
+    /// ```
     pub fn driver_result(run_id: impl Into<String>, resource: Resource, result: DriverResultEvent) -> Self {
         Self { event: DRIVER_RESULT_EVENT.to_owned(), run_id: run_id.into(), resource, driverresult: result }
     }
@@ -451,26 +574,49 @@ pub mod subjects {
     pub const DRIVER_RESULT: &str = "pipelines.driver.result";
 
     /// `resources.<type>`: a resource created outside any pipeline.
+    ///
+    /// ```
+    /// assert_eq!(conveyor_sdk::protocol::subjects::resource("pipeline"), "resources.pipeline");
+    /// ```
     pub fn resource(resource_type: &str) -> String {
         format!("resources.{resource_type}")
     }
 
     /// `drivers.<driver>.resources.<type>`: a pipeline step addressed to a driver.
+    ///
+    /// ```
+    /// use conveyor_sdk::protocol::subjects;
+    /// assert_eq!(subjects::driver_resource("command-runner", "pipeline"), "drivers.command-runner.resources.pipeline");
+    /// ```
     pub fn driver_resource(driver: &str, resource_type: &str) -> String {
         format!("drivers.{driver}.resources.{resource_type}")
     }
 
     /// `logs.<run_id>`: where log lines are stored (JetStream).
+    ///
+    /// ```
+    /// assert_eq!(conveyor_sdk::protocol::subjects::logs("fbdf5edf"), "logs.fbdf5edf");
+    /// ```
     pub fn logs(run_id: &str) -> String {
         format!("logs.{run_id}")
     }
 
     /// `live.logs.<run_id>.<driver>`: where log lines are relayed live (core NATS).
+    ///
+    /// ```
+    /// use conveyor_sdk::protocol::subjects;
+    /// assert_eq!(subjects::live_logs("fbdf5edf", "command-runner"), "live.logs.fbdf5edf.command-runner");
+    /// ```
     pub fn live_logs(run_id: &str, driver: &str) -> String {
         format!("live.logs.{run_id}.{driver}")
     }
 
     /// `driver:<driver>:logs:<run_id>`: the live subject of servers before 2026-01-21.
+    ///
+    /// ```
+    /// use conveyor_sdk::protocol::subjects;
+    /// assert_eq!(subjects::legacy_live_logs("fbdf5edf", "command-runner"), "driver:command-runner:logs:fbdf5edf");
+    /// ```
     pub fn legacy_live_logs(run_id: &str, driver: &str) -> String {
         format!("driver:{driver}:logs:{run_id}")
     }

@@ -4,8 +4,13 @@
 /// text the line already holds is not repeated.
 ///
 /// ```
-/// let io = std::io::Error::other("connection refused");
-/// assert_eq!(conveyor_sdk::error_text(&io), "connection refused");
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("cannot clone the repository")]
+/// struct CloneError(#[source] std::io::Error);
+///
+/// let error = CloneError(std::io::Error::other("connection refused"));
+/// assert_eq!(error.to_string(), "cannot clone the repository");
+/// assert_eq!(conveyor_sdk::error_text(&error), "cannot clone the repository: connection refused");
 /// ```
 pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -9,6 +10,12 @@ use crate::driver::ResourceType;
 use crate::protocol::Resource;
 
 /// One way in which a spec breaks its schema.
+///
+/// ```
+/// use conveyor_sdk::validate::Violation;
+/// let v = Violation { path: "/spec/steps/0".into(), message: "\"command\" is a required property".into() };
+/// assert_eq!(v.to_string(), "/spec/steps/0: \"command\" is a required property");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Where, as a JSON Pointer into the resource (`/spec/steps/0`).
@@ -24,6 +31,19 @@ impl fmt::Display for Violation {
 }
 
 /// Why a spec was refused.
+///
+/// ```
+/// use conveyor_sdk::validate::{SpecError, SpecValidator};
+/// use conveyor_sdk::{Resource, ResourceType};
+///
+/// let validator = SpecValidator::new(&[ResourceType::foreign("pipeline")])?;
+/// let other = Resource::new("x", "deployment", serde_json::json!({}));
+/// match validator.validate(&other) {
+///     Err(SpecError::UnknownType(t)) => assert_eq!(t, "deployment"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), conveyor_sdk::validate::SchemaError>(())
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpecError {
@@ -43,13 +63,24 @@ fn join(violations: &[Violation]) -> String {
 }
 
 /// A definition's schema is not a usable JSON Schema.
+///
+/// ```
+/// use conveyor_sdk::validate::SpecValidator;
+/// use conveyor_sdk::{ResourceDefinition, ResourceType};
+///
+/// let broken = ResourceDefinition::new("pipeline", serde_json::json!({"type": "no-such-type"}));
+/// let error = SpecValidator::new(&[ResourceType::owned(broken)]).unwrap_err();
+/// assert_eq!(error.resource_type, "pipeline");
+/// assert!(std::error::Error::source(&error).is_some(), "the compiler's error is the source");
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the schema of resource type {resource_type:?} is not a valid JSON Schema: {reason}")]
+#[error("the schema of resource type {resource_type:?} is not a valid JSON Schema")]
 pub struct SchemaError {
     /// The resource type.
     pub resource_type: String,
-    /// What the schema compiler said.
-    pub reason: String,
+    /// What the schema compiler said (shared, so that the error stays cheap to clone).
+    #[source]
+    pub source: Arc<jsonschema::ValidationError<'static>>,
 }
 
 /// Validates specs against the schemas of a driver's resource types and decodes them.
@@ -76,22 +107,51 @@ pub struct SpecValidator {
 
 impl SpecValidator {
     /// Compiles the schemas of `types`.
+    ///
+    /// ```
+    /// use conveyor_sdk::{validate::SpecValidator, ResourceType};
+    /// #[derive(schemars::JsonSchema)]
+    /// struct Pipeline { steps: Vec<String> }
+    ///
+    /// let validator = SpecValidator::new(&[
+    ///     ResourceType::owned_from::<Pipeline>("pipeline"),
+    ///     ResourceType::foreign("deployment"),
+    /// ])?;
+    /// # Ok::<(), conveyor_sdk::validate::SchemaError>(())
+    /// ```
     pub fn new(types: &[ResourceType]) -> Result<Self, SchemaError> {
         let mut schemas = HashMap::new();
         for t in types {
-            let compiled = match t.definition() {
-                Some(def) => Some(jsonschema::validator_for(&def.schema).map_err(|e| SchemaError {
-                    resource_type: t.name().to_owned(),
-                    reason: e.to_string(),
-                })?),
-                None => None,
-            };
+            let compiled =
+                match t.definition() {
+                    Some(def) => Some(jsonschema::validator_for(&def.schema).map_err(|e| SchemaError {
+                        resource_type: t.name().to_owned(),
+                        source: Arc::new(e),
+                    })?),
+                    None => None,
+                };
             schemas.insert(t.name().to_owned(), compiled);
         }
         Ok(Self { schemas })
     }
 
     /// Checks the resource's spec against its type's schema, listing every violation.
+    ///
+    /// ```
+    /// use conveyor_sdk::validate::{SpecError, SpecValidator};
+    /// use conveyor_sdk::{Resource, ResourceDefinition, ResourceType};
+    /// use serde_json::json;
+    ///
+    /// let schema = json!({"type": "object", "required": ["steps"],
+    ///                     "properties": {"image": {"type": "string"}, "steps": {"type": "array"}}});
+    /// let validator = SpecValidator::new(&[ResourceType::owned(ResourceDefinition::new("pipeline", schema))])?;
+    ///
+    /// assert!(validator.validate(&Resource::new("ok", "pipeline", json!({"steps": []}))).is_ok());
+    /// let bad = Resource::new("bad", "pipeline", json!({"image": 5}));
+    /// let Err(SpecError::Invalid(violations)) = validator.validate(&bad) else { panic!("accepted") };
+    /// assert_eq!(violations.len(), 2); // `image` is not a string, `steps` is missing
+    /// # Ok::<(), conveyor_sdk::validate::SchemaError>(())
+    /// ```
     pub fn validate(&self, resource: &Resource) -> Result<(), SpecError> {
         let schema = self
             .schemas
@@ -110,6 +170,19 @@ impl SpecValidator {
     }
 
     /// Validates, then decodes the spec into `S`.
+    ///
+    /// ```
+    /// use conveyor_sdk::{validate::SpecValidator, Resource, ResourceType};
+    ///
+    /// #[derive(serde::Deserialize, schemars::JsonSchema)]
+    /// struct Greeting { who: String }
+    ///
+    /// let validator = SpecValidator::new(&[ResourceType::owned_from::<Greeting>("greeting")])?;
+    /// let resource = Resource::new("hi", "greeting", serde_json::json!({"who": "you"}));
+    /// let spec: Greeting = validator.decode(&resource)?;
+    /// assert_eq!(spec.who, "you");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn decode<S: DeserializeOwned>(&self, resource: &Resource) -> Result<S, SpecError> {
         self.validate(resource)?;
         serde_path_to_error::deserialize(&resource.spec).map_err(|e| {

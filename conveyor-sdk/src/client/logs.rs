@@ -12,6 +12,11 @@ use super::{server_error, transport_error, Client, ClientError};
 use crate::protocol::Log;
 
 /// How a live log stream is read.
+///
+/// ```
+/// use conveyor_sdk::client::Transport;
+/// assert_eq!(Transport::default(), Transport::Auto);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
@@ -27,6 +32,17 @@ pub enum Transport {
 /// The lines of a live log stream, as [`Log`]s (over WebSocket, `runid` and `driver`
 /// come from the request). Ends when the server closes the stream; a dropped
 /// connection is an error.
+///
+/// ```no_run
+/// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+/// use futures_util::StreamExt;
+/// let stream: conveyor_sdk::client::LogStream = client.stream_logs("command-runner", "run-id").await?;
+/// let mut first_three = stream.take(3);
+/// while let Some(line) = first_three.next().await {
+///     println!("{}", line?.message);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct LogStream {
     inner: Pin<Box<dyn Stream<Item = Result<Log, ClientError>> + Send>>,
 }
@@ -75,11 +91,7 @@ pub(super) async fn open(
     }
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    Err(if status.is_success() {
-        ClientError::Stream { url, reason: "the server did not answer with an event stream".into() }
-    } else {
-        server_error(status, &body)
-    })
+    Err(if status.is_success() { ClientError::NotEventStream { url } } else { server_error(status, &body) })
 }
 
 fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
@@ -112,10 +124,8 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
                         continue;
                     }
                     let data = std::mem::take(&mut state.data);
-                    let item = serde_json::from_str::<Log>(&data).map_err(|e| ClientError::Stream {
-                        url: state.url.clone(),
-                        reason: format!("not a log line: {e}"),
-                    });
+                    let item = serde_json::from_str::<Log>(&data)
+                        .map_err(|source| ClientError::Decode { url: state.url.clone(), source });
                     return Some((item, state));
                 }
                 if let Some(value) = line.strip_prefix("data:") {
@@ -130,8 +140,7 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
                 Some(Ok(chunk)) => state.buffer.extend_from_slice(&chunk),
                 Some(Err(source)) => {
                     state.done = true;
-                    let error =
-                        ClientError::Stream { url: state.url.clone(), reason: crate::error_text(&source) };
+                    let error = ClientError::Stream { url: state.url.clone(), source: source.into() };
                     return Some((Err(error), state));
                 }
                 None => return None,
@@ -154,16 +163,16 @@ async fn websocket(
     } else {
         return Err(ClientError::InvalidUrl(url.to_owned()));
     };
-    let stream_error = |reason: String| ClientError::Stream { url: ws_url.clone(), reason };
-    let mut request =
-        ws_url.as_str().into_client_request().map_err(|e| stream_error(crate::error_text(&e)))?;
+    let stream_error = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Stream {
+        url: ws_url.clone(),
+        source,
+    };
+    let mut request = ws_url.as_str().into_client_request().map_err(|e| stream_error(e.into()))?;
     if let Some(value) = authorization {
-        let value =
-            value.parse().map_err(|_| stream_error("the token is not a valid header value".into()))?;
+        let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| stream_error(e.into()))?;
         request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
     }
-    let (socket, _) =
-        tokio_tungstenite::connect_async(request).await.map_err(|e| stream_error(crate::error_text(&e)))?;
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| stream_error(e.into()))?;
     let (driver, run_id) = (driver.to_owned(), run_id.to_owned());
     let stream = socket.filter_map(move |frame| {
         let item = match frame {
@@ -174,7 +183,7 @@ async fn websocket(
             Ok(Message::Close(_)) | Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
                 None
             }
-            Err(e) => Some(Err(ClientError::Stream { url: ws_url.clone(), reason: crate::error_text(&e) })),
+            Err(e) => Some(Err(ClientError::Stream { url: ws_url.clone(), source: e.into() })),
         };
         std::future::ready(item)
     });
@@ -192,8 +201,7 @@ fn frame_to_log(text: &str, driver: &str, run_id: &str, url: &str) -> Result<Log
             message,
         });
     }
-    serde_json::from_str::<Log>(text)
-        .map_err(|e| ClientError::Stream { url: url.to_owned(), reason: format!("not a log frame: {e}") })
+    serde_json::from_str::<Log>(text).map_err(|source| ClientError::Decode { url: url.to_owned(), source })
 }
 
 #[cfg(test)]

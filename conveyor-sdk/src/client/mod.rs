@@ -34,6 +34,15 @@ use crate::auth::ClientIdentity;
 use crate::protocol::{Log, Resource, ResourceDefinition};
 
 /// Errors of the client.
+///
+/// Each failure keeps its cause as the [`source`](std::error::Error::source);
+/// [`error_text`](crate::report::error_text) puts the whole chain on one line.
+///
+/// ```
+/// use conveyor_sdk::client::{Client, ClientError};
+/// let refused = Client::new("localhost:8080");
+/// assert!(matches!(refused, Err(ClientError::InvalidUrl(_))));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -87,13 +96,20 @@ pub enum ClientError {
     /// A token could not be made from the client's identity.
     #[error("cannot sign the request's token")]
     Auth(#[source] crate::auth::AuthError),
-    /// The live log stream failed.
-    #[error("the live log stream of {url} broke: {reason}")]
+    /// The live log stream could not be opened, or broke while it was read.
+    #[error("the live log stream of {url} broke")]
     Stream {
         /// The stream.
         url: String,
-        /// Why.
-        reason: String,
+        /// Why: an HTTP, WebSocket or header error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server answered a live log request with something other than an event stream.
+    #[error("the Conveyor server did not answer {url} with an event stream")]
+    NotEventStream {
+        /// The stream.
+        url: String,
     },
 }
 
@@ -113,6 +129,16 @@ pub struct Client {
 }
 
 /// Settings of a [`Client`], from [`Client::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// let client = conveyor_sdk::client::Client::builder("http://localhost:8080")
+///     .timeout(Duration::from_secs(10))
+///     .connect_timeout(Duration::from_secs(2))
+///     .build()?;
+/// assert_eq!(client.base_url(), "http://localhost:8080");
+/// # Ok::<(), conveyor_sdk::client::ClientError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     base: String,
@@ -123,6 +149,13 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     /// The longest one request may take, streams excepted (default 30 s).
+    ///
+    /// ```
+    /// let client = conveyor_sdk::client::Client::builder("http://localhost:8080")
+    ///     .timeout(std::time::Duration::from_secs(120)) // a slow server
+    ///     .build()?;
+    /// # Ok::<(), conveyor_sdk::client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -130,6 +163,13 @@ impl ClientBuilder {
     }
 
     /// The longest connecting may take (default 5 s).
+    ///
+    /// ```
+    /// let client = conveyor_sdk::client::Client::builder("http://localhost:8080")
+    ///     .connect_timeout(std::time::Duration::from_millis(500))
+    ///     .build()?;
+    /// # Ok::<(), conveyor_sdk::client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -143,6 +183,7 @@ impl ClientBuilder {
     /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// let identity = conveyor_sdk::auth::ClientIdentity::from_files("chain.pem", "key.pem")?;
     /// let client = conveyor_sdk::client::Client::builder("https://conveyor.example").identity(identity).build()?;
+    /// # let _ = client;
     /// # Ok(()) }
     /// ```
     #[must_use]
@@ -151,7 +192,15 @@ impl ClientBuilder {
         self
     }
 
-    /// The client.
+    /// The client; fails when the base URL is not `http://…` or `https://…`.
+    ///
+    /// ```
+    /// use conveyor_sdk::client::{Client, ClientError};
+    /// let client = Client::builder("https://conveyor.example/").build()?;
+    /// assert_eq!(client.base_url(), "https://conveyor.example");
+    /// assert!(matches!(Client::builder("ftp://x").build(), Err(ClientError::InvalidUrl(_))));
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn build(self) -> Result<Client, ClientError> {
         let base = self.base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -169,7 +218,13 @@ impl ClientBuilder {
 
 impl Client {
     /// A client of the server at `base_url` (e.g. `http://localhost:8080`) with default
-    /// timeouts.
+    /// timeouts. Nothing is sent until the first request.
+    ///
+    /// ```
+    /// let client = conveyor_sdk::client::Client::new("http://localhost:8080")?;
+    /// assert_eq!(client.base_url(), "http://localhost:8080");
+    /// # Ok::<(), conveyor_sdk::client::ClientError>(())
+    /// ```
     pub fn new(base_url: impl Into<String>) -> Result<Self, ClientError> {
         Self::builder(base_url).build()
     }
@@ -192,7 +247,13 @@ impl Client {
         }
     }
 
-    /// The server's base URL.
+    /// The server's base URL, without a trailing `/`.
+    ///
+    /// ```
+    /// let client = conveyor_sdk::client::Client::new("http://localhost:8080/")?;
+    /// assert_eq!(client.base_url(), "http://localhost:8080");
+    /// # Ok::<(), conveyor_sdk::client::ClientError>(())
+    /// ```
     pub fn base_url(&self) -> &str {
         &self.base
     }
@@ -267,11 +328,25 @@ impl Client {
     }
 
     /// `GET /resources/{type}/{name}`: the latest version of a resource.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let resource = client.get_resource("pipeline", "hello").await?;
+    /// println!("version {:?}: {}", resource.metadata.get("version"), resource.spec);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_resource(&self, resource_type: &str, name: &str) -> Result<Resource, ClientError> {
         self.json(Method::GET, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[]).await
     }
 
     /// `GET /resources/{type}/{name}/{version}`: one version of a resource.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let first = client.get_resource_version("pipeline", "hello", "1").await?;
+    /// assert_eq!(first.name, "hello");
+    /// # Ok(()) }
+    /// ```
     pub async fn get_resource_version(
         &self,
         resource_type: &str,
@@ -283,6 +358,14 @@ impl Client {
     }
 
     /// `GET /resources/`: every resource.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// for resource in client.list_resources().await? {
+    ///     println!("{} {}", resource.resource, resource.name);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_resources(&self) -> Result<Vec<Resource>, ClientError> {
         self.json::<Option<Vec<Resource>>>(Method::GET, "/resources/", None, &[])
             .await
@@ -290,6 +373,13 @@ impl Client {
     }
 
     /// `GET /resources/{type}`: the resources of one type.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let pipelines = client.list_resources_of("pipeline").await?;
+    /// assert!(pipelines.iter().all(|r| r.resource == "pipeline"));
+    /// # Ok(()) }
+    /// ```
     pub async fn list_resources_of(&self, resource_type: &str) -> Result<Vec<Resource>, ClientError> {
         self.json::<Option<Vec<Resource>>>(
             Method::GET,
@@ -302,12 +392,26 @@ impl Client {
     }
 
     /// `PUT /resources/{type}/{name}`: updates a resource.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut resource = client.get_resource("pipeline", "hello").await?;
+    /// resource.spec["image"] = "alpine:3".into();
+    /// let updated = client.update_resource(&resource).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn update_resource(&self, resource: &Resource) -> Result<Resource, ClientError> {
         let path = format!("/resources/{}/{}", seg(&resource.resource), seg(&resource.name));
         self.json(Method::PUT, &path, Some(resource), &[]).await
     }
 
     /// `DELETE /resources/{type}/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.delete_resource("pipeline", "hello").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_resource(&self, resource_type: &str, name: &str) -> Result<(), ClientError> {
         self.send(Method::DELETE, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[])
             .await?;
@@ -315,6 +419,15 @@ impl Client {
     }
 
     /// `POST /resource-definitions/`: creates a resource definition.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::ResourceDefinition;
+    /// let definition = ResourceDefinition::new("greeting", serde_json::json!({"type": "object"}));
+    /// let created = client.create_definition(&definition).await?;
+    /// println!("definition id {}", created.id);
+    /// # Ok(()) }
+    /// ```
     pub async fn create_definition(
         &self,
         definition: &ResourceDefinition,
@@ -323,6 +436,15 @@ impl Client {
     }
 
     /// `POST /resource-definitions/apply`: creates or updates a resource definition.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(schemars::JsonSchema)]
+    /// struct Greeting { who: String }
+    /// let definition = conveyor_sdk::ResourceDefinition::from_type::<Greeting>("greeting").version("1.1.0");
+    /// client.apply_definition(&definition).await?; // the same call at every start-up
+    /// # Ok(()) }
+    /// ```
     pub async fn apply_definition(
         &self,
         definition: &ResourceDefinition,
@@ -331,11 +453,25 @@ impl Client {
     }
 
     /// `GET /resource-definitions/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let definition = client.get_definition("pipeline").await?;
+    /// println!("{} {}: {}", definition.name, definition.version, definition.schema);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_definition(&self, name: &str) -> Result<ResourceDefinition, ClientError> {
         self.json(Method::GET, &format!("/resource-definitions/{}", seg(name)), None, &[]).await
     }
 
     /// `PUT /resource-definitions/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let definition = client.get_definition("pipeline").await?.description("Steps run in a container");
+    /// client.update_definition(&definition).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn update_definition(
         &self,
         definition: &ResourceDefinition,
@@ -345,27 +481,64 @@ impl Client {
     }
 
     /// `DELETE /resource-definitions/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.delete_definition("greeting").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_definition(&self, name: &str) -> Result<(), ClientError> {
         self.send(Method::DELETE, &format!("/resource-definitions/{}", seg(name)), None, &[]).await?;
         Ok(())
     }
 
     /// `POST /pipelines`: creates a pipeline.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::client::{Pipeline, PipelineStep};
+    /// let pipeline = Pipeline::new("build-and-report", "pipeline")
+    ///     .step(PipelineStep::new("build", "command-runner"))
+    ///     .step(PipelineStep::new("report", "reporter"));
+    /// client.create_pipeline(&pipeline).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
         self.json(Method::POST, "/pipelines", Some(pipeline), &[]).await
     }
 
     /// `GET /pipelines/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let pipeline = client.get_pipeline("build-and-report").await?;
+    /// let drivers: Vec<&str> = pipeline.steps.iter().map(|s| s.driver.as_str()).collect();
+    /// # Ok(()) }
+    /// ```
     pub async fn get_pipeline(&self, name: &str) -> Result<Pipeline, ClientError> {
         self.json(Method::GET, &format!("/pipelines/{}", seg(name)), None, &[]).await
     }
 
     /// `PUT /pipelines/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::client::PipelineStep;
+    /// let pipeline = client.get_pipeline("build-and-report").await?.step(PipelineStep::new("notify", "notifier"));
+    /// client.update_pipeline(&pipeline).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn update_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
         self.json(Method::PUT, &format!("/pipelines/{}", seg(&pipeline.name)), Some(pipeline), &[]).await
     }
 
     /// `DELETE /pipelines/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.delete_pipeline("build-and-report").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_pipeline(&self, name: &str) -> Result<(), ClientError> {
         self.send(Method::DELETE, &format!("/pipelines/{}", seg(name)), None, &[]).await?;
         Ok(())
@@ -377,6 +550,9 @@ impl Client {
     /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
     /// use conveyor_sdk::client::LogQuery;
     /// let lines = client.logs(&LogQuery::run("fbdf5edf-66d4-46ce-859a-8ee44d6c9463")).await?;
+    /// for line in &lines {
+    ///     println!("{} [{}] {}", line.timestamp, line.driver, line.message);
+    /// }
     /// # Ok(()) }
     /// ```
     pub async fn logs(&self, query: &LogQuery) -> Result<Vec<Log>, ClientError> {
@@ -386,6 +562,13 @@ impl Client {
     }
 
     /// `GET /health`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let health = client.health().await?;
+    /// assert_eq!(health.status, "healthy");
+    /// # Ok(()) }
+    /// ```
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.json(Method::GET, "/health", None, &[]).await
     }
@@ -393,6 +576,16 @@ impl Client {
     /// The live log of one driver's run (`/logs/streams/{driver}/{runid}`): stored lines
     /// first, then new ones as they come, over whichever transport the server speaks
     /// (Server-Sent Events on newer servers, WebSocket on older ones).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// let mut lines = client.stream_logs("command-runner", "fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
+    /// while let Some(line) = lines.next().await {
+    ///     println!("{}", line?.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn stream_logs(&self, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
         self.stream_logs_with(driver, run_id, Transport::Auto).await
     }
@@ -402,7 +595,9 @@ impl Client {
     /// ```no_run
     /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
     /// use conveyor_sdk::client::Transport;
+    /// use futures_util::StreamExt;
     /// let stream = client.stream_logs_with("command-runner", "run-id", Transport::WebSocket).await?;
+    /// let lines: Vec<_> = stream.collect().await;
     /// # Ok(()) }
     /// ```
     pub async fn stream_logs_with(
@@ -417,6 +612,17 @@ impl Client {
 
     /// The live log of every driver of a run (`/logs/pipeline/{runid}`, Server-Sent
     /// Events).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// let mut lines = client.stream_run_logs("fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
+    /// while let Some(line) = lines.next().await {
+    ///     let line = line?;
+    ///     println!("[{}] {}", line.driver, line.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn stream_run_logs(&self, run_id: &str) -> Result<LogStream, ClientError> {
         let path = format!("/logs/pipeline/{}", seg(run_id));
         logs::open(self, &path, "", run_id, Transport::ServerSentEvents).await

@@ -4,7 +4,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The answer to `POST /resources/`.
+/// The answer to `POST /resources/`, from [`Client::create_resource`](super::Client::create_resource).
+///
+/// ```
+/// let created: conveyor_sdk::client::CreatedResource = serde_json::from_str(
+///     r#"{"message":"Resource created successfully","name":"hello","runid":"fbdf5edf","version":"1"}"#,
+/// )?;
+/// assert_eq!(created.runid, "fbdf5edf");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedResource {
     /// `Resource created successfully`.
@@ -18,7 +26,13 @@ pub struct CreatedResource {
     pub version: String,
 }
 
-/// The answer to `GET /health`.
+/// The answer to `GET /health`, from [`Client::health`](super::Client::health).
+///
+/// ```
+/// let health: conveyor_sdk::client::Health = serde_json::from_str(r#"{"status":"healthy","time":1764324646}"#)?;
+/// assert_eq!(health.status, "healthy");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// `healthy`.
@@ -60,6 +74,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline named `name` for resources of type `resource`, without steps.
+    ///
+    /// ```
+    /// let pipeline = conveyor_sdk::client::Pipeline::new("build-and-report", "pipeline");
+    /// assert_eq!(pipeline.resource, "pipeline");
+    /// assert!(pipeline.steps.is_empty());
+    /// ```
     pub fn new(name: impl Into<String>, resource: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -72,6 +92,14 @@ impl Pipeline {
     }
 
     /// Adds a step at the end.
+    ///
+    /// ```
+    /// use conveyor_sdk::client::{Pipeline, PipelineStep};
+    /// let pipeline = Pipeline::new("p", "pipeline")
+    ///     .step(PipelineStep::new("build", "command-runner"))
+    ///     .step(PipelineStep::new("report", "reporter"));
+    /// assert_eq!(pipeline.steps[1].driver, "reporter");
+    /// ```
     #[must_use]
     pub fn step(mut self, step: PipelineStep) -> Self {
         self.steps.push(step);
@@ -80,6 +108,13 @@ impl Pipeline {
 }
 
 /// One step of a [`Pipeline`]: a driver.
+///
+/// ```
+/// let step: conveyor_sdk::client::PipelineStep =
+///     serde_json::from_str(r#"{"id":"s1","name":"build","driver":"command-runner"}"#)?;
+/// assert_eq!(step.driver, "command-runner");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineStep {
     /// The step's id.
@@ -92,7 +127,12 @@ pub struct PipelineStep {
 }
 
 impl PipelineStep {
-    /// A step `name` run by `driver`.
+    /// A step `name` run by `driver`; its id is its name.
+    ///
+    /// ```
+    /// let step = conveyor_sdk::client::PipelineStep::new("build", "command-runner");
+    /// assert_eq!(step.id, "build");
+    /// ```
     pub fn new(name: impl Into<String>, driver: impl Into<String>) -> Self {
         let name = name.into();
         Self { id: name.clone(), name, driver: driver.into() }
@@ -103,6 +143,8 @@ impl PipelineStep {
 ///
 /// ```
 /// let query = conveyor_sdk::client::LogQuery::run("fbdf5edf").driver("command-runner");
+/// assert_eq!(query.runid.as_deref(), Some("fbdf5edf"));
+/// assert_eq!(query.pipeline, None);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogQuery {
@@ -116,11 +158,21 @@ pub struct LogQuery {
 
 impl LogQuery {
     /// The lines of one run.
+    ///
+    /// ```
+    /// let query = conveyor_sdk::client::LogQuery::run("fbdf5edf");
+    /// assert_eq!(query.runid.as_deref(), Some("fbdf5edf"));
+    /// ```
     pub fn run(run_id: impl Into<String>) -> Self {
         Self { runid: Some(run_id.into()), ..Self::default() }
     }
 
     /// Only the lines of `driver`.
+    ///
+    /// ```
+    /// let query = conveyor_sdk::client::LogQuery::default().driver("command-runner");
+    /// assert_eq!(query.driver.as_deref(), Some("command-runner"));
+    /// ```
     #[must_use]
     pub fn driver(mut self, driver: impl Into<String>) -> Self {
         self.driver = Some(driver.into());
@@ -128,6 +180,11 @@ impl LogQuery {
     }
 
     /// Only the lines of `pipeline`.
+    ///
+    /// ```
+    /// let query = conveyor_sdk::client::LogQuery::default().pipeline("node-pipeline");
+    /// assert_eq!(query.pipeline.as_deref(), Some("node-pipeline"));
+    /// ```
     #[must_use]
     pub fn pipeline(mut self, pipeline: impl Into<String>) -> Self {
         self.pipeline = Some(pipeline.into());

@@ -26,11 +26,22 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// An empty splitter.
+    ///
+    /// ```
+    /// let lines = conveyor_sdk::log::LineSplitter::new();
+    /// assert!(!lines.has_partial());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Feeds bytes; returns the lines they complete.
+    ///
+    /// ```
+    /// let mut lines = conveyor_sdk::log::LineSplitter::new();
+    /// assert!(lines.push(b"half a li").is_empty());
+    /// assert_eq!(lines.push(b"ne\r\nand \xff\n"), ["half a line", "and \u{fffd}"]);
+    /// ```
     pub fn push(&mut self, mut bytes: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
         while let Some(pos) = bytes.iter().position(|&b| b == b'\n') {
@@ -49,6 +60,13 @@ impl LineSplitter {
     }
 
     /// Ends the stream: returns the last line if it had no line break.
+    ///
+    /// ```
+    /// let mut lines = conveyor_sdk::log::LineSplitter::new();
+    /// lines.push(b"done\nexit 0");
+    /// assert_eq!(lines.finish().as_deref(), Some("exit 0"));
+    /// assert_eq!(lines.finish(), None);
+    /// ```
     pub fn finish(&mut self) -> Option<String> {
         if self.partial.is_empty() {
             return None;
@@ -62,6 +80,14 @@ impl LineSplitter {
     }
 
     /// Whether bytes of an unfinished line are held.
+    ///
+    /// ```
+    /// let mut lines = conveyor_sdk::log::LineSplitter::new();
+    /// lines.push(b"progress: 40%");
+    /// assert!(lines.has_partial());
+    /// lines.push(b"\n");
+    /// assert!(!lines.has_partial());
+    /// ```
     pub fn has_partial(&self) -> bool {
         !self.partial.is_empty()
     }

@@ -1,7 +1,7 @@
 //! The log handle: how a run writes the lines users watch live.
 //!
 //! A [`LogHandle`] is cheap to clone and usable from any task. Where its lines go is
-//! pluggable: in the [`Runtime`](crate::Runtime) they go to NATS (stored by the server
+//! pluggable: in the [`Runtime`](crate::runtime::Runtime) they go to NATS (stored by the server
 //! and relayed live), [`LogHandle::stdout`] prints them for a local run,
 //! [`LogHandle::memory`] keeps them for a test, and any [`LogSink`] of your own works too.
 
@@ -25,14 +25,25 @@ pub(crate) use clock::RunClock;
 pub use lines::{LineSplitter, MAX_LINE_BYTES};
 
 /// Errors of a log destination.
+///
+/// A [`LogSink`] of your own reports its failures as [`LogError::Delivery`], with its
+/// own error as the source:
+///
+/// ```
+/// use conveyor_sdk::log::LogError;
+/// let error = LogError::Delivery { source: std::io::Error::other("disk full").into() };
+/// assert_eq!(error.to_string(), "log lines could not be delivered");
+/// assert_eq!(conveyor_sdk::error_text(&error), "log lines could not be delivered: disk full");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
     /// Lines could not be delivered to their destination; some are lost.
-    #[error("log lines could not be delivered: {reason}")]
+    #[error("log lines could not be delivered")]
     Delivery {
-        /// What went wrong.
-        reason: String,
+        /// What went wrong: the destination's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Writing to the local writer failed.
     #[error("writing log lines failed")]
@@ -45,37 +56,70 @@ pub enum LogError {
 /// (inside the runtime), a writer and memory.
 ///
 /// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
 /// use conveyor_sdk::log::{LogError, LogHandle, LogSink};
 ///
-/// struct Counter(std::sync::atomic::AtomicUsize);
+/// /// Counts lines instead of keeping them.
+/// struct Counter(Arc<AtomicUsize>);
 ///
 /// #[async_trait::async_trait]
 /// impl LogSink for Counter {
 ///     async fn write_line(&self, _line: &str) {
-///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.0.fetch_add(1, Ordering::Relaxed);
 ///     }
 ///     async fn flush(&self) -> Result<(), LogError> {
 ///         Ok(())
 ///     }
 /// }
 ///
-/// let log = LogHandle::new(Counter(Default::default()));
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), LogError> {
+/// let count = Arc::new(AtomicUsize::new(0));
+/// let log = LogHandle::new(Counter(count.clone()));
+/// log.log("one\ntwo").await;
+/// log.flush().await?;
+/// assert_eq!(count.load(Ordering::Relaxed), 2);
+/// # Ok(()) }
 /// ```
 #[async_trait]
 pub trait LogSink: Send + Sync + 'static {
     /// Writes one line, without its line break. May wait to slow a fast writer down;
     /// a line that cannot be delivered is reported by the next [`flush`](Self::flush).
+    ///
+    /// [`LogHandle::log`] calls it once per line:
+    ///
+    /// ```
+    /// use conveyor_sdk::log::{LogHandle, LogSink};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (_, memory) = LogHandle::memory();
+    /// memory.write_line("written directly").await;
+    /// assert_eq!(memory.lines(), ["written directly"]);
+    /// # }
+    /// ```
     async fn write_line(&self, line: &str);
 
     /// Waits until every line written so far has reached its destination; an error
     /// says that some did not.
+    ///
+    /// ```
+    /// use conveyor_sdk::log::{LogError, LogHandle, LogSink};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), LogError> {
+    /// let (_, memory) = LogHandle::memory();
+    /// memory.write_line("kept").await;
+    /// memory.flush().await?; // memory never loses a line
+    /// # Ok(()) }
+    /// ```
     async fn flush(&self) -> Result<(), LogError>;
 }
 
 /// Where a run writes its log lines. Cheap to clone; every clone writes to the same place.
 ///
 /// ```
-/// # async fn demo() {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let (log, lines) = conveyor_sdk::LogHandle::memory();
 /// log.log("step 1: ok").await;
 /// log.log("two\nlines").await;
@@ -95,11 +139,27 @@ impl fmt::Debug for LogHandle {
 
 impl LogHandle {
     /// A handle that writes to `sink`.
+    ///
+    /// ```
+    /// use conveyor_sdk::log::{LogHandle, MemoryLog};
+    /// let memory = MemoryLog::default();
+    /// let log = LogHandle::new(memory.clone()); // any LogSink
+    /// # let _ = log;
+    /// ```
     pub fn new(sink: impl LogSink) -> Self {
         Self { sink: Arc::new(sink) }
     }
 
     /// A handle that keeps its lines in memory, and the means to read them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (log, lines) = conveyor_sdk::LogHandle::memory();
+    /// log.clone().log("from a clone").await;
+    /// assert_eq!(lines.lines(), ["from a clone"]);
+    /// # }
+    /// ```
     pub fn memory() -> (Self, MemoryLog) {
         let memory = MemoryLog::default();
         (Self::new(memory.clone()), memory)
@@ -107,11 +167,13 @@ impl LogHandle {
 
     /// A handle that prints each line on standard output, for a local run.
     ///
-    /// ```no_run
-    /// # async fn demo() {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), conveyor_sdk::log::LogError> {
     /// let log = conveyor_sdk::LogHandle::stdout();
     /// log.log("hello").await;
-    /// # }
+    /// log.flush().await?;
+    /// # Ok(()) }
     /// ```
     pub fn stdout() -> Self {
         Self::to_writer(tokio::io::stdout())
@@ -120,10 +182,18 @@ impl LogHandle {
     /// A handle that writes each line, followed by `\n`, to `writer`.
     ///
     /// ```
-    /// # async fn demo() {
-    /// let log = conveyor_sdk::LogHandle::to_writer(tokio::io::sink());
-    /// log.log("nowhere").await;
-    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::io::AsyncReadExt;
+    /// let (writer, mut reader) = tokio::io::duplex(1024);
+    /// let log = conveyor_sdk::LogHandle::to_writer(writer);
+    /// log.log("one\ntwo").await;
+    /// log.flush().await?;
+    /// drop(log);
+    /// let mut text = String::new();
+    /// reader.read_to_string(&mut text).await?;
+    /// assert_eq!(text, "one\ntwo\n");
+    /// # Ok(()) }
     /// ```
     pub fn to_writer<W: AsyncWrite + Send + Unpin + 'static>(writer: W) -> Self {
         Self::new(WriterSink { writer: Mutex::new(writer), error: StdMutex::new(None) })
@@ -133,9 +203,13 @@ impl LogHandle {
     /// than [`MAX_LINE_BYTES`] are split. Waits when the destination is slower than the
     /// writer, so memory stays bounded.
     ///
-    /// ```no_run
-    /// # async fn demo(log: conveyor_sdk::LogHandle) {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (log, lines) = conveyor_sdk::LogHandle::memory();
     /// log.log(format!("cloning {}", "https://example.com/repo.git")).await;
+    /// log.log("Cloning into 'repo'...\r\ndone.\n").await;
+    /// assert_eq!(lines.lines(), ["cloning https://example.com/repo.git", "Cloning into 'repo'...", "done."]);
     /// # }
     /// ```
     pub async fn log(&self, text: impl AsRef<str>) {
@@ -153,6 +227,8 @@ impl LogHandle {
     /// as [`LineSplitter`] does. Shut it down (`AsyncWriteExt::shutdown`) to send the
     /// last line when it has no line break.
     ///
+    /// A child process's output, line by line:
+    ///
     /// ```no_run
     /// # async fn demo(log: conveyor_sdk::LogHandle) -> std::io::Result<()> {
     /// use tokio::io::AsyncWriteExt;
@@ -164,6 +240,21 @@ impl LogHandle {
     ///     tokio::io::copy(&mut stdout, &mut out).await?;
     /// }
     /// out.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Bytes in any chunks:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::AsyncWriteExt;
+    /// let (log, lines) = conveyor_sdk::LogHandle::memory();
+    /// let mut out = log.writer();
+    /// out.write_all(b"compiling\nlink").await?;
+    /// out.write_all(b"ing\nno line break").await?;
+    /// out.shutdown().await?; // sends the last, unfinished line
+    /// assert_eq!(lines.lines(), ["compiling", "linking", "no line break"]);
     /// # Ok(()) }
     /// ```
     pub fn writer(&self) -> LogWriter {
@@ -179,10 +270,13 @@ impl LogHandle {
     ///
     /// The runtime calls this before it publishes a run's result.
     ///
-    /// ```no_run
-    /// # async fn demo(log: conveyor_sdk::LogHandle) -> Result<(), conveyor_sdk::log::LogError> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), conveyor_sdk::log::LogError> {
+    /// let (log, lines) = conveyor_sdk::LogHandle::memory();
     /// log.log("done").await;
     /// log.flush().await?;
+    /// assert_eq!(lines.lines(), ["done"]);
     /// # Ok(()) }
     /// ```
     pub async fn flush(&self) -> Result<(), LogError> {
@@ -190,7 +284,18 @@ impl LogHandle {
     }
 }
 
-/// The lines of a [`LogHandle::memory`] log.
+/// The lines of a [`LogHandle::memory`] log; also a [`LogSink`] of its own.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (log, memory) = conveyor_sdk::LogHandle::memory();
+/// log.log("a").await;
+/// let copy = memory.clone(); // clones see the same lines
+/// log.log("b").await;
+/// assert_eq!(copy.lines(), ["a", "b"]);
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemoryLog {
     lines: Arc<StdMutex<Vec<String>>>,
@@ -198,6 +303,16 @@ pub struct MemoryLog {
 
 impl MemoryLog {
     /// A copy of every line written so far, in order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (log, memory) = conveyor_sdk::LogHandle::memory();
+    /// assert!(memory.lines().is_empty());
+    /// log.log("first\nsecond").await;
+    /// assert_eq!(memory.lines(), ["first", "second"]);
+    /// # }
+    /// ```
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -247,6 +362,22 @@ impl<W: AsyncWrite + Send + Unpin + 'static> LogSink for WriterSink<W> {
 type LineFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The [`AsyncWrite`] side of a [`LogHandle`], from [`LogHandle::writer`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::io::Write as _;
+/// use tokio::io::AsyncWriteExt;
+///
+/// let (log, lines) = conveyor_sdk::LogHandle::memory();
+/// let mut writer: conveyor_sdk::log::LogWriter = log.writer();
+/// let mut text = Vec::new();
+/// writeln!(text, "exit code {}", 0)?;
+/// writer.write_all(&text).await?;
+/// writer.flush().await?;
+/// assert_eq!(lines.lines(), ["exit code 0"]);
+/// # Ok(()) }
+/// ```
 pub struct LogWriter {
     log: LogHandle,
     splitter: LineSplitter,

@@ -1,9 +1,10 @@
 //! The runtime's log destination: JetStream for the server to store, core NATS for live viewers.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::Subject;
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -78,15 +79,16 @@ impl LogEncoder {
 }
 
 struct InFlight {
-    /// `None` when the first publish already failed.
-    ack: Option<PublishAckFuture>,
+    /// The pending acknowledgement, or why the first publish already failed.
+    ack: Result<PublishAckFuture, PublishError>,
     payload: Bytes,
 }
 
 struct State {
     clock: RunClock,
     in_flight: VecDeque<InFlight>,
-    error: Option<String>,
+    /// The first line given up: every flush from then on reports it.
+    error: Option<Arc<PublishError>>,
 }
 
 /// Publishes one run's lines: each to JetStream `logs.<run_id>` (pipelined, at most
@@ -125,8 +127,8 @@ impl NatsLogSink {
         }
     }
 
-    async fn publish(&self, payload: Bytes) -> Result<PublishAckFuture, String> {
-        self.js.publish(self.stored_subject.clone(), payload).await.map_err(|e| e.to_string())
+    async fn publish(&self, payload: Bytes) -> Result<PublishAckFuture, PublishError> {
+        self.js.publish(self.stored_subject.clone(), payload).await
     }
 
     /// Waits for one line's acknowledgement; on failure publishes it again until
@@ -138,16 +140,16 @@ impl NatsLogSink {
         let mut ack = line.ack;
         let mut delay = Duration::from_millis(50);
         loop {
-            let reason = match ack.take() {
-                Some(pending) => match pending.await {
+            let reason = match ack {
+                Ok(pending) => match pending.await {
                     Ok(_) => return,
-                    Err(error) => error.to_string(),
+                    Err(error) => error,
                 },
-                None => "publish failed".to_owned(),
+                Err(error) => error,
             };
             if Instant::now() >= deadline {
                 tracing::error!(run_id = %self.run_id, %reason, "a log line could not be stored");
-                state.error.get_or_insert(reason);
+                state.error.get_or_insert(Arc::new(reason));
                 return;
             }
             tracing::warn!(run_id = %self.run_id, %reason, "storing a log line failed; retrying");
@@ -155,9 +157,9 @@ impl NatsLogSink {
             delay = (delay * 2).min(Duration::from_secs(2));
             ack = loop {
                 match self.publish(line.payload.clone()).await {
-                    Ok(pending) => break Some(pending),
+                    Ok(pending) => break Ok(pending),
                     Err(reason) if Instant::now() >= deadline => {
-                        state.error.get_or_insert(reason);
+                        state.error.get_or_insert(Arc::new(reason));
                         return;
                     }
                     Err(_) => {
@@ -181,14 +183,11 @@ impl LogSink for NatsLogSink {
         let timestamp = state.clock.next();
         let encoded = self.encoder.encode(&timestamp, line);
         let payload = encoded.payload.clone();
-        let ack = match self.publish(payload.clone()).await {
-            Ok(ack) => Some(ack),
-            Err(reason) => {
-                tracing::warn!(run_id = %self.run_id, %reason, "publishing a log line failed");
-                None
-            }
-        };
-        let failed = ack.is_none();
+        let ack = self.publish(payload.clone()).await;
+        if let Err(reason) = &ack {
+            tracing::warn!(run_id = %self.run_id, %reason, "publishing a log line failed");
+        }
+        let failed = ack.is_err();
         state.in_flight.push_back(InFlight { ack, payload: payload.clone() });
         if failed {
             // Retry it now, in order, before more lines pile up behind it.
@@ -218,7 +217,7 @@ impl LogSink for NatsLogSink {
             self.settle(line, state).await;
         }
         match &state.error {
-            Some(reason) => Err(LogError::Delivery { reason: reason.clone() }),
+            Some(reason) => Err(LogError::Delivery { source: Box::new(reason.clone()) }),
             None => Ok(()),
         }
     }

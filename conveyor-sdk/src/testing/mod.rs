@@ -24,6 +24,17 @@ pub use server_side::{create_server_streams, Dispatched, Harness, DEFAULT_WAIT};
 pub use serving::Serving;
 
 /// Errors of the test support.
+///
+/// ```no_run
+/// # async fn demo(harness: conveyor_sdk::testing::Harness) {
+/// use conveyor_sdk::testing::TestingError;
+/// match harness.result_within("run-1", std::time::Duration::from_secs(5)).await {
+///     Ok(event) => assert!(event.driverresult.success),
+///     Err(TestingError::Timeout { what, after }) => panic!("no {what} within {after:?}"),
+///     Err(other) => panic!("{}", conveyor_sdk::error_text(&other)),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestingError {
@@ -40,11 +51,23 @@ pub enum TestingError {
     #[error("nats-server did not become ready:\n{0}")]
     NotReady(String),
     /// A NATS operation failed.
-    #[error("NATS: {0}")]
-    Nats(String),
-    /// The runtime under test failed or panicked.
-    #[error("the runtime failed: {0}")]
-    Runtime(String),
+    #[error("NATS: {action} failed")]
+    Nats {
+        /// What was being done (`connecting to nats://…`, `creating stream messages`, …).
+        action: String,
+        /// What the NATS client said; one of the `async_nats` error types.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A message could not be encoded as JSON.
+    #[error("cannot encode the message")]
+    Encode(#[source] serde_json::Error),
+    /// The runtime under test returned an error.
+    #[error("the runtime failed")]
+    Runtime(#[source] crate::runtime::Error),
+    /// The runtime's task panicked or was aborted.
+    #[error("the runtime's task did not finish")]
+    RuntimeTask(#[source] tokio::task::JoinError),
     /// Something awaited did not happen in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -53,4 +76,14 @@ pub enum TestingError {
         /// How long.
         after: Duration,
     },
+}
+
+impl TestingError {
+    /// A failed NATS operation, `action` saying what was being done.
+    pub(crate) fn nats(
+        action: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        TestingError::Nats { action: action.into(), source: source.into() }
+    }
 }

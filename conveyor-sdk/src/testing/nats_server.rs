@@ -33,6 +33,13 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts a server and waits until it is ready.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nats = conveyor_sdk::testing::NatsServer::start().await?;
+    /// let client = async_nats::connect(nats.url()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start() -> Result<Self, TestingError> {
         Self::start_with_args(Vec::new()).await
     }
@@ -74,11 +81,26 @@ impl NatsServer {
     }
 
     /// `nats://127.0.0.1:<port>`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nats = conveyor_sdk::testing::NatsServer::start().await?;
+    /// let config = conveyor_sdk::Config::default().nats_url(nats.url());
+    /// # Ok(()) }
+    /// ```
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL, as a crash would). Its streams stay on disk.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut nats = conveyor_sdk::testing::NatsServer::start().await?;
+    /// nats.stop().await; // the driver under test now sees a lost connection
+    /// nats.restart().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
@@ -86,6 +108,15 @@ impl NatsServer {
     }
 
     /// Stops the server if it runs, then starts it again on the same port and store.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut nats = conveyor_sdk::testing::NatsServer::start().await?;
+    /// let url = nats.url();
+    /// nats.restart().await?;
+    /// assert_eq!(nats.url(), url, "clients reconnect to the same address");
+    /// # Ok(()) }
+    /// ```
     pub async fn restart(&mut self) -> Result<(), TestingError> {
         self.stop().await;
         self.spawn().await

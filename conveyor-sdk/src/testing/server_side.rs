@@ -43,12 +43,21 @@ pub async fn create_server_streams(js: &Context) -> Result<(), TestingError> {
             ..Default::default()
         })
         .await
-        .map_err(|e| TestingError::Nats(format!("creating stream {name}: {e}")))?;
+        .map_err(|e| TestingError::nats(format!("creating stream {name}"), e))?;
     }
     Ok(())
 }
 
 /// A run the harness dispatched.
+///
+/// ```no_run
+/// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+/// let run: conveyor_sdk::testing::Dispatched =
+///     harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({}))).await?;
+/// assert!(!run.resource.id.is_empty(), "the harness sets an id, as the server does");
+/// let result = harness.result(&run.run_id).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Dispatched {
     /// The run id the driver will report.
@@ -106,11 +115,27 @@ impl std::fmt::Debug for Harness {
 impl Harness {
     /// Connects to `nats_url`, creates the server's streams and starts reading results
     /// and logs.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nats = conveyor_sdk::testing::NatsServer::start().await?;
+    /// let harness = conveyor_sdk::testing::Harness::start(&nats.url()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(nats_url: &str) -> Result<Self, TestingError> {
         Self::start_with(nats_url, async_nats::ConnectOptions::new()).await
     }
 
     /// [`start`](Self::start) with connection options of the caller's (TLS, credentials).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let options = async_nats::ConnectOptions::new()
+    ///     .add_root_certificates("ca.pem".into())
+    ///     .add_client_certificate("client.pem".into(), "client.key".into());
+    /// let harness = conveyor_sdk::testing::Harness::start_with("tls://127.0.0.1:4222", options).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start_with(
         nats_url: &str,
         options: async_nats::ConnectOptions,
@@ -120,7 +145,7 @@ impl Harness {
             .max_reconnects(None)
             .connect(nats_url)
             .await
-            .map_err(|e| TestingError::Nats(format!("connecting to {nats_url}: {e}")))?;
+            .map_err(|e| TestingError::nats(format!("connecting to {nats_url}"), e))?;
         let js = jetstream::new(client.clone());
         create_server_streams(&js).await?;
         let collected = Arc::new(Mutex::new(Collected::default()));
@@ -156,23 +181,52 @@ impl Harness {
     }
 
     /// The harness's NATS connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Watch what the driver relays to live viewers.
+    /// let mut live = harness.client().subscribe("live.logs.>").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
 
     /// The harness's JetStream context.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut messages = harness.jetstream().get_stream("messages").await?;
+    /// println!("{} events stored", messages.info().await?.state.messages);
+    /// # Ok(()) }
+    /// ```
     pub fn jetstream(&self) -> &Context {
         &self.js
     }
 
     /// Sends `resource` as the server does for a resource created outside any
     /// pipeline: event `create` on `resources.<type>`.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let result = harness.result(&run.run_id).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn create(&self, resource: Resource) -> Result<Dispatched, TestingError> {
         let subject = subjects::resource(&resource.resource);
         self.dispatch(subject, Event::Create, resource, None).await
     }
 
     /// [`create`](Self::create), with a run id of the caller's.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let resource = conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({}));
+    /// let run = harness.create_with_run_id(resource, "fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
+    /// assert_eq!(run.run_id, "fbdf5edf-66d4-46ce-859a-8ee44d6c9463");
+    /// # Ok(()) }
+    /// ```
     pub async fn create_with_run_id(
         &self,
         resource: Resource,
@@ -185,6 +239,16 @@ impl Harness {
     /// Sends `resource` as the server does for a pipeline step addressed to `driver`:
     /// on `drivers.<driver>.resources.<type>`, with `event` (`create` for the first
     /// step, `process` for later ones). `run_id` continues a run; `None` starts one.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::Event;
+    /// let resource = conveyor_sdk::Resource::new("app", "pipeline", serde_json::json!({"steps": []}));
+    /// let first = harness.step("git-cloner", Event::Create, resource.clone(), None).await?;
+    /// harness.result_of_driver(&first.run_id, "git-cloner", std::time::Duration::from_secs(30)).await?;
+    /// let second = harness.step("command-runner", Event::Process, resource, Some(&first.run_id)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn step(
         &self,
         driver: &str,
@@ -214,28 +278,50 @@ impl Harness {
             id: message_id.clone(),
             run_id: run_id.clone(),
         };
-        let payload = serde_json::to_vec(&message).map_err(|e| TestingError::Nats(e.to_string()))?;
+        let payload = serde_json::to_vec(&message).map_err(TestingError::Encode)?;
         self.publish_raw(&subject, payload.into()).await?;
         Ok(Dispatched { run_id, message_id, resource })
     }
 
     /// Publishes raw bytes to JetStream on `subject` and waits until they are stored.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// // A message the driver cannot decode: it must not stop serving.
+    /// harness.publish_raw("resources.greeting", bytes::Bytes::from_static(b"not json")).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_raw(&self, subject: &str, payload: Bytes) -> Result<(), TestingError> {
         let ack = self
             .js
             .publish(subject.to_owned(), payload)
             .await
-            .map_err(|e| TestingError::Nats(format!("publishing on {subject}: {e}")))?;
-        ack.await.map_err(|e| TestingError::Nats(format!("publishing on {subject}: {e}")))?;
+            .map_err(|e| TestingError::nats(format!("publishing on {subject}"), e))?;
+        ack.await.map_err(|e| TestingError::nats(format!("publishing on {subject}"), e))?;
         Ok(())
     }
 
     /// Waits (up to [`DEFAULT_WAIT`]) for the first result of `run_id`.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let event = harness.result(&run.run_id).await?;
+    /// assert!(event.driverresult.success, "{}", event.driverresult.message);
+    /// # Ok(()) }
+    /// ```
     pub async fn result(&self, run_id: &str) -> Result<PipelineEvent, TestingError> {
         self.result_within(run_id, DEFAULT_WAIT).await
     }
 
     /// Waits up to `timeout` for the first result of `run_id`.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let event = harness.result_within(&run.run_id, std::time::Duration::from_secs(5)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn result_within(
         &self,
         run_id: &str,
@@ -249,6 +335,14 @@ impl Harness {
 
     /// Waits up to `timeout` for the result of `run_id` published by `driver` (a
     /// pipeline's run has one per step).
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let event = harness.result_of_driver(&run.run_id, "greeter", std::time::Duration::from_secs(30)).await?;
+    /// assert_eq!(event.driverresult.driver, "greeter");
+    /// # Ok(()) }
+    /// ```
     pub async fn result_of_driver(
         &self,
         run_id: &str,
@@ -262,21 +356,52 @@ impl Harness {
     }
 
     /// Every result received so far for `run_id` (more than one means a duplicate).
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// harness.result(&run.run_id).await?;
+    /// assert_eq!(harness.results(&run.run_id).len(), 1, "published exactly once");
+    /// # Ok(()) }
+    /// ```
     pub fn results(&self, run_id: &str) -> Vec<PipelineEvent> {
         self.with(|c| c.results.get(run_id).cloned().unwrap_or_default())
     }
 
     /// Every result received so far, of any run.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// assert!(harness.all_results().iter().all(|e| e.driverresult.success));
+    /// # Ok(()) }
+    /// ```
     pub fn all_results(&self) -> Vec<PipelineEvent> {
         self.with(|c| c.results.values().flatten().cloned().collect())
     }
 
     /// The log lines of `run_id` stored so far, in the order the server received them.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// harness.result(&run.run_id).await?; // lines are stored before the result is published
+    /// let lines: Vec<String> = harness.logs(&run.run_id).into_iter().map(|l| l.message).collect();
+    /// assert_eq!(lines, ["hello, you"]);
+    /// # Ok(()) }
+    /// ```
     pub fn logs(&self, run_id: &str) -> Vec<Log> {
         self.with(|c| c.logs.get(run_id).cloned().unwrap_or_default())
     }
 
     /// The log lines of `run_id` in the order the server returns them: by timestamp.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// harness.result(&run.run_id).await?;
+    /// assert_eq!(harness.logs_in_server_order(&run.run_id), harness.logs(&run.run_id), "timestamps sort in emission order");
+    /// # Ok(()) }
+    /// ```
     pub fn logs_in_server_order(&self, run_id: &str) -> Vec<Log> {
         let mut logs = self.logs(run_id);
         logs.sort_by(|a, b| {
@@ -286,6 +411,14 @@ impl Harness {
     }
 
     /// Waits up to `timeout` for a stored log line of `run_id` that contains `text`.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let line = harness.wait_for_log(&run.run_id, "hello", std::time::Duration::from_secs(10)).await?;
+    /// assert_eq!(line.driver, "greeter");
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_log(
         &self,
         run_id: &str,
@@ -299,6 +432,14 @@ impl Harness {
     }
 
     /// Every result event from now on, as it is read.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut results = harness.subscribe_results();
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let event = results.recv().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe_results(&self) -> broadcast::Receiver<PipelineEvent> {
         self.results_tx.subscribe()
     }
@@ -306,12 +447,32 @@ impl Harness {
     /// Every stored log line from now on, as it is read. A receiver that falls behind
     /// loses the oldest lines ([`broadcast::error::RecvError::Lagged`]); they are still
     /// in [`logs`](Self::logs).
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut lines = harness.subscribe_logs();
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// while let Ok(line) = lines.recv().await {
+    ///     if line.runid == run.run_id {
+    ///         println!("{}", line.message);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe_logs(&self) -> broadcast::Receiver<Log> {
         self.logs_tx.subscribe()
     }
 
     /// Every stored log line of every run, in the server's order: by pipeline, driver,
     /// run and timestamp.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// for line in harness.all_logs() {
+    ///     println!("{} {} {}", line.runid, line.timestamp, line.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn all_logs(&self) -> Vec<Log> {
         let mut logs: Vec<Log> = self.with(|c| c.logs.values().flatten().cloned().collect());
         logs.sort_by(|a, b| {
@@ -342,11 +503,10 @@ impl Harness {
         timeout: Duration,
     ) -> Result<(), TestingError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let stream = self
-            .js
-            .get_stream(subjects::MESSAGES_STREAM)
-            .await
-            .map_err(|e| TestingError::Nats(format!("stream {}: {e}", subjects::MESSAGES_STREAM)))?;
+        let stream =
+            self.js.get_stream(subjects::MESSAGES_STREAM).await.map_err(|e| {
+                TestingError::nats(format!("reading stream {}", subjects::MESSAGES_STREAM), e)
+            })?;
         // JetStream announces no event for this: ask until it is so.
         loop {
             if stream.consumer_info(driver).await.map(|i| i.num_waiting >= n).unwrap_or(false) {
@@ -363,6 +523,12 @@ impl Harness {
     }
 
     /// Messages on the server's work queues that were not a result or a log line.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// assert!(harness.undecodable().is_empty(), "the driver sent only results and log lines");
+    /// # Ok(()) }
+    /// ```
     pub fn undecodable(&self) -> Vec<String> {
         self.with(|c| c.undecodable.clone())
     }
@@ -413,7 +579,7 @@ impl Queue {
             .js
             .get_stream(stream)
             .await
-            .map_err(|e| TestingError::Nats(format!("stream {stream}: {e}")))?;
+            .map_err(|e| TestingError::nats(format!("reading stream {stream}"), e))?;
         let config = pull::Config {
             durable_name: Some(durable.to_owned()),
             ack_policy: AckPolicy::Explicit,
@@ -422,7 +588,7 @@ impl Queue {
         stream
             .get_or_create_consumer(durable, config)
             .await
-            .map_err(|e| TestingError::Nats(format!("consumer {durable}: {e}")))
+            .map_err(|e| TestingError::nats(format!("creating consumer {durable}"), e))
     }
 
     /// Reads the queue for as long as the harness lives; when the stream or the

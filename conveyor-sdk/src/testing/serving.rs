@@ -30,6 +30,28 @@ pub struct Serving {
 impl Serving {
     /// Starts a runtime for `driver` and waits (up to 30 s) until its consumer is
     /// pulling, so that what the harness dispatches from then on reaches it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
+    /// # struct Greeter;
+    /// # #[async_trait::async_trait]
+    /// # impl Driver for Greeter {
+    /// #     type Spec = serde_json::Value;
+    /// #     fn name(&self) -> &str { "greeter" }
+    /// #     fn resources(&self) -> Vec<ResourceType> { vec![ResourceType::foreign("greeting")] }
+    /// #     async fn reconcile(&self, _: Run<serde_json::Value>) -> Result<DriverResult, ReconcileError> { Ok(DriverResult::success("ok")) }
+    /// # }
+    /// use conveyor_sdk::testing::{Harness, NatsServer, Serving};
+    /// let nats = NatsServer::start().await?;
+    /// let harness = Harness::start(&nats.url()).await?;
+    /// let config = conveyor_sdk::Config::default().nats_url(nats.url());
+    /// let serving = Serving::start(Greeter, config, &harness).await?;
+    /// let run = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({}))).await?;
+    /// assert!(harness.result(&run.run_id).await?.driverresult.success);
+    /// serving.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start<D: Driver>(
         driver: D,
         config: Config,
@@ -51,24 +73,46 @@ impl Serving {
     }
 
     /// Asks the runtime to shut down gracefully, without waiting.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness, serving: conveyor_sdk::testing::Serving)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// serving.stop(); // e.g. while a run is in progress, to test the graceful shutdown
+    /// let run = harness.create(conveyor_sdk::Resource::new("late", "greeting", serde_json::json!({}))).await?;
+    /// serving.finished().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn stop(&self) {
         self.stop.cancel();
     }
 
     /// Waits (up to 60 s) until the runtime has returned.
+    ///
+    /// ```no_run
+    /// # async fn demo(serving: conveyor_sdk::testing::Serving) -> Result<(), Box<dyn std::error::Error>> {
+    /// serving.stop();
+    /// serving.finished().await?; // an error when the runtime failed, or its task panicked
+    /// # Ok(()) }
+    /// ```
     pub async fn finished(self) -> Result<(), TestingError> {
         match tokio::time::timeout(Duration::from_secs(60), self.task).await {
             Err(_) => Err(TestingError::Timeout {
                 what: "the runtime to stop".into(),
                 after: Duration::from_secs(60),
             }),
-            Ok(Err(join)) => Err(TestingError::Runtime(join.to_string())),
-            Ok(Ok(Err(error))) => Err(TestingError::Runtime(crate::error_text(&error))),
+            Ok(Err(join)) => Err(TestingError::RuntimeTask(join)),
+            Ok(Ok(Err(error))) => Err(TestingError::Runtime(error)),
             Ok(Ok(Ok(()))) => Ok(()),
         }
     }
 
     /// Shuts the runtime down gracefully and waits until it has returned.
+    ///
+    /// ```no_run
+    /// # async fn demo(serving: conveyor_sdk::testing::Serving) -> Result<(), Box<dyn std::error::Error>> {
+    /// serving.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(self) -> Result<(), TestingError> {
         self.stop();
         self.finished().await
