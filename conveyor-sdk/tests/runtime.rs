@@ -210,71 +210,79 @@ async fn a_message_delivered_too_often_is_given_up_with_a_failure_result() {
     serving.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn an_unreachable_api_server_does_not_stop_the_driver() {
-    let (nats, harness) = setup().await;
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = config(&nats).api_url(format!("http://127.0.0.1:{closed_port}"));
-    let serving = serve(TestDriver::new(), config, &harness).await;
-    let run = harness.create(job("still-serving", json!({"mode": "ok"}))).await.unwrap();
-    assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
-    serving.shutdown().await.unwrap();
-}
+/// Registration of definitions with the API server (feature `client`).
+#[cfg(feature = "client")]
+mod registration {
+    use super::*;
 
-#[tokio::test]
-async fn definitions_are_registered_once_the_consumer_exists() {
-    let (nats, harness) = setup().await;
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_url = format!("http://{}", api.local_addr().unwrap());
-    let serving = serve(TestDriver::new(), config(&nats).api_url(api_url), &harness).await;
-
-    let (path, body) = tokio::time::timeout(Duration::from_secs(30), accept_one_post(&api))
-        .await
-        .expect("the driver never registered its definition");
-    // The consumer must exist by then: the server may accept resources right away.
-    assert!(consumer_info(&harness).await.is_ok());
-    assert_eq!(path, "/resource-definitions/apply");
-    let definition: conveyor_sdk::ResourceDefinition = serde_json::from_slice(&body).unwrap();
-    assert_eq!(definition.name, TYPE);
-    assert_eq!(definition.schema["required"], json!(["mode"]));
-    serving.shutdown().await.unwrap();
-}
-
-/// Accepts one HTTP request, answers 200, and returns its path and body.
-async fn accept_one_post(listener: &tokio::net::TcpListener) -> (String, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut socket, _) = listener.accept().await.unwrap();
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let (head_end, length) = loop {
-        let n = socket.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed before the request was complete");
-        data.extend_from_slice(&buf[..n]);
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                .unwrap_or(0);
-            break (end + 4, length);
-        }
-    };
-    while data.len() < head_end + length {
-        let n = socket.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        data.extend_from_slice(&buf[..n]);
+    #[tokio::test]
+    async fn an_unreachable_api_server_does_not_stop_the_driver() {
+        let (nats, harness) = setup().await;
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = config(&nats).api_url(format!("http://127.0.0.1:{closed_port}"));
+        let serving = serve(TestDriver::new(), config, &harness).await;
+        let run = harness.create(job("still-serving", json!({"mode": "ok"}))).await.unwrap();
+        assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
+        serving.shutdown().await.unwrap();
     }
-    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
-    // As the real server: 201 with the definition.
-    let body = &data[head_end..head_end + length];
-    let answer = format!(
-        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(answer.as_bytes()).await.unwrap();
-    socket.write_all(body).await.unwrap();
-    (path, data[head_end..head_end + length].to_vec())
+
+    #[tokio::test]
+    async fn definitions_are_registered_once_the_consumer_exists() {
+        let (nats, harness) = setup().await;
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", api.local_addr().unwrap());
+        let serving = serve(TestDriver::new(), config(&nats).api_url(api_url), &harness).await;
+
+        let (path, body) = tokio::time::timeout(Duration::from_secs(30), accept_one_post(&api))
+            .await
+            .expect("the driver never registered its definition");
+        // The consumer must exist by then: the server may accept resources right away.
+        assert!(consumer_info(&harness).await.is_ok());
+        assert_eq!(path, "/resource-definitions/apply");
+        let definition: conveyor_sdk::ResourceDefinition = serde_json::from_slice(&body).unwrap();
+        assert_eq!(definition.name, TYPE);
+        assert_eq!(definition.schema["required"], json!(["mode"]));
+        serving.shutdown().await.unwrap();
+    }
+
+    /// Accepts one HTTP request, answers 200, and returns its path and body.
+    async fn accept_one_post(listener: &tokio::net::TcpListener) -> (String, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (head_end, length) = loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed before the request was complete");
+            data.extend_from_slice(&buf[..n]);
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                break (end + 4, length);
+            }
+        };
+        while data.len() < head_end + length {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            data.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+        let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        // As the real server: 201 with the definition.
+        let body = &data[head_end..head_end + length];
+        let answer = format!(
+            "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        socket.write_all(body).await.unwrap();
+        (path, data[head_end..head_end + length].to_vec())
+    }
 }
 
 #[tokio::test]

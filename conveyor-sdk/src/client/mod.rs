@@ -21,6 +21,7 @@
 mod logs;
 mod types;
 
+#[cfg(feature = "auth")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use serde::de::DeserializeOwned;
 pub use logs::{LogStream, Transport};
 pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep};
 
+#[cfg(feature = "auth")]
 use crate::auth::ClientIdentity;
 use crate::protocol::{Log, Resource, ResourceDefinition};
 
@@ -95,6 +97,7 @@ pub enum ClientError {
     },
     /// A token could not be made from the client's identity.
     #[error("cannot sign the request's token")]
+    #[cfg(feature = "auth")]
     Auth(#[source] crate::auth::AuthError),
     /// The live log stream could not be opened, or broke while it was read.
     #[error("the live log stream of {url} broke")]
@@ -125,6 +128,7 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    #[cfg(feature = "auth")]
     identity: Option<Arc<ClientIdentity>>,
 }
 
@@ -144,6 +148,7 @@ pub struct ClientBuilder {
     base: String,
     timeout: Duration,
     connect_timeout: Duration,
+    #[cfg(feature = "auth")]
     identity: Option<ClientIdentity>,
 }
 
@@ -187,6 +192,8 @@ impl ClientBuilder {
     /// # Ok(()) }
     /// ```
     #[must_use]
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
     pub fn identity(mut self, identity: ClientIdentity) -> Self {
         self.identity = Some(identity);
         self
@@ -212,7 +219,12 @@ impl ClientBuilder {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|source| ClientError::Http { url: base.clone(), source })?;
-        Ok(Client { http, base, identity: self.identity.map(Arc::new) })
+        Ok(Client {
+            http,
+            base,
+            #[cfg(feature = "auth")]
+            identity: self.identity.map(Arc::new),
+        })
     }
 }
 
@@ -243,6 +255,7 @@ impl Client {
             base: base_url.into(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            #[cfg(feature = "auth")]
             identity: None,
         }
     }
@@ -263,11 +276,18 @@ impl Client {
     }
 
     /// The `Authorization` header value of a request, when the client has an identity.
+    #[cfg(feature = "auth")]
     fn authorization(&self) -> Result<Option<String>, ClientError> {
         match &self.identity {
             Some(identity) => Ok(Some(format!("Bearer {}", identity.token().map_err(ClientError::Auth)?))),
             None => Ok(None),
         }
+    }
+
+    /// Without the `auth` feature, requests carry no token.
+    #[cfg(not(feature = "auth"))]
+    fn authorization(&self) -> Result<Option<String>, ClientError> {
+        Ok(None)
     }
 
     /// Sends a request and returns the response of a success status.

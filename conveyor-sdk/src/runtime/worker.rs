@@ -158,7 +158,9 @@ async fn run<D: Driver>(
     drop(slot);
     let outcome = match log.flush().await {
         Ok(()) => Outcome::Publish { result, give_up },
-        Err(error) => Outcome::LogNotStored(format!("the run's log lines could not be stored: {error}")),
+        Err(error) => {
+            Outcome::LogNotStored(format!("the run's log lines could not be stored: {}", error_text(&error)))
+        }
     };
     drop(finishing);
     outcome
