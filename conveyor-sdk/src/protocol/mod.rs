@@ -1,0 +1,23 @@
+//! The messages of the Conveyor CI wire protocol, exactly as the server sends and reads them.
+//!
+//! Every type here round-trips with the real server's JSON: see the fixtures in the
+//! repository's `conveyor-sdk/tests/fixtures/` and `protocol/tests.rs`.
+
+mod log;
+mod message;
+mod resource;
+mod result;
+pub mod subjects;
+#[cfg(test)]
+mod tests;
+
+pub use log::Log;
+pub use message::{DecodeError, DriverMessage, Event};
+pub use resource::{Resource, ResourceDefinition};
+pub use result::{DriverResult, DriverResultEvent, PipelineEvent};
+
+/// The event value of the result a driver publishes, [`PipelineEvent::event`].
+pub const DRIVER_RESULT_EVENT: &str = "driver.result";
+
+/// The prefix of the metadata key under which the server stores a driver's result.
+pub const DRIVER_RESULTS_PREFIX: &str = "driverresults.";

@@ -1,0 +1,58 @@
+//! The NATS subjects and stream names of the protocol.
+
+/// The stream of resource events, created by the server (Interest retention).
+pub const MESSAGES_STREAM: &str = "messages";
+/// The stream of pipeline results, read by the server (WorkQueue retention).
+pub const PIPELINE_STREAM: &str = "pipeline-engine";
+/// The stream of stored log lines, read by the server (WorkQueue retention).
+pub const LOGS_STREAM: &str = "logs-engine";
+/// The subject a driver publishes its results to.
+pub const DRIVER_RESULT: &str = "pipelines.driver.result";
+
+/// `resources.<type>`: a resource created outside any pipeline.
+///
+/// ```
+/// assert_eq!(conveyor_sdk::protocol::subjects::resource("pipeline"), "resources.pipeline");
+/// ```
+pub fn resource(resource_type: &str) -> String {
+    format!("resources.{resource_type}")
+}
+
+/// `drivers.<driver>.resources.<type>`: a pipeline step addressed to a driver.
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects;
+/// assert_eq!(subjects::driver_resource("command-runner", "pipeline"), "drivers.command-runner.resources.pipeline");
+/// ```
+pub fn driver_resource(driver: &str, resource_type: &str) -> String {
+    format!("drivers.{driver}.resources.{resource_type}")
+}
+
+/// `logs.<run_id>`: where log lines are stored (JetStream).
+///
+/// ```
+/// assert_eq!(conveyor_sdk::protocol::subjects::logs("fbdf5edf"), "logs.fbdf5edf");
+/// ```
+pub fn logs(run_id: &str) -> String {
+    format!("logs.{run_id}")
+}
+
+/// `live.logs.<run_id>.<driver>`: where log lines are relayed live (core NATS).
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects;
+/// assert_eq!(subjects::live_logs("fbdf5edf", "command-runner"), "live.logs.fbdf5edf.command-runner");
+/// ```
+pub fn live_logs(run_id: &str, driver: &str) -> String {
+    format!("live.logs.{run_id}.{driver}")
+}
+
+/// `driver:<driver>:logs:<run_id>`: the live subject of servers before 2026-01-21.
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects;
+/// assert_eq!(subjects::legacy_live_logs("fbdf5edf", "command-runner"), "driver:command-runner:logs:fbdf5edf");
+/// ```
+pub fn legacy_live_logs(run_id: &str, driver: &str) -> String {
+    format!("driver:{driver}:logs:{run_id}")
+}

@@ -1,0 +1,145 @@
+//! The wire types against the fixtures of the real server.
+
+use super::*;
+use serde_json::{json, Value};
+
+const CREATE: &str = include_str!("../../tests/fixtures/driver-message.create.json");
+const PROCESS: &str = include_str!("../../tests/fixtures/driver-message.process.json");
+const RESULT: &str = include_str!("../../tests/fixtures/pipeline-event.driver-result.json");
+const LOG: &str = include_str!("../../tests/fixtures/log.json");
+const LOG_PIPELINE: &str = include_str!("../../tests/fixtures/log.pipeline.json");
+const DEFINITION: &str = include_str!("../../tests/fixtures/resource-definition.pipeline.json");
+const SEED: &str = include_str!("../../tests/fixtures/resource.seed.json");
+
+#[test]
+fn create_fixture_decodes_with_payload_as_string() {
+    let message: DriverMessage = serde_json::from_str(CREATE).unwrap();
+    assert_eq!(message.event, Event::Create);
+    assert_eq!(message.run_id, "fbdf5edf-66d4-46ce-859a-8ee44d6c9463");
+    assert_eq!(message.id, "5f0c2a9e1b7d4c3e8a6f0b1d");
+    assert_eq!(message.payload.name, "ubuntu-pipeline-6");
+    assert_eq!(message.payload.pipeline(), None);
+    assert_eq!(message.payload.spec["steps"][1]["command"], "ls -l && echo done");
+}
+
+#[test]
+fn process_fixture_exposes_earlier_driver_results() {
+    let message: DriverMessage = serde_json::from_str(PROCESS).unwrap();
+    assert_eq!(message.event, Event::Process);
+    assert_eq!(message.payload.pipeline(), Some("node-pipeline"));
+    let cloner = message.payload.driver_result("git-cloner").unwrap().unwrap();
+    assert_eq!(cloner.driver, "git-cloner");
+    assert_eq!(cloner.data, json!({"commit": "9f2c1e7"}));
+    let all: Vec<_> = message.payload.driver_results().map(|(d, _)| d).collect();
+    assert_eq!(all, ["git-cloner"]);
+    assert!(message.payload.driver_result("other").is_none());
+}
+
+#[test]
+fn payload_as_object_decodes_too() {
+    let mut value: Value = serde_json::from_str(CREATE).unwrap();
+    let inner: Value = serde_json::from_str(value["payload"].as_str().unwrap()).unwrap();
+    value["payload"] = inner;
+    let message: DriverMessage = serde_json::from_value(value).unwrap();
+    assert_eq!(message.payload.resource, "pipeline");
+}
+
+#[test]
+fn encoding_a_message_writes_payload_as_string_like_the_server() {
+    let message: DriverMessage = serde_json::from_str(CREATE).unwrap();
+    let encoded: Value = serde_json::to_value(&message).unwrap();
+    let original: Value = serde_json::from_str(CREATE).unwrap();
+    let payload = encoded["payload"].as_str().expect("payload is a string");
+    let ours: Value = serde_json::from_str(payload).unwrap();
+    let theirs: Value = serde_json::from_str(original["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(ours, theirs);
+    assert_eq!(encoded["run_id"], original["run_id"]);
+    assert_eq!(encoded["event"], "create");
+}
+
+#[test]
+fn payload_that_is_not_a_resource_is_an_error() {
+    let text = r#"{"event":"create","payload":"{\"spec\":{}}","id":"1","run_id":"r"}"#;
+    let error = serde_json::from_str::<DriverMessage>(text).unwrap_err();
+    assert!(error.to_string().contains("name"), "{error}");
+}
+
+#[test]
+fn decodes_the_servers_message() {
+    let message = DriverMessage::decode(CREATE.as_bytes()).unwrap();
+    assert_eq!(message.event, Event::Create);
+    assert_eq!(message.payload.name, "ubuntu-pipeline-6");
+    assert_eq!(message.id, "5f0c2a9e1b7d4c3e8a6f0b1d");
+}
+
+#[test]
+fn rejects_what_is_not_a_driver_message() {
+    for bytes in [&b"not json"[..], br#"{"event":"create"}"#] {
+        let error = DriverMessage::decode(bytes).unwrap_err();
+        assert_eq!(error.run_id(), None);
+        assert_eq!(error.to_string(), "not a DriverMessage");
+    }
+    let error = DriverMessage::decode(br#"{"event":"create","payload":"[1,2]","id":"x","run_id":"r-1"}"#)
+        .unwrap_err();
+    assert_eq!(error.run_id(), Some("r-1"));
+    assert!(error.to_string().contains("run r-1"), "{error}");
+    let cause = std::error::Error::source(&error).expect("the JSON error is the source").to_string();
+    assert!(cause.contains("invalid type"), "{cause}");
+}
+
+#[test]
+fn result_event_round_trips_exactly() {
+    let event: PipelineEvent = serde_json::from_str(RESULT).unwrap();
+    assert_eq!(event.event, DRIVER_RESULT_EVENT);
+    assert!(!event.driverresult.success);
+    assert_eq!(event.driverresult.driver, "command-runner");
+    let original: Value = serde_json::from_str(RESULT).unwrap();
+    assert_eq!(serde_json::to_value(&event).unwrap(), original);
+}
+
+#[test]
+fn result_event_built_from_a_driver_result_matches_the_fixture() {
+    let fixture: Value = serde_json::from_str(RESULT).unwrap();
+    let resource: Resource = serde_json::from_value(fixture["resource"].clone()).unwrap();
+    let result = DriverResult::failure("step list-files failed with exit code 2")
+        .with_data(fixture["driverresult"]["data"].clone());
+    let event = PipelineEvent::driver_result(
+        "fbdf5edf-66d4-46ce-859a-8ee44d6c9463",
+        resource,
+        result.into_event("command-runner"),
+    );
+    assert_eq!(serde_json::to_value(&event).unwrap(), fixture);
+}
+
+#[test]
+fn logs_round_trip_with_and_without_pipeline() {
+    for text in [LOG, LOG_PIPELINE] {
+        let log: Log = serde_json::from_str(text).unwrap();
+        let original: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_value(&log).unwrap(), original);
+    }
+    let log: Log = serde_json::from_str(LOG).unwrap();
+    assert_eq!(log.pipeline, None);
+    let with_empty: Log = serde_json::from_value(json!({
+        "runid": "r", "driver": "d", "pipeline": "", "timestamp": "t", "message": "m"
+    }))
+    .unwrap();
+    assert_eq!(with_empty.pipeline, None, "the server's empty pipeline means none");
+}
+
+#[test]
+fn definition_and_seed_resource_round_trip() {
+    let def: ResourceDefinition = serde_json::from_str(DEFINITION).unwrap();
+    assert_eq!(def.name, "pipeline");
+    assert_eq!(serde_json::to_value(&def).unwrap(), serde_json::from_str::<Value>(DEFINITION).unwrap());
+    let seed: Resource = serde_json::from_str(SEED).unwrap();
+    assert!(seed.id.is_empty());
+    assert_eq!(serde_json::to_value(&seed).unwrap(), serde_json::from_str::<Value>(SEED).unwrap());
+}
+
+#[test]
+fn unknown_events_are_kept_by_name() {
+    let event: Event = serde_json::from_value(json!("delete")).unwrap();
+    assert_eq!(event, Event::Other("delete".into()));
+    assert_eq!(serde_json::to_value(&event).unwrap(), json!("delete"));
+}
