@@ -64,12 +64,39 @@ fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error
     move |source| EngineError::Docker { action, source }
 }
 
+/// What a pull tells whoever watches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullUpdate {
+    /// A line worth reading: the pull starts, or a layer reaches a new stage.
+    Line(String),
+    /// A layer's status changed, shown or not: the pull is alive.
+    Tick,
+    /// The image is there, or will not be: nothing more comes.
+    Finished,
+}
+
 /// Where a pull's progress goes.
 pub enum PullProgress<'a> {
     /// Condensed lines in the run's log.
     Log(&'a LogHandle),
-    /// A spinner on the terminal.
-    Spinner(&'a indicatif::ProgressBar),
+    /// Every update to a function, e.g. one that draws a spinner on a terminal.
+    Callback(&'a (dyn Fn(PullUpdate) + Send + Sync)),
+}
+
+impl PullProgress<'_> {
+    async fn line(&self, text: String) {
+        match self {
+            PullProgress::Log(log) => log.log(text).await,
+            PullProgress::Callback(callback) => callback(PullUpdate::Line(text)),
+        }
+    }
+
+    fn update(&self, update: PullUpdate) {
+        if let PullProgress::Callback(callback) = self {
+            callback(update);
+        }
+    }
 }
 
 /// How run containers are made: what a resource must not decide.
@@ -145,12 +172,24 @@ impl Engine {
         &self.docker
     }
 
-    /// Makes sure the engine has `image`, pulling it as `policy` says.
+    /// Makes sure the engine has `image`, pulling it as `policy` says; `progress` hears
+    /// [`PullUpdate::Finished`] last, whether a pull was needed or not.
     pub async fn ensure_image(
         &self,
         image: &str,
         policy: PullPolicy,
         progress: PullProgress<'_>,
+    ) -> Result<(), EngineError> {
+        let ensured = self.ensure_image_with(image, policy, &progress).await;
+        progress.update(PullUpdate::Finished);
+        ensured
+    }
+
+    async fn ensure_image_with(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: &PullProgress<'_>,
     ) -> Result<(), EngineError> {
         let present = match self.docker.inspect_image(image).await {
             Ok(_) => true,
@@ -164,14 +203,8 @@ impl Engine {
         }
     }
 
-    async fn pull(&self, image: &str, progress: PullProgress<'_>) -> Result<(), EngineError> {
-        let say = |text: String| async {
-            match &progress {
-                PullProgress::Log(log) => log.log(text).await,
-                PullProgress::Spinner(bar) => bar.set_message(text),
-            }
-        };
-        say(format!("pulling image {image}")).await;
+    async fn pull(&self, image: &str, progress: &PullProgress<'_>) -> Result<(), EngineError> {
+        progress.line(format!("pulling image {image}")).await;
         let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
         let mut stream = self.docker.create_image(Some(options), None, None);
         // Only changes of a layer's status, not every progress tick.
@@ -188,14 +221,12 @@ impl Engine {
                 continue;
             }
             last_status.insert(key.clone(), status.clone());
-            if let PullProgress::Spinner(bar) = &progress {
-                bar.tick();
-            }
+            progress.update(PullUpdate::Tick);
             if status.starts_with("Downloading") || status.starts_with("Extracting") || status == "Waiting" {
                 continue;
             }
             let line = if key.is_empty() { status } else { format!("{key}: {status}") };
-            say(line).await;
+            progress.line(line).await;
         }
         Ok(())
     }

@@ -100,24 +100,17 @@ impl CommandRunner {
         &self.engine
     }
 
-    /// Runs the resource of `run`; `spinner` shows pull progress on a terminal instead
-    /// of in the log. The container is removed on every path.
-    pub async fn execute(
-        &self,
-        run: &Run<PipelineSpec>,
-        spinner: Option<&indicatif::ProgressBar>,
-    ) -> DriverResult {
-        match self.execute_inner(run, spinner).await {
+    /// Runs the resource of `run`; `progress` hears how a pull goes (the run's log, as
+    /// the driver does, or a function of the caller). The container is removed on every
+    /// path.
+    pub async fn execute(&self, run: &Run<PipelineSpec>, progress: PullProgress<'_>) -> DriverResult {
+        match self.execute_inner(run, progress).await {
             Ended::Done(result) => result,
             Ended::Cancelled => DriverResult::failure("cancelled: the runner is shutting down"),
         }
     }
 
-    async fn execute_inner(
-        &self,
-        run: &Run<PipelineSpec>,
-        spinner: Option<&indicatif::ProgressBar>,
-    ) -> Ended {
+    async fn execute_inner(&self, run: &Run<PipelineSpec>, progress: PullProgress<'_>) -> Ended {
         let spec = run.spec();
         let log = run.log();
         let Some(image) = spec.image.clone().or_else(|| self.settings.default_image.clone()) else {
@@ -125,17 +118,10 @@ impl CommandRunner {
             log.log(text).await;
             return Ended::Done(DriverResult::failure(text));
         };
-        let progress = match spinner {
-            Some(bar) => PullProgress::Spinner(bar),
-            None => PullProgress::Log(log),
-        };
         let pulled = tokio::select! {
             pulled = self.engine.ensure_image(&image, spec.pull, progress) => pulled,
             _ = run.cancelled() => return Ended::Cancelled,
         };
-        if let Some(bar) = spinner {
-            bar.finish_and_clear();
-        }
         if let Err(error) = pulled {
             let text = error_text(&error);
             log.log(&text).await;
@@ -306,7 +292,7 @@ impl Driver for CommandRunner {
     }
 
     async fn reconcile(&self, run: Run<PipelineSpec>) -> Result<DriverResult, ReconcileError> {
-        Ok(self.execute(&run, None).await)
+        Ok(self.execute(&run, PullProgress::Log(run.log())).await)
     }
 }
 
