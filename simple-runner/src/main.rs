@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use conveyor_sdk::validate::SpecValidator;
 use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
-use simple_runner::docker::PullProgress;
+use simple_runner::image::PullProgress;
 use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Settings, DRIVER_NAME};
 
 mod spinner;
@@ -232,7 +232,7 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
     };
     let engine = match Engine::connect().await {
         Ok(engine) => engine,
-        Err(error) => return fail(simple_runner::docker::error_text(&error)),
+        Err(error) => return fail(conveyor_sdk::error_text(&error)),
     };
     let runner = CommandRunner::new(engine, args.settings(DRIVER_NAME));
     let spec = match SpecValidator::new(&runner.resources()).map(|v| v.decode(&resource)) {
@@ -259,7 +259,7 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
         Some(_) => PullProgress::Callback(&show),
         None => PullProgress::Log(&log),
     };
-    let result = runner.execute(&run, progress).await;
+    let result = runner.execute(&run, progress).await.into_result();
     runner.finish_removals().await;
     let _ = log.flush().await;
     if result.success {
