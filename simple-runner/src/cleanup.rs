@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use conveyor_sdk::error_text;
+
 use crate::docker::{labels, Engine};
 
 fn liveness_subject(driver: &str, instance: &str) -> String {
@@ -16,6 +18,19 @@ fn liveness_subject(driver: &str, instance: &str) -> String {
 }
 
 /// Answers liveness questions about this instance for as long as the task runs.
+///
+/// ```no_run
+/// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), async_nats::ConnectError> {
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let settings = runner.settings();
+/// tokio::spawn(simple_runner::cleanup::answer_liveness(
+///     client,
+///     settings.name.clone(),
+///     settings.instance.clone(),
+/// ));
+/// # Ok(())
+/// # }
+/// ```
 pub async fn answer_liveness(client: async_nats::Client, driver: String, instance: String) {
     let subject = liveness_subject(&driver, &instance);
     let mut questions = match client.subscribe(subject.clone()).await {
@@ -33,6 +48,17 @@ pub async fn answer_liveness(client: async_nats::Client, driver: String, instanc
 }
 
 /// Removes the containers of `driver` whose owner is no longer alive; returns how many.
+/// Containers of `instance` (this runner) are kept.
+///
+/// ```no_run
+/// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), async_nats::ConnectError> {
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let (settings, engine) = (runner.settings(), runner.engine());
+/// let removed = simple_runner::cleanup::remove_orphans(engine, &client, &settings.name, &settings.instance).await;
+/// println!("removed {removed} containers left by runners that are gone");
+/// # Ok(())
+/// # }
+/// ```
 pub async fn remove_orphans(
     engine: &Engine,
     client: &async_nats::Client,
@@ -42,7 +68,7 @@ pub async fn remove_orphans(
     let containers = match engine.containers_of(driver).await {
         Ok(containers) => containers,
         Err(error) => {
-            tracing::warn!(error = %crate::docker::error_text(&error), "cannot look for containers left by a dead runner");
+            tracing::warn!(error = %error_text(&error), "cannot look for containers left by a dead runner");
             return 0;
         }
     };

@@ -1,21 +1,27 @@
-//! The Docker engine, as the runner uses it: images, and one container per run (its
-//! steps go through the container's own shell, see [`crate::session`]).
+//! The Docker engine, as the runner uses it: a connection, and one container per run.
+//! Images are in [`crate::image`]; a run container's steps go through its own shell,
+//! see [`crate::session`].
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
-use conveyor_sdk::LogHandle;
-use futures_util::StreamExt;
 
-use crate::spec::PullPolicy;
+use crate::error::EngineError;
+use crate::settings::ContainerSettings;
 
 /// Labels every run container carries.
+///
+/// ```
+/// use simple_runner::docker::labels;
+///
+/// let filter = format!("{}=command-runner", labels::DRIVER);
+/// assert_eq!(filter, "conveyor.driver=command-runner");
+/// ```
 pub mod labels {
     /// The run id.
     pub const RUN_ID: &str = "conveyor.run_id";
@@ -27,71 +33,25 @@ pub mod labels {
     pub const INSTANCE: &str = "conveyor.instance";
 }
 
-/// Errors of the Docker engine.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// The engine could not be reached or refused a request.
-    #[error("{action}")]
-    Docker {
-        /// What was being done.
-        action: String,
-        /// What the engine or the connection said.
-        #[source]
-        source: bollard::errors::Error,
-    },
-    /// The image is missing and the pull policy forbids pulling it.
-    #[error("image {0} is not present and the pull policy is `never`")]
-    ImageMissing(String),
-    /// Pulling the image failed.
-    #[error("pulling image {image} failed: {reason}")]
-    Pull {
-        /// The image.
-        image: String,
-        /// What the engine said.
-        reason: String,
-    },
-    /// A step ended without an exit code.
-    #[error("the engine reported no exit code for the step")]
-    NoExitCode,
-    /// The shell session in the run container failed.
-    #[error("{0}")]
-    Session(String),
-}
-
-fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let action = action.into();
     move |source| EngineError::Docker { action, source }
 }
 
-/// Where a pull's progress goes.
-pub enum PullProgress<'a> {
-    /// Condensed lines in the run's log.
-    Log(&'a LogHandle),
-    /// A spinner on the terminal.
-    Spinner(&'a indicatif::ProgressBar),
-}
-
-/// How run containers are made: what a resource must not decide.
+/// A run's container, as [`Engine::start_run_container`] started it.
+///
+/// ```no_run
+/// # async fn demo(engine: simple_runner::Engine, settings: simple_runner::ContainerSettings)
+/// # -> Result<(), simple_runner::EngineError> {
+/// let container = engine
+///     .start_run_container("alpine:3.20", "conveyor-demo", "/workspace", vec![], Default::default(), &settings)
+///     .await?;
+/// println!("{} is {}", container.name, container.id);
+/// engine.remove(&container.id).await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
-pub struct ContainerSettings {
-    /// The network of run containers (`bridge`, `none`, …).
-    pub network: String,
-    /// A memory limit in bytes.
-    pub memory_bytes: Option<i64>,
-    /// A CPU limit, in CPUs.
-    pub cpus: Option<f64>,
-    /// How long a stopped container has between SIGTERM and SIGKILL.
-    pub stop_grace: Duration,
-}
-
-impl Default for ContainerSettings {
-    fn default() -> Self {
-        Self { network: "bridge".into(), memory_bytes: None, cpus: None, stop_grace: Duration::from_secs(2) }
-    }
-}
-
-/// What the runner needs of a container for one run.
 pub struct RunContainer {
     /// The container's id.
     pub id: String,
@@ -99,13 +59,15 @@ pub struct RunContainer {
     pub name: String,
 }
 
-/// The exit of one step's command.
-pub struct StepExit {
-    /// The exit code.
-    pub code: i64,
-}
-
 /// A Docker engine connection (from `DOCKER_HOST`, the local socket by default).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), simple_runner::EngineError> {
+/// let engine = simple_runner::Engine::connect().await?;
+/// let version = engine.docker().version().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
@@ -114,6 +76,13 @@ pub struct Engine {
 impl Engine {
     /// Connects as the Docker CLI does: `DOCKER_HOST`, else the local socket. The API
     /// version is negotiated with the engine when it can be reached.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), simple_runner::EngineError> {
+    /// let engine = simple_runner::Engine::connect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect() -> Result<Self, EngineError> {
         let docker =
             Docker::connect_with_defaults().map_err(docker_error("cannot connect to the Docker engine"))?;
@@ -122,6 +91,13 @@ impl Engine {
 
     /// Connects to the engine at `host` (`unix:///var/run/docker.sock`,
     /// `tcp://127.0.0.1:2375`, …), as `DOCKER_HOST` would.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), simple_runner::EngineError> {
+    /// let engine = simple_runner::Engine::connect_to("tcp://127.0.0.1:2375").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect_to(host: &str) -> Result<Self, EngineError> {
         let docker = Docker::connect_with_host(host)
             .map_err(docker_error(format!("cannot connect to the Docker engine at {host}")))?;
@@ -140,69 +116,36 @@ impl Engine {
         Self { docker }
     }
 
-    /// The bollard client.
+    /// The bollard client, for what the runner does not do itself.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine) {
+    /// let present = engine.docker().inspect_image("alpine:3.20").await.is_ok();
+    /// # }
+    /// ```
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
 
-    /// Makes sure the engine has `image`, pulling it as `policy` says.
-    pub async fn ensure_image(
-        &self,
-        image: &str,
-        policy: PullPolicy,
-        progress: PullProgress<'_>,
-    ) -> Result<(), EngineError> {
-        let present = match self.docker.inspect_image(image).await {
-            Ok(_) => true,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
-            Err(e) => return Err(docker_error(format!("cannot inspect image {image}"))(e)),
-        };
-        match (policy, present) {
-            (PullPolicy::Never, false) => Err(EngineError::ImageMissing(image.to_owned())),
-            (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => self.pull(image, progress).await,
-        }
-    }
-
-    async fn pull(&self, image: &str, progress: PullProgress<'_>) -> Result<(), EngineError> {
-        let say = |text: String| async {
-            match &progress {
-                PullProgress::Log(log) => log.log(text).await,
-                PullProgress::Spinner(bar) => bar.set_message(text),
-            }
-        };
-        say(format!("pulling image {image}")).await;
-        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
-        let mut stream = self.docker.create_image(Some(options), None, None);
-        // Only changes of a layer's status, not every progress tick.
-        let mut last_status: HashMap<String, String> = HashMap::new();
-        while let Some(item) = stream.next().await {
-            let info =
-                item.map_err(|e| EngineError::Pull { image: image.to_owned(), reason: error_text(&e) })?;
-            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(EngineError::Pull { image: image.to_owned(), reason: detail });
-            }
-            let Some(status) = info.status else { continue };
-            let key = info.id.clone().unwrap_or_default();
-            if last_status.get(&key) == Some(&status) {
-                continue;
-            }
-            last_status.insert(key.clone(), status.clone());
-            if let PullProgress::Spinner(bar) = &progress {
-                bar.tick();
-            }
-            if status.starts_with("Downloading") || status.starts_with("Extracting") || status == "Waiting" {
-                continue;
-            }
-            let line = if key.is_empty() { status } else { format!("{key}: {status}") };
-            say(line).await;
-        }
-        Ok(())
-    }
-
     /// Creates and starts the container of a run: kept alive by a shell waiting on its
     /// open stdin (any image with `/bin/sh` works), with an init process, labelled, no
-    /// privileges and no host mounts.
+    /// privileges and no host mounts. A container that does not start is removed.
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    /// use simple_runner::docker::labels;
+    /// use simple_runner::ContainerSettings;
+    ///
+    /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {
+    /// let labels = HashMap::from([(labels::DRIVER.to_owned(), "command-runner".to_owned())]);
+    /// let env = vec!["CI=true".to_owned()];
+    /// let settings = ContainerSettings { network: "none".into(), ..ContainerSettings::default() };
+    /// let container =
+    ///     engine.start_run_container("alpine:3.20", "conveyor-demo", "/workspace", env, labels, &settings).await?;
+    /// engine.remove(&container.id).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start_run_container(
         &self,
         image: &str,
@@ -247,7 +190,14 @@ impl Engine {
         Ok(container)
     }
 
-    /// Stops a container: SIGTERM, then SIGKILL after `grace`.
+    /// Stops a container: SIGTERM, then SIGKILL after `grace`. A failure is only
+    /// traced: removing the container is what counts.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine, id: &str) {
+    /// engine.stop(id, std::time::Duration::from_secs(2)).await;
+    /// # }
+    /// ```
     pub async fn stop(&self, container: &str, grace: Duration) {
         let options = StopContainerOptions { t: Some(grace.as_secs().max(1) as i32), signal: None };
         if let Err(error) = self.docker.stop_container(container, Some(options)).await {
@@ -255,7 +205,16 @@ impl Engine {
         }
     }
 
-    /// Removes a container whatever its state; a container already gone is fine.
+    /// Removes a container whatever its state; returns whether it is gone (a container
+    /// already gone is fine).
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine, id: &str) {
+    /// if !engine.remove(id).await {
+    ///     eprintln!("container {id} is still there");
+    /// }
+    /// # }
+    /// ```
     pub async fn remove(&self, container: &str) -> bool {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.docker.remove_container(container, Some(options)).await {
@@ -268,7 +227,16 @@ impl Engine {
         }
     }
 
-    /// The containers of driver `driver`: id and labels.
+    /// The containers of driver `driver`, running or not: id and labels.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {
+    /// for (id, labels) in engine.containers_of("command-runner").await? {
+    ///     println!("{id}: run {:?}", labels.get(simple_runner::docker::labels::RUN_ID));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn containers_of(
         &self,
         driver: &str,
@@ -284,10 +252,13 @@ impl Engine {
     }
 }
 
-pub use conveyor_sdk::error_text;
-
 /// A container name derived from a resource name: `conveyor-<name>-<run>-<random>`,
 /// with anything but `[a-zA-Z0-9_.-]` replaced and the name shortened.
+///
+/// ```
+/// let name = simple_runner::docker::container_name("my pipeline", "fbdf5edf-66d4");
+/// assert!(name.starts_with("conveyor-my-pipeline-fbdf5edf-"));
+/// ```
 pub fn container_name(resource: &str, run_id: &str) -> String {
     let mut safe: String = resource
         .chars()

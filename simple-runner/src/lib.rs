@@ -5,21 +5,45 @@
 //! in a Docker container of the resource's image, streams every line of their output
 //! to the run's log, and reports which step failed with which exit code.
 //!
-//! - [`PipelineSpec`]: the resource's spec (upstream's, plus optional `env`, `workdir`,
-//!   `timeout`, `pull` and a step's `continue_on_error`);
-//! - [`CommandRunner`]: the driver, usable with [`conveyor_sdk::Runtime`] or on its own
-//!   through [`CommandRunner::execute`];
-//! - [`Engine`]: the Docker engine as the runner uses it.
+//! ## Where to start
 //!
-//! The binary (`simple-runner serve | run FILE | schema`) is documented in the README.
+//! - [`CommandRunner`] (`runner.rs`): the driver, usable with [`conveyor_sdk::Runtime`]
+//!   or on its own through [`CommandRunner::execute`]. A run goes:
+//!   1. prepared (`prepare.rs`): image present ([`image`]), container started
+//!      ([`docker`]), its shell attached ([`session`]);
+//!   2. its steps run (`steps.rs`), each through that shell;
+//!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
+//!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
+//!
+//!   Containers are removed on every path (`removal.rs`), and those of runners that
+//!   died by the next runner to start ([`cleanup`]).
+//! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
+//!   `workdir`, `timeout`, `pull` and a step's `continue_on_error`).
+//! - [`Settings`] ([`settings`]): what the operator decides for every run.
+//! - [`Engine`] ([`docker`]): the Docker engine as the runner uses it;
+//!   [`EngineError`] ([`error`]): what can go wrong with it.
+//!
+//! The binary (`simple-runner serve | run FILE | schema`, `main.rs` and its terminal
+//! spinner in `spinner.rs`) is documented in the README.
 #![warn(missing_docs)]
 
 pub mod cleanup;
 pub mod docker;
+pub mod error;
+pub mod image;
+mod marker;
+mod prepare;
+mod removal;
+pub mod report;
 pub mod runner;
 pub mod session;
+pub mod settings;
 pub mod spec;
+mod steps;
 
-pub use docker::{ContainerSettings, Engine};
-pub use runner::{CommandRunner, Settings, DRIVER_NAME, RESOURCE_TYPE};
-pub use spec::{PipelineSpec, PullPolicy, Step, Timeout};
+pub use docker::Engine;
+pub use error::EngineError;
+pub use report::RunReport;
+pub use runner::CommandRunner;
+pub use settings::{ContainerSettings, Settings, DRIVER_NAME};
+pub use spec::{PipelineSpec, PullPolicy, Step, Timeout, RESOURCE_TYPE};

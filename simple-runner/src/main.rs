@@ -9,7 +9,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use conveyor_sdk::validate::SpecValidator;
 use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
+use simple_runner::image::PullProgress;
 use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Settings, DRIVER_NAME};
+
+mod spinner;
+
+use spinner::PullSpinner;
 
 #[derive(Parser)]
 #[command(
@@ -227,7 +232,7 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
     };
     let engine = match Engine::connect().await {
         Ok(engine) => engine,
-        Err(error) => return fail(simple_runner::docker::error_text(&error)),
+        Err(error) => return fail(conveyor_sdk::error_text(&error)),
     };
     let runner = CommandRunner::new(engine, args.settings(DRIVER_NAME));
     let spec = match SpecValidator::new(&runner.resources()).map(|v| v.decode(&resource)) {
@@ -243,12 +248,18 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
     });
     let log = LogHandle::stdout();
     let run = Run::new(resource, spec).with_log(log.clone()).with_cancellation(cancel);
-    let spinner = std::io::stdout().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
-    let result = runner.execute(&run, spinner.as_ref()).await;
+    // On a terminal a pull is a spinner; elsewhere its lines go to the log.
+    let spinner = std::io::stdout().is_terminal().then(PullSpinner::start);
+    let show = |update| {
+        if let Some(spinner) = &spinner {
+            spinner.show(update);
+        }
+    };
+    let progress = match &spinner {
+        Some(_) => PullProgress::Callback(&show),
+        None => PullProgress::Log(&log),
+    };
+    let result = runner.execute(&run, progress).await.into_result();
     runner.finish_removals().await;
     let _ = log.flush().await;
     if result.success {

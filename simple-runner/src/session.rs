@@ -18,11 +18,42 @@ use conveyor_sdk::LogHandle;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::docker::{EngineError, StepExit};
+use crate::error::EngineError;
+use crate::marker::MarkerScanner;
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
+/// The exit of one step's command.
+///
+/// ```no_run
+/// # async fn demo(session: &mut simple_runner::session::Session, log: &conveyor_sdk::LogHandle)
+/// # -> Result<(), simple_runner::EngineError> {
+/// let exit = session.run("make test", &[], log).await?;
+/// if exit.code != 0 {
+///     eprintln!("the tests failed with exit code {}", exit.code);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepExit {
+    /// The exit code.
+    pub code: i64,
+}
+
 /// An attached shell session in a run container.
+///
+/// ```no_run
+/// use simple_runner::session::Session;
+///
+/// # async fn demo(engine: simple_runner::Engine, container: &str) -> Result<(), simple_runner::EngineError> {
+/// let (log, lines) = conveyor_sdk::LogHandle::memory();
+/// let mut session = Session::attach(engine.docker(), container).await?;
+/// let exit = session.run("echo \"$GREETING\"", &[("GREETING".into(), "hello".into())], &log).await?;
+/// assert_eq!((exit.code, lines.lines()), (0, vec!["hello".to_owned()]));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Session {
     input: Pin<Box<dyn AsyncWrite + Send>>,
     output: Output,
@@ -59,7 +90,15 @@ impl Channel {
 }
 
 impl Session {
-    /// Attaches to the container's shell.
+    /// Attaches to the shell of `container`, a container started by
+    /// [`Engine::start_run_container`](crate::docker::Engine::start_run_container).
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine, container: &str) -> Result<(), simple_runner::EngineError> {
+    /// let session = simple_runner::session::Session::attach(engine.docker(), container).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn attach(docker: &Docker, container: &str) -> Result<Self, EngineError> {
         let options = AttachContainerOptions {
             stdin: true,
@@ -83,6 +122,14 @@ impl Session {
 
     /// Runs `script` through `sh -c` with `env`, without stdin, logging its output line
     /// by line; returns when both output streams have ended the step.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: &mut simple_runner::session::Session) -> Result<(), simple_runner::EngineError> {
+    /// let log = conveyor_sdk::LogHandle::stdout();
+    /// let exit = session.run("set -e\nls -l", &[], &log).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run(
         &mut self,
         script: &str,
@@ -103,14 +150,12 @@ impl Session {
             self.input.write_all(line.as_bytes()).await?;
             self.input.flush().await
         };
-        written.await.map_err(|e| {
-            EngineError::Session(format!("cannot send the step to the container's shell: {e}"))
-        })?;
+        written.await.map_err(|source| EngineError::ShellInput { source })?;
 
         let (mut code, mut stderr_done) = (None::<String>, false);
         while code.is_none() || !stderr_done {
             let Some(chunk) = self.output.next().await else {
-                return Err(EngineError::Session("the container stopped during the step".into()));
+                return Err(EngineError::ContainerStopped);
             };
             let chunk = chunk.map_err(|source| EngineError::Docker {
                 action: "the step's output stream broke".into(),
@@ -139,114 +184,9 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// What one push into a [`MarkerScanner`] gives.
-#[derive(Debug, Default, PartialEq)]
-struct Scan {
-    /// Bytes that are output (before the marker).
-    output: Vec<u8>,
-    /// The rest of the marker's line, once it has come.
-    trailer: Option<String>,
-}
-
-/// Finds a marker in a byte stream that may split it anywhere.
-#[derive(Debug)]
-struct MarkerScanner {
-    marker: Vec<u8>,
-    held: Vec<u8>,
-    /// The marker was seen; its line is not complete yet.
-    in_trailer: bool,
-}
-
-impl MarkerScanner {
-    fn new(marker: String) -> Self {
-        Self { marker: marker.into_bytes(), held: Vec::new(), in_trailer: false }
-    }
-
-    fn push(&mut self, chunk: &[u8]) -> Scan {
-        self.held.extend_from_slice(chunk);
-        let mut scan = Scan::default();
-        if !self.in_trailer {
-            match find(&self.held, &self.marker) {
-                Some(at) => {
-                    scan.output = self.held[..at].to_vec();
-                    self.held.drain(..at + self.marker.len());
-                    self.in_trailer = true;
-                }
-                None => {
-                    // Hold back what could be the start of a marker.
-                    let keep = partial_suffix(&self.held, &self.marker);
-                    let release = self.held.len() - keep;
-                    scan.output = self.held.drain(..release).collect();
-                    return scan;
-                }
-            }
-        }
-        if let Some(end) = self.held.iter().position(|&b| b == b'\n') {
-            scan.trailer = Some(String::from_utf8_lossy(&self.held[..end]).into_owned());
-            self.held.drain(..=end);
-            self.in_trailer = false;
-        }
-        scan
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The length of the longest suffix of `data` that is a proper prefix of `marker`.
-fn partial_suffix(data: &[u8], marker: &[u8]) -> usize {
-    (1..marker.len().min(data.len() + 1)).rev().find(|&n| data.ends_with(&marker[..n])).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scanner() -> MarkerScanner {
-        MarkerScanner::new("__END__".into())
-    }
-
-    #[test]
-    fn output_before_the_marker_is_released_and_the_trailer_read() {
-        let mut s = scanner();
-        let scan = s.push(b"hello\nworld\n__END__ 0\n");
-        assert_eq!(scan.output, b"hello\nworld\n");
-        assert_eq!(scan.trailer.as_deref(), Some(" 0"));
-    }
-
-    #[test]
-    fn a_marker_split_across_chunks_is_found() {
-        let mut s = scanner();
-        let mut output = Vec::new();
-        let mut trailer = None;
-        for chunk in [&b"partial line_"[..], b"_EN", b"D__ 4", b"2\n"] {
-            let scan = s.push(chunk);
-            output.extend(scan.output);
-            trailer = trailer.or(scan.trailer);
-        }
-        assert_eq!(output, b"partial line");
-        assert_eq!(trailer.as_deref(), Some(" 42"));
-    }
-
-    #[test]
-    fn text_that_only_looks_like_a_marker_start_is_output() {
-        let mut s = scanner();
-        let first = s.push(b"a\n__EN");
-        assert_eq!(first.output, b"a\n", "complete lines are never held back");
-        let second = s.push(b"ding\n");
-        assert_eq!([first.output, second.output].concat(), b"a\n__ENding\n");
-        assert_eq!(second.trailer, None);
-    }
-
-    #[test]
-    fn the_scanner_is_ready_for_the_next_step() {
-        let mut s = scanner();
-        assert_eq!(s.push(b"x\n__END__ 1\n").trailer.as_deref(), Some(" 1"));
-        let next = s.push(b"y\n__END__ 0\n");
-        assert_eq!(next.output, b"y\n");
-        assert_eq!(next.trailer.as_deref(), Some(" 0"));
-    }
 
     #[test]
     fn quoting_survives_single_quotes() {

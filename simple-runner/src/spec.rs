@@ -11,6 +11,11 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The resource type the runner owns.
+pub const RESOURCE_TYPE: &str = "pipeline";
+/// Where steps run when the spec names no `workdir`.
+pub const DEFAULT_WORKDIR: &str = "/workspace";
+
 /// The spec of a `pipeline` resource.
 ///
 /// ```
@@ -38,7 +43,8 @@ pub struct PipelineSpec {
     /// Environment variables of every step.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// The directory steps run in, shared by all of them (default `/workspace`).
+    /// The directory steps run in, shared by all of them (default
+    /// [`DEFAULT_WORKDIR`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     /// The longest the whole run may take: seconds, or a duration like `"10m"`.
@@ -50,6 +56,18 @@ pub struct PipelineSpec {
 }
 
 /// One command step.
+///
+/// ```
+/// let step: simple_runner::Step = serde_json::from_value(serde_json::json!({
+///     "name": "test",
+///     "command": "make test 2>&1 | tee test.log",
+///     "env": {"JOBS": "4"},
+///     "continue_on_error": true
+/// }))?;
+/// assert_eq!(step.env["JOBS"], "4");
+/// assert!(step.timeout.is_none());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Step {
     /// The step's name, shown in the log and the result.
@@ -69,6 +87,14 @@ pub struct Step {
 }
 
 /// When the image is pulled.
+///
+/// ```
+/// use simple_runner::PullPolicy;
+///
+/// let policy: PullPolicy = serde_json::from_str("\"if-not-present\"")?;
+/// assert_eq!(policy, PullPolicy::default());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
@@ -82,16 +108,36 @@ pub enum PullPolicy {
 }
 
 /// A duration written as whole seconds (`300`) or in words (`"5m"`, `"1h 30m"`, `"90s"`).
+///
+/// ```
+/// use simple_runner::Timeout;
+///
+/// let written: Timeout = serde_json::from_str("\"1h 30m\"")?;
+/// assert_eq!(written.to_string(), "1h 30m");
+/// assert_eq!(serde_json::from_str::<Timeout>("5400")?, written);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout(Duration);
 
 impl Timeout {
     /// A timeout of `duration`.
+    ///
+    /// ```
+    /// let timeout = simple_runner::Timeout::new(std::time::Duration::from_secs(90));
+    /// assert_eq!(timeout.to_string(), "1m 30s");
+    /// ```
     pub fn new(duration: Duration) -> Self {
         Self(duration)
     }
 
     /// The duration.
+    ///
+    /// ```
+    /// let timeout: simple_runner::Timeout = serde_json::from_str("\"10m\"")?;
+    /// assert_eq!(timeout.as_duration().as_secs(), 600);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn as_duration(self) -> Duration {
         self.0
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use simple_runner::docker::labels;
-use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine};
+use simple_runner::image::{PullProgress, PullUpdate};
+use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, EngineError, PullPolicy};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -123,4 +124,22 @@ async fn containers_of_a_dead_runner_are_removed_and_those_of_a_live_one_kept() 
         engine.remove(id).await;
     }
     assert!(engine.containers_of(&driver).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pull_watcher_hears_the_end_whether_or_not_an_image_was_pulled() {
+    let engine = engine().await;
+    let heard = std::sync::Mutex::new(Vec::new());
+    let watch = |update: PullUpdate| heard.lock().unwrap().push(update);
+
+    let present =
+        engine.ensure_image(TEST_IMAGE, PullPolicy::IfNotPresent, PullProgress::Callback(&watch)).await;
+    assert!(present.is_ok(), "{present:?}");
+    assert_eq!(*heard.lock().unwrap(), [PullUpdate::Finished], "a present image needs no pull");
+
+    heard.lock().unwrap().clear();
+    let missing = "conveyor-test/never-built:0";
+    let refused = engine.ensure_image(missing, PullPolicy::Never, PullProgress::Callback(&watch)).await;
+    assert!(matches!(refused, Err(EngineError::ImageMissing(ref image)) if image == missing), "{refused:?}");
+    assert_eq!(*heard.lock().unwrap(), [PullUpdate::Finished]);
 }

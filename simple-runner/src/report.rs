@@ -1,0 +1,340 @@
+//! What a run came to, and the one place where that becomes the result the driver
+//! publishes: [`RunReport::into_result`].
+
+use std::time::Duration;
+
+use conveyor_sdk::{error_text, DriverResult};
+use serde_json::{json, Value};
+
+use crate::error::EngineError;
+
+/// What a run came to.
+///
+/// ```
+/// use std::time::Duration;
+/// use simple_runner::report::{RunReport, StepRecord, StepsEnd};
+///
+/// let report = RunReport::Ran {
+///     image: "alpine:3.20".into(),
+///     steps: vec![
+///         StepRecord { name: "build".into(), exit_code: Some(0), duration: Duration::from_millis(1520) },
+///         StepRecord { name: "test".into(), exit_code: Some(2), duration: Duration::from_millis(310) },
+///     ],
+///     end: StepsEnd::Failed { step: "test".into(), exit_code: 2 },
+/// };
+/// assert!(!report.succeeded());
+/// let result = report.into_result();
+/// assert_eq!(result.message, "step test failed with exit code 2");
+/// assert_eq!(result.data["steps"][0]["duration_seconds"], 1.52);
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunReport {
+    /// The resource cannot run as it is; no container was made.
+    Refused(Refusal),
+    /// The engine gave the run no usable container: the image is missing or its pull
+    /// failed, or the container could not be created, started or attached to.
+    NoContainer {
+        /// The run's image.
+        image: String,
+        /// What the engine said.
+        error: EngineError,
+    },
+    /// The steps ran: all of them, or until one ended the run.
+    Ran {
+        /// The run's image.
+        image: String,
+        /// Every step that started, in order.
+        steps: Vec<StepRecord>,
+        /// How the steps ended.
+        end: StepsEnd,
+    },
+    /// The runner is shutting down: the run was stopped, to be delivered again.
+    Cancelled,
+}
+
+/// Why a resource cannot run, though its spec is valid JSON for the definition.
+///
+/// ```
+/// use simple_runner::report::Refusal;
+///
+/// let refusal = Refusal::InvalidEnvName("1A".into());
+/// assert!(refusal.to_string().starts_with("\"1A\" is not a valid environment variable name"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The spec names no image and the runner has no default image.
+    #[error("the spec names no image and the runner has no default image")]
+    NoImage,
+    /// An environment variable's name is not a shell name.
+    #[error("{0:?} is not a valid environment variable name (letters, digits and _, not first a digit)")]
+    InvalidEnvName(String),
+}
+
+/// One step that started: its line in the result's data.
+///
+/// ```
+/// use std::time::Duration;
+/// use simple_runner::report::StepRecord;
+///
+/// let timed_out = StepRecord { name: "slow".into(), exit_code: None, duration: Duration::from_secs(600) };
+/// assert_eq!(timed_out.exit_code, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    /// The step's name.
+    pub name: String,
+    /// Its exit code; none when it timed out or could not run.
+    pub exit_code: Option<i64>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// How a run's steps ended.
+///
+/// ```
+/// use std::time::Duration;
+/// use simple_runner::report::StepsEnd;
+///
+/// let end = StepsEnd::StepTimedOut { step: "build".into(), after: Duration::from_secs(600) };
+/// assert_eq!(end.failure().as_deref(), Some("step build timed out after 10m"));
+/// assert_eq!(StepsEnd::Completed.failure(), None);
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StepsEnd {
+    /// Every step ran; those that failed were allowed to.
+    Completed,
+    /// A step that may not fail exited with another code than 0.
+    Failed {
+        /// The step's name.
+        step: String,
+        /// Its exit code.
+        exit_code: i64,
+    },
+    /// A step could not run: the engine or the container's shell failed.
+    Broken {
+        /// The step's name.
+        step: String,
+        /// What failed.
+        error: EngineError,
+    },
+    /// A step went over its own timeout.
+    StepTimedOut {
+        /// The step's name.
+        step: String,
+        /// The step's timeout.
+        after: Duration,
+    },
+    /// The run went over its timeout during a step.
+    RunTimedOut {
+        /// The step's name.
+        step: String,
+        /// The run's timeout.
+        after: Duration,
+    },
+}
+
+impl StepsEnd {
+    /// Why the steps ended before the last, as the result and the log say it; `None`
+    /// when every step ran.
+    ///
+    /// ```
+    /// use simple_runner::report::StepsEnd;
+    ///
+    /// let end = StepsEnd::Failed { step: "lint".into(), exit_code: 1 };
+    /// assert_eq!(end.failure().as_deref(), Some("step lint failed with exit code 1"));
+    /// ```
+    pub fn failure(&self) -> Option<String> {
+        Some(match self {
+            StepsEnd::Completed => return None,
+            StepsEnd::Failed { step, exit_code } => format!("step {step} failed with exit code {exit_code}"),
+            StepsEnd::Broken { step, error } => format!("step {step} could not run: {}", error_text(error)),
+            StepsEnd::StepTimedOut { step, after } => {
+                format!("step {step} timed out after {}", human(*after))
+            }
+            StepsEnd::RunTimedOut { step, after } => {
+                format!("the run timed out after {} during step {step}", human(*after))
+            }
+        })
+    }
+}
+
+impl RunReport {
+    /// Whether the run succeeded: every step ran, and those that failed were allowed to.
+    ///
+    /// ```
+    /// use simple_runner::report::RunReport;
+    ///
+    /// assert!(!RunReport::Cancelled.succeeded());
+    /// ```
+    pub fn succeeded(&self) -> bool {
+        matches!(self, RunReport::Ran { end: StepsEnd::Completed, .. })
+    }
+
+    /// The result's message: what happened, or what went wrong first.
+    ///
+    /// ```
+    /// use simple_runner::report::{Refusal, RunReport};
+    ///
+    /// let report = RunReport::Refused(Refusal::NoImage);
+    /// assert_eq!(report.message(), "the spec names no image and the runner has no default image");
+    /// ```
+    pub fn message(&self) -> String {
+        match self {
+            RunReport::Refused(refusal) => refusal.to_string(),
+            RunReport::NoContainer { error, .. } => error_text(error),
+            RunReport::Ran { steps, end, .. } => end.failure().unwrap_or_else(|| {
+                let failed = steps.iter().filter(|s| s.exit_code != Some(0)).count();
+                match failed {
+                    0 => format!("{} steps succeeded", steps.len()),
+                    _ => format!("{} steps ran; {failed} failed and were allowed to", steps.len()),
+                }
+            }),
+            RunReport::Cancelled => "cancelled: the runner is shutting down".into(),
+        }
+    }
+
+    /// The result the driver publishes: success, the message, and as data the image
+    /// and every step that started (`name`, `exit_code`, `duration_seconds`), as far as
+    /// the run got.
+    ///
+    /// ```
+    /// use simple_runner::report::RunReport;
+    /// use simple_runner::EngineError;
+    ///
+    /// let report = RunReport::NoContainer {
+    ///     image: "alpine:3.20".into(),
+    ///     error: EngineError::ImageMissing("alpine:3.20".into()),
+    /// };
+    /// let result = report.into_result();
+    /// assert!(!result.success);
+    /// assert_eq!(result.data, serde_json::json!({"image": "alpine:3.20"}));
+    /// ```
+    pub fn into_result(self) -> DriverResult {
+        let message = self.message();
+        let result =
+            if self.succeeded() { DriverResult::success(message) } else { DriverResult::failure(message) };
+        let data = match self {
+            RunReport::Refused(_) | RunReport::Cancelled => Value::Null,
+            RunReport::NoContainer { image, .. } => json!({"image": image}),
+            RunReport::Ran { image, steps, .. } => json!({
+                "image": image,
+                "steps": steps.iter().map(|s| json!({
+                    "name": s.name,
+                    "exit_code": s.exit_code,
+                    "duration_seconds": (s.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+                })).collect::<Vec<_>>(),
+            }),
+        };
+        result.with_data(data)
+    }
+}
+
+/// A timeout in words, in whole seconds and at least one.
+fn human(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs().max(1))).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, exit_code: Option<i64>) -> StepRecord {
+        StepRecord { name: name.into(), exit_code, duration: Duration::from_millis(1234) }
+    }
+
+    fn ran(steps: Vec<StepRecord>, end: StepsEnd) -> DriverResult {
+        RunReport::Ran { image: "alpine:3.20".into(), steps, end }.into_result()
+    }
+
+    #[test]
+    fn every_step_succeeding_is_a_success_that_counts_them() {
+        let result = ran(vec![step("a", Some(0)), step("b", Some(0))], StepsEnd::Completed);
+        assert!(result.success);
+        assert_eq!(result.message, "2 steps succeeded");
+    }
+
+    #[test]
+    fn steps_allowed_to_fail_are_counted_in_a_success() {
+        let result = ran(vec![step("lint", Some(3)), step("build", Some(0))], StepsEnd::Completed);
+        assert!(result.success);
+        assert_eq!(result.message, "2 steps ran; 1 failed and were allowed to");
+    }
+
+    #[test]
+    fn the_first_failing_step_names_the_result() {
+        let result = ran(
+            vec![step("may-fail", Some(3)), step("errexit", Some(1))],
+            StepsEnd::Failed { step: "errexit".into(), exit_code: 1 },
+        );
+        assert!(!result.success);
+        assert_eq!(result.message, "step errexit failed with exit code 1");
+    }
+
+    #[test]
+    fn the_data_lists_every_started_step_with_its_code_and_milliseconds() {
+        let result = ran(
+            vec![step("ok", Some(0)), step("slow", None)],
+            StepsEnd::StepTimedOut { step: "slow".into(), after: Duration::from_secs(1) },
+        );
+        assert_eq!(
+            result.data,
+            json!({"image": "alpine:3.20", "steps": [
+                {"name": "ok", "exit_code": 0, "duration_seconds": 1.234},
+                {"name": "slow", "exit_code": null, "duration_seconds": 1.234},
+            ]})
+        );
+    }
+
+    #[test]
+    fn a_timeout_says_whose_it_was_in_whole_seconds() {
+        let step_end = StepsEnd::StepTimedOut { step: "sleepy".into(), after: Duration::from_millis(1500) };
+        assert_eq!(ran(vec![step("sleepy", None)], step_end).message, "step sleepy timed out after 1s");
+        let run_end = StepsEnd::RunTimedOut { step: "slow".into(), after: Duration::from_millis(300) };
+        let result = ran(vec![step("slow", None)], run_end);
+        assert!(!result.success);
+        assert_eq!(result.message, "the run timed out after 1s during step slow");
+    }
+
+    #[test]
+    fn a_step_that_could_not_run_gives_the_engines_cause() {
+        let error = EngineError::ShellInput { source: std::io::Error::other("broken pipe") };
+        let result = ran(vec![step("s", None)], StepsEnd::Broken { step: "s".into(), error });
+        assert!(!result.success);
+        assert_eq!(
+            result.message,
+            "step s could not run: cannot send the step to the container's shell: broken pipe"
+        );
+    }
+
+    #[test]
+    fn a_run_without_a_container_fails_with_the_engines_words_and_its_image() {
+        let image = "127.0.0.1:1/missing:0";
+        let error = EngineError::PullRefused { image: image.into(), message: "connection refused".into() };
+        let result = RunReport::NoContainer { image: image.into(), error }.into_result();
+        assert!(!result.success);
+        assert_eq!(result.message, format!("pulling image {image} failed: connection refused"));
+        assert_eq!(result.data, json!({"image": image}));
+    }
+
+    #[test]
+    fn a_refused_run_fails_with_the_reason_and_no_data() {
+        let result = RunReport::Refused(Refusal::InvalidEnvName("A; rm".into())).into_result();
+        assert!(!result.success);
+        assert_eq!(
+            result.message,
+            "\"A; rm\" is not a valid environment variable name (letters, digits and _, not first a digit)"
+        );
+        assert_eq!(result.data, Value::Null);
+    }
+
+    #[test]
+    fn a_cancelled_run_fails_saying_the_runner_is_shutting_down() {
+        let result = RunReport::Cancelled.into_result();
+        assert!(!result.success);
+        assert_eq!(result.message, "cancelled: the runner is shutting down");
+        assert_eq!(result.data, Value::Null);
+    }
+}
