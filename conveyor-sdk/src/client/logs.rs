@@ -8,7 +8,8 @@ use futures_util::{Stream, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{server_error, transport_error, Client, ClientError};
+use crate::client::error::{server_error, transport_error, ClientError};
+use crate::client::Client;
 use crate::protocol::Log;
 
 /// How a live log stream is read.
