@@ -18,8 +18,13 @@
 //! # Ok(()) }
 //! ```
 
+// One file per API area, each with its own `impl Client` block; this file holds the
+// client, its builder and the request plumbing they share.
+mod definitions;
 mod error;
 mod logs;
+mod pipelines;
+mod resources;
 mod types;
 
 #[cfg(feature = "auth")]
@@ -36,7 +41,6 @@ pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep};
 #[cfg(feature = "auth")]
 use crate::auth::ClientIdentity;
 use crate::client::error::{server_error, transport_error};
-use crate::protocol::{Log, Resource, ResourceDefinition};
 
 /// A client of one Conveyor API server: one connection pool, reused for every request.
 ///
@@ -255,254 +259,6 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { url, source })
     }
 
-    /// `POST /resources/`: creates a resource; the server validates its spec and
-    /// starts a run.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
-    /// let resource = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::json!({"steps": []}));
-    /// let created = client.create_resource(&resource).await?;
-    /// println!("run {}", created.runid);
-    /// # Ok(()) }
-    /// ```
-    pub async fn create_resource(&self, resource: &Resource) -> Result<CreatedResource, ClientError> {
-        self.json(Method::POST, "/resources/", Some(resource), &[]).await
-    }
-
-    /// `GET /resources/{type}/{name}`: the latest version of a resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let resource = client.get_resource("pipeline", "hello").await?;
-    /// println!("version {:?}: {}", resource.metadata.get("version"), resource.spec);
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_resource(&self, resource_type: &str, name: &str) -> Result<Resource, ClientError> {
-        self.json(Method::GET, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[]).await
-    }
-
-    /// `GET /resources/{type}/{name}/{version}`: one version of a resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let first = client.get_resource_version("pipeline", "hello", "1").await?;
-    /// assert_eq!(first.name, "hello");
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_resource_version(
-        &self,
-        resource_type: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Resource, ClientError> {
-        let path = format!("/resources/{}/{}/{}", seg(resource_type), seg(name), seg(version));
-        self.json(Method::GET, &path, None, &[]).await
-    }
-
-    /// `GET /resources/`: every resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// for resource in client.list_resources().await? {
-    ///     println!("{} {}", resource.resource, resource.name);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_resources(&self) -> Result<Vec<Resource>, ClientError> {
-        self.json::<Option<Vec<Resource>>>(Method::GET, "/resources/", None, &[])
-            .await
-            .map(Option::unwrap_or_default)
-    }
-
-    /// `GET /resources/{type}`: the resources of one type.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let pipelines = client.list_resources_of("pipeline").await?;
-    /// assert!(pipelines.iter().all(|r| r.resource == "pipeline"));
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_resources_of(&self, resource_type: &str) -> Result<Vec<Resource>, ClientError> {
-        self.json::<Option<Vec<Resource>>>(
-            Method::GET,
-            &format!("/resources/{}", seg(resource_type)),
-            None,
-            &[],
-        )
-        .await
-        .map(Option::unwrap_or_default)
-    }
-
-    /// `PUT /resources/{type}/{name}`: updates a resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut resource = client.get_resource("pipeline", "hello").await?;
-    /// resource.spec["image"] = "alpine:3".into();
-    /// let updated = client.update_resource(&resource).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn update_resource(&self, resource: &Resource) -> Result<Resource, ClientError> {
-        let path = format!("/resources/{}/{}", seg(&resource.resource), seg(&resource.name));
-        self.json(Method::PUT, &path, Some(resource), &[]).await
-    }
-
-    /// `DELETE /resources/{type}/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// client.delete_resource("pipeline", "hello").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete_resource(&self, resource_type: &str, name: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[])
-            .await?;
-        Ok(())
-    }
-
-    /// `POST /resource-definitions/`: creates a resource definition.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conveyor_sdk::ResourceDefinition;
-    /// let definition = ResourceDefinition::new("greeting", serde_json::json!({"type": "object"}));
-    /// let created = client.create_definition(&definition).await?;
-    /// println!("definition id {}", created.id);
-    /// # Ok(()) }
-    /// ```
-    pub async fn create_definition(
-        &self,
-        definition: &ResourceDefinition,
-    ) -> Result<ResourceDefinition, ClientError> {
-        self.json(Method::POST, "/resource-definitions/", Some(definition), &[]).await
-    }
-
-    /// `POST /resource-definitions/apply`: creates or updates a resource definition.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// #[derive(schemars::JsonSchema)]
-    /// struct Greeting { who: String }
-    /// let definition = conveyor_sdk::ResourceDefinition::from_type::<Greeting>("greeting").version("1.1.0");
-    /// client.apply_definition(&definition).await?; // the same call at every start-up
-    /// # Ok(()) }
-    /// ```
-    pub async fn apply_definition(
-        &self,
-        definition: &ResourceDefinition,
-    ) -> Result<ResourceDefinition, ClientError> {
-        self.json(Method::POST, "/resource-definitions/apply", Some(definition), &[]).await
-    }
-
-    /// `GET /resource-definitions/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let definition = client.get_definition("pipeline").await?;
-    /// println!("{} {}: {}", definition.name, definition.version, definition.schema);
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_definition(&self, name: &str) -> Result<ResourceDefinition, ClientError> {
-        self.json(Method::GET, &format!("/resource-definitions/{}", seg(name)), None, &[]).await
-    }
-
-    /// `PUT /resource-definitions/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let definition = client.get_definition("pipeline").await?.description("Steps run in a container");
-    /// client.update_definition(&definition).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn update_definition(
-        &self,
-        definition: &ResourceDefinition,
-    ) -> Result<ResourceDefinition, ClientError> {
-        let path = format!("/resource-definitions/{}", seg(&definition.name));
-        self.json(Method::PUT, &path, Some(definition), &[]).await
-    }
-
-    /// `DELETE /resource-definitions/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// client.delete_definition("greeting").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete_definition(&self, name: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/resource-definitions/{}", seg(name)), None, &[]).await?;
-        Ok(())
-    }
-
-    /// `POST /pipelines`: creates a pipeline.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conveyor_sdk::client::{Pipeline, PipelineStep};
-    /// let pipeline = Pipeline::new("build-and-report", "pipeline")
-    ///     .step(PipelineStep::new("build", "command-runner"))
-    ///     .step(PipelineStep::new("report", "reporter"));
-    /// client.create_pipeline(&pipeline).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
-        self.json(Method::POST, "/pipelines", Some(pipeline), &[]).await
-    }
-
-    /// `GET /pipelines/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let pipeline = client.get_pipeline("build-and-report").await?;
-    /// let drivers: Vec<&str> = pipeline.steps.iter().map(|s| s.driver.as_str()).collect();
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_pipeline(&self, name: &str) -> Result<Pipeline, ClientError> {
-        self.json(Method::GET, &format!("/pipelines/{}", seg(name)), None, &[]).await
-    }
-
-    /// `PUT /pipelines/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conveyor_sdk::client::PipelineStep;
-    /// let pipeline = client.get_pipeline("build-and-report").await?.step(PipelineStep::new("notify", "notifier"));
-    /// client.update_pipeline(&pipeline).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn update_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
-        self.json(Method::PUT, &format!("/pipelines/{}", seg(&pipeline.name)), Some(pipeline), &[]).await
-    }
-
-    /// `DELETE /pipelines/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// client.delete_pipeline("build-and-report").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete_pipeline(&self, name: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/pipelines/{}", seg(name)), None, &[]).await?;
-        Ok(())
-    }
-
-    /// `GET /logs`: stored log lines, in the server's order (by timestamp within a run).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
-    /// use conveyor_sdk::client::LogQuery;
-    /// let lines = client.logs(&LogQuery::run("fbdf5edf-66d4-46ce-859a-8ee44d6c9463")).await?;
-    /// for line in &lines {
-    ///     println!("{} [{}] {}", line.timestamp, line.driver, line.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn logs(&self, query: &LogQuery) -> Result<Vec<Log>, ClientError> {
-        let pairs = query.pairs();
-        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.json::<Option<Vec<Log>>>(Method::GET, "/logs", None, &pairs).await.map(Option::unwrap_or_default)
-    }
-
     /// `GET /health`.
     ///
     /// ```no_run
@@ -513,61 +269,6 @@ impl Client {
     /// ```
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.json(Method::GET, "/health", None, &[]).await
-    }
-
-    /// The live log of one driver's run (`/logs/streams/{driver}/{runid}`): stored lines
-    /// first, then new ones as they come, over whichever transport the server speaks
-    /// (Server-Sent Events on newer servers, WebSocket on older ones).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use futures_util::StreamExt;
-    /// let mut lines = client.stream_logs("command-runner", "fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
-    /// while let Some(line) = lines.next().await {
-    ///     println!("{}", line?.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn stream_logs(&self, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
-        self.stream_logs_with(driver, run_id, Transport::Auto).await
-    }
-
-    /// [`stream_logs`](Self::stream_logs) over a chosen transport.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
-    /// use conveyor_sdk::client::Transport;
-    /// use futures_util::StreamExt;
-    /// let stream = client.stream_logs_with("command-runner", "run-id", Transport::WebSocket).await?;
-    /// let lines: Vec<_> = stream.collect().await;
-    /// # Ok(()) }
-    /// ```
-    pub async fn stream_logs_with(
-        &self,
-        driver: &str,
-        run_id: &str,
-        transport: Transport,
-    ) -> Result<LogStream, ClientError> {
-        let path = format!("/logs/streams/{}/{}", seg(driver), seg(run_id));
-        logs::open(self, &path, driver, run_id, transport).await
-    }
-
-    /// The live log of every driver of a run (`/logs/pipeline/{runid}`, Server-Sent
-    /// Events).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use futures_util::StreamExt;
-    /// let mut lines = client.stream_run_logs("fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
-    /// while let Some(line) = lines.next().await {
-    ///     let line = line?;
-    ///     println!("[{}] {}", line.driver, line.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn stream_run_logs(&self, run_id: &str) -> Result<LogStream, ClientError> {
-        let path = format!("/logs/pipeline/{}", seg(run_id));
-        logs::open(self, &path, "", run_id, Transport::ServerSentEvents).await
     }
 }
 
