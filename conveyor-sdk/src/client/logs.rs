@@ -1,14 +1,17 @@
-//! Live log streams: Server-Sent Events (servers since 2026-01-21) and WebSocket
-//! (the seed tutorial's server).
+//! Logs: the stored lines (`GET /logs`), and the live streams over Server-Sent Events
+//! (servers since 2026-01-21) and WebSocket (the seed tutorial's server).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
+use reqwest::Method;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{server_error, transport_error, Client, ClientError};
+use crate::client::error::{server_error, transport_error, ClientError};
+use crate::client::types::LogQuery;
+use crate::client::{seg, Client};
 use crate::protocol::Log;
 
 /// How a live log stream is read.
@@ -58,6 +61,80 @@ impl Stream for LogStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Client {
+    /// `GET /logs`: stored log lines, in the server's order (by timestamp within a run).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+    /// use conveyor_sdk::client::LogQuery;
+    /// let lines = client.logs(&LogQuery::run("fbdf5edf-66d4-46ce-859a-8ee44d6c9463")).await?;
+    /// for line in &lines {
+    ///     println!("{} [{}] {}", line.timestamp, line.driver, line.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn logs(&self, query: &LogQuery) -> Result<Vec<Log>, ClientError> {
+        let pairs = query.pairs();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.json::<Option<Vec<Log>>>(Method::GET, "/logs", None, &pairs).await.map(Option::unwrap_or_default)
+    }
+
+    /// The live log of one driver's run (`/logs/streams/{driver}/{runid}`): stored lines
+    /// first, then new ones as they come, over whichever transport the server speaks
+    /// (Server-Sent Events on newer servers, WebSocket on older ones).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// let mut lines = client.stream_logs("command-runner", "fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
+    /// while let Some(line) = lines.next().await {
+    ///     println!("{}", line?.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_logs(&self, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
+        self.stream_logs_with(driver, run_id, Transport::Auto).await
+    }
+
+    /// [`stream_logs`](Self::stream_logs) over a chosen transport.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+    /// use conveyor_sdk::client::Transport;
+    /// use futures_util::StreamExt;
+    /// let stream = client.stream_logs_with("command-runner", "run-id", Transport::WebSocket).await?;
+    /// let lines: Vec<_> = stream.collect().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_logs_with(
+        &self,
+        driver: &str,
+        run_id: &str,
+        transport: Transport,
+    ) -> Result<LogStream, ClientError> {
+        let path = format!("/logs/streams/{}/{}", seg(driver), seg(run_id));
+        open(self, &path, driver, run_id, transport).await
+    }
+
+    /// The live log of every driver of a run (`/logs/pipeline/{runid}`, Server-Sent
+    /// Events).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// let mut lines = client.stream_run_logs("fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
+    /// while let Some(line) = lines.next().await {
+    ///     let line = line?;
+    ///     println!("[{}] {}", line.driver, line.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_run_logs(&self, run_id: &str) -> Result<LogStream, ClientError> {
+        let path = format!("/logs/pipeline/{}", seg(run_id));
+        open(self, &path, "", run_id, Transport::ServerSentEvents).await
     }
 }
 

@@ -18,103 +18,29 @@
 //! # Ok(()) }
 //! ```
 
+// One file per API area, each with its own `impl Client` block; this file holds the
+// client, its builder and the request plumbing they share.
+mod definitions;
+mod error;
 mod logs;
+mod pipelines;
+mod resources;
 mod types;
 
 #[cfg(feature = "auth")]
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 
+pub use error::ClientError;
 pub use logs::{LogStream, Transport};
 pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep};
 
 #[cfg(feature = "auth")]
 use crate::auth::ClientIdentity;
-use crate::protocol::{Log, Resource, ResourceDefinition};
-
-/// Errors of the client.
-///
-/// Each failure keeps its cause as the [`source`](std::error::Error::source);
-/// [`error_text`](crate::report::error_text) puts the whole chain on one line.
-///
-/// ```
-/// use conveyor_sdk::client::{Client, ClientError};
-/// let refused = Client::new("localhost:8080");
-/// assert!(matches!(refused, Err(ClientError::InvalidUrl(_))));
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The base URL is not a usable http(s) URL.
-    #[error("invalid server URL {0:?}")]
-    InvalidUrl(String),
-    /// The server could not be reached.
-    #[error("cannot reach the Conveyor server at {url}")]
-    Connect {
-        /// What was requested.
-        url: String,
-        /// Why.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The server did not answer in time.
-    #[error("the Conveyor server did not answer {url} in time")]
-    Timeout {
-        /// What was requested.
-        url: String,
-        /// Why.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The server answered with an error status and its `{"error": …}` text.
-    #[error("the Conveyor server answered {status}: {message}")]
-    Server {
-        /// The HTTP status.
-        status: u16,
-        /// The server's error text (or the body, when it was not `{"error": …}`).
-        message: String,
-    },
-    /// The answer was not what the contract describes.
-    #[error("unexpected answer from {url}")]
-    Decode {
-        /// What was requested.
-        url: String,
-        /// Why it did not decode.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// Another HTTP failure (a broken connection while reading, …).
-    #[error("HTTP request to {url} failed")]
-    Http {
-        /// What was requested.
-        url: String,
-        /// Why.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// A token could not be made from the client's identity.
-    #[error("cannot sign the request's token")]
-    #[cfg(feature = "auth")]
-    Auth(#[source] crate::auth::AuthError),
-    /// The live log stream could not be opened, or broke while it was read.
-    #[error("the live log stream of {url} broke")]
-    Stream {
-        /// The stream.
-        url: String,
-        /// Why: an HTTP, WebSocket or header error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The server answered a live log request with something other than an event stream.
-    #[error("the Conveyor server did not answer {url} with an event stream")]
-    NotEventStream {
-        /// The stream.
-        url: String,
-    },
-}
+use crate::client::error::{server_error, transport_error};
 
 /// A client of one Conveyor API server: one connection pool, reused for every request.
 ///
@@ -333,254 +259,6 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { url, source })
     }
 
-    /// `POST /resources/`: creates a resource; the server validates its spec and
-    /// starts a run.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
-    /// let resource = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::json!({"steps": []}));
-    /// let created = client.create_resource(&resource).await?;
-    /// println!("run {}", created.runid);
-    /// # Ok(()) }
-    /// ```
-    pub async fn create_resource(&self, resource: &Resource) -> Result<CreatedResource, ClientError> {
-        self.json(Method::POST, "/resources/", Some(resource), &[]).await
-    }
-
-    /// `GET /resources/{type}/{name}`: the latest version of a resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let resource = client.get_resource("pipeline", "hello").await?;
-    /// println!("version {:?}: {}", resource.metadata.get("version"), resource.spec);
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_resource(&self, resource_type: &str, name: &str) -> Result<Resource, ClientError> {
-        self.json(Method::GET, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[]).await
-    }
-
-    /// `GET /resources/{type}/{name}/{version}`: one version of a resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let first = client.get_resource_version("pipeline", "hello", "1").await?;
-    /// assert_eq!(first.name, "hello");
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_resource_version(
-        &self,
-        resource_type: &str,
-        name: &str,
-        version: &str,
-    ) -> Result<Resource, ClientError> {
-        let path = format!("/resources/{}/{}/{}", seg(resource_type), seg(name), seg(version));
-        self.json(Method::GET, &path, None, &[]).await
-    }
-
-    /// `GET /resources/`: every resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// for resource in client.list_resources().await? {
-    ///     println!("{} {}", resource.resource, resource.name);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_resources(&self) -> Result<Vec<Resource>, ClientError> {
-        self.json::<Option<Vec<Resource>>>(Method::GET, "/resources/", None, &[])
-            .await
-            .map(Option::unwrap_or_default)
-    }
-
-    /// `GET /resources/{type}`: the resources of one type.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let pipelines = client.list_resources_of("pipeline").await?;
-    /// assert!(pipelines.iter().all(|r| r.resource == "pipeline"));
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_resources_of(&self, resource_type: &str) -> Result<Vec<Resource>, ClientError> {
-        self.json::<Option<Vec<Resource>>>(
-            Method::GET,
-            &format!("/resources/{}", seg(resource_type)),
-            None,
-            &[],
-        )
-        .await
-        .map(Option::unwrap_or_default)
-    }
-
-    /// `PUT /resources/{type}/{name}`: updates a resource.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut resource = client.get_resource("pipeline", "hello").await?;
-    /// resource.spec["image"] = "alpine:3".into();
-    /// let updated = client.update_resource(&resource).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn update_resource(&self, resource: &Resource) -> Result<Resource, ClientError> {
-        let path = format!("/resources/{}/{}", seg(&resource.resource), seg(&resource.name));
-        self.json(Method::PUT, &path, Some(resource), &[]).await
-    }
-
-    /// `DELETE /resources/{type}/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// client.delete_resource("pipeline", "hello").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete_resource(&self, resource_type: &str, name: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/resources/{}/{}", seg(resource_type), seg(name)), None, &[])
-            .await?;
-        Ok(())
-    }
-
-    /// `POST /resource-definitions/`: creates a resource definition.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conveyor_sdk::ResourceDefinition;
-    /// let definition = ResourceDefinition::new("greeting", serde_json::json!({"type": "object"}));
-    /// let created = client.create_definition(&definition).await?;
-    /// println!("definition id {}", created.id);
-    /// # Ok(()) }
-    /// ```
-    pub async fn create_definition(
-        &self,
-        definition: &ResourceDefinition,
-    ) -> Result<ResourceDefinition, ClientError> {
-        self.json(Method::POST, "/resource-definitions/", Some(definition), &[]).await
-    }
-
-    /// `POST /resource-definitions/apply`: creates or updates a resource definition.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// #[derive(schemars::JsonSchema)]
-    /// struct Greeting { who: String }
-    /// let definition = conveyor_sdk::ResourceDefinition::from_type::<Greeting>("greeting").version("1.1.0");
-    /// client.apply_definition(&definition).await?; // the same call at every start-up
-    /// # Ok(()) }
-    /// ```
-    pub async fn apply_definition(
-        &self,
-        definition: &ResourceDefinition,
-    ) -> Result<ResourceDefinition, ClientError> {
-        self.json(Method::POST, "/resource-definitions/apply", Some(definition), &[]).await
-    }
-
-    /// `GET /resource-definitions/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let definition = client.get_definition("pipeline").await?;
-    /// println!("{} {}: {}", definition.name, definition.version, definition.schema);
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_definition(&self, name: &str) -> Result<ResourceDefinition, ClientError> {
-        self.json(Method::GET, &format!("/resource-definitions/{}", seg(name)), None, &[]).await
-    }
-
-    /// `PUT /resource-definitions/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let definition = client.get_definition("pipeline").await?.description("Steps run in a container");
-    /// client.update_definition(&definition).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn update_definition(
-        &self,
-        definition: &ResourceDefinition,
-    ) -> Result<ResourceDefinition, ClientError> {
-        let path = format!("/resource-definitions/{}", seg(&definition.name));
-        self.json(Method::PUT, &path, Some(definition), &[]).await
-    }
-
-    /// `DELETE /resource-definitions/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// client.delete_definition("greeting").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete_definition(&self, name: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/resource-definitions/{}", seg(name)), None, &[]).await?;
-        Ok(())
-    }
-
-    /// `POST /pipelines`: creates a pipeline.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conveyor_sdk::client::{Pipeline, PipelineStep};
-    /// let pipeline = Pipeline::new("build-and-report", "pipeline")
-    ///     .step(PipelineStep::new("build", "command-runner"))
-    ///     .step(PipelineStep::new("report", "reporter"));
-    /// client.create_pipeline(&pipeline).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
-        self.json(Method::POST, "/pipelines", Some(pipeline), &[]).await
-    }
-
-    /// `GET /pipelines/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let pipeline = client.get_pipeline("build-and-report").await?;
-    /// let drivers: Vec<&str> = pipeline.steps.iter().map(|s| s.driver.as_str()).collect();
-    /// # Ok(()) }
-    /// ```
-    pub async fn get_pipeline(&self, name: &str) -> Result<Pipeline, ClientError> {
-        self.json(Method::GET, &format!("/pipelines/{}", seg(name)), None, &[]).await
-    }
-
-    /// `PUT /pipelines/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conveyor_sdk::client::PipelineStep;
-    /// let pipeline = client.get_pipeline("build-and-report").await?.step(PipelineStep::new("notify", "notifier"));
-    /// client.update_pipeline(&pipeline).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn update_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
-        self.json(Method::PUT, &format!("/pipelines/{}", seg(&pipeline.name)), Some(pipeline), &[]).await
-    }
-
-    /// `DELETE /pipelines/{name}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// client.delete_pipeline("build-and-report").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete_pipeline(&self, name: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/pipelines/{}", seg(name)), None, &[]).await?;
-        Ok(())
-    }
-
-    /// `GET /logs`: stored log lines, in the server's order (by timestamp within a run).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
-    /// use conveyor_sdk::client::LogQuery;
-    /// let lines = client.logs(&LogQuery::run("fbdf5edf-66d4-46ce-859a-8ee44d6c9463")).await?;
-    /// for line in &lines {
-    ///     println!("{} [{}] {}", line.timestamp, line.driver, line.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn logs(&self, query: &LogQuery) -> Result<Vec<Log>, ClientError> {
-        let pairs = query.pairs();
-        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.json::<Option<Vec<Log>>>(Method::GET, "/logs", None, &pairs).await.map(Option::unwrap_or_default)
-    }
-
     /// `GET /health`.
     ///
     /// ```no_run
@@ -591,61 +269,6 @@ impl Client {
     /// ```
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.json(Method::GET, "/health", None, &[]).await
-    }
-
-    /// The live log of one driver's run (`/logs/streams/{driver}/{runid}`): stored lines
-    /// first, then new ones as they come, over whichever transport the server speaks
-    /// (Server-Sent Events on newer servers, WebSocket on older ones).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use futures_util::StreamExt;
-    /// let mut lines = client.stream_logs("command-runner", "fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
-    /// while let Some(line) = lines.next().await {
-    ///     println!("{}", line?.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn stream_logs(&self, driver: &str, run_id: &str) -> Result<LogStream, ClientError> {
-        self.stream_logs_with(driver, run_id, Transport::Auto).await
-    }
-
-    /// [`stream_logs`](Self::stream_logs) over a chosen transport.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
-    /// use conveyor_sdk::client::Transport;
-    /// use futures_util::StreamExt;
-    /// let stream = client.stream_logs_with("command-runner", "run-id", Transport::WebSocket).await?;
-    /// let lines: Vec<_> = stream.collect().await;
-    /// # Ok(()) }
-    /// ```
-    pub async fn stream_logs_with(
-        &self,
-        driver: &str,
-        run_id: &str,
-        transport: Transport,
-    ) -> Result<LogStream, ClientError> {
-        let path = format!("/logs/streams/{}/{}", seg(driver), seg(run_id));
-        logs::open(self, &path, driver, run_id, transport).await
-    }
-
-    /// The live log of every driver of a run (`/logs/pipeline/{runid}`, Server-Sent
-    /// Events).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use futures_util::StreamExt;
-    /// let mut lines = client.stream_run_logs("fbdf5edf-66d4-46ce-859a-8ee44d6c9463").await?;
-    /// while let Some(line) = lines.next().await {
-    ///     let line = line?;
-    ///     println!("[{}] {}", line.driver, line.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn stream_run_logs(&self, run_id: &str) -> Result<LogStream, ClientError> {
-        let path = format!("/logs/pipeline/{}", seg(run_id));
-        logs::open(self, &path, "", run_id, Transport::ServerSentEvents).await
     }
 }
 
@@ -660,26 +283,6 @@ fn seg(text: &str) -> String {
         }
     }
     out
-}
-
-fn transport_error(url: String, source: reqwest::Error) -> ClientError {
-    if source.is_timeout() {
-        ClientError::Timeout { url, source }
-    } else if source.is_connect() {
-        ClientError::Connect { url, source }
-    } else {
-        ClientError::Http { url, source }
-    }
-}
-
-fn server_error(status: StatusCode, body: &str) -> ClientError {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-    }
-    let message =
-        serde_json::from_str::<ErrorBody>(body).map(|b| b.error).unwrap_or_else(|_| body.trim().to_owned());
-    ClientError::Server { status: status.as_u16(), message }
 }
 
 /// Request bodies of any serializable type, behind one reference type.
@@ -703,16 +306,6 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(seg("ubuntu-pipeline-6"), "ubuntu-pipeline-6");
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
-    }
-
-    #[test]
-    fn server_errors_carry_the_error_text() {
-        let e = server_error(StatusCode::NOT_FOUND, r#"{"error":"resource definition not found"}"#);
-        assert!(
-            matches!(e, ClientError::Server { status: 404, ref message } if message == "resource definition not found")
-        );
-        let e = server_error(StatusCode::BAD_GATEWAY, "upstream down\n");
-        assert!(matches!(e, ClientError::Server { status: 502, ref message } if message == "upstream down"));
     }
 
     #[test]
