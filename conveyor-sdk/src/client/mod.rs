@@ -25,7 +25,7 @@ mod error;
 mod logs;
 mod pipelines;
 mod resources;
-mod types;
+pub(crate) mod types;
 
 #[cfg(feature = "auth")]
 use std::sync::Arc;

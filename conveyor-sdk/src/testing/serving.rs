@@ -5,7 +5,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Harness, TestingError};
+use super::server_side::Harness;
+use super::TestingError;
 use crate::driver::Driver;
 use crate::runtime::{self, Config, Runtime};
 

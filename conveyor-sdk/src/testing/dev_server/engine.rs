@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::ApiError;
 use super::store::StoreError;
 use super::ServerState;
-use crate::client::Pipeline;
+use crate::client::types::Pipeline;
 use crate::protocol::{Event, PipelineEvent, Resource, DRIVER_RESULTS_PREFIX};
 use crate::testing::TestingError;
 

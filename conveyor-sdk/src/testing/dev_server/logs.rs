@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::error::ApiError;
 use super::ServerState;
-use crate::client::LogQuery;
+use crate::client::types::LogQuery;
 use crate::protocol::Log;
 
 /// The query of `GET /logs`; an empty or missing filter lets everything through.

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use self::definitions::Definition;
 use self::store::Store;
 use crate::auth::TokenVerifier;
-use crate::client::Pipeline;
+use crate::client::types::Pipeline;
 use crate::protocol::Resource;
-use crate::testing::{Harness, TestingError};
+use crate::testing::server_side::Harness;
+use crate::testing::TestingError;
 
 /// A local Conveyor API server on a real NATS server.
 ///

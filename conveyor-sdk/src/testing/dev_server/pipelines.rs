@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::error::{parse, ApiError};
 use super::store::Stored;
 use super::ServerState;
-use crate::client::Pipeline;
+use crate::client::types::Pipeline;
 
 impl Stored for Pipeline {
     type Key = String;
