@@ -30,6 +30,16 @@ use crate::driver::Driver;
 use crate::validate::SchemaError;
 
 /// Errors that stop a [`Runtime`] from serving.
+///
+/// ```no_run
+/// # async fn demo<D: conveyor_sdk::Driver>(driver: D) {
+/// match conveyor_sdk::Runtime::new(driver).run().await {
+///     Ok(()) => println!("stopped"),
+///     Err(conveyor_sdk::runtime::Error::InvalidName(name)) => eprintln!("rename the driver {name:?}"),
+///     Err(error) => eprintln!("{}", conveyor_sdk::error_text(&error)),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
