@@ -1,10 +1,13 @@
 //! Authentication with a Conveyor server that runs with `auth_enabled`.
 //!
 //! Every HTTP request carries `Authorization: Bearer <JWT>`: a short-lived token signed
-//! with the client's private key (RS256, ES256 or ES384), with claims `iat`, `exp` and
+//! with the client's private key (RS256, ES256, ES384 or ES512), with claims `iat`, `exp` and
 //! `cnf: {"x5t#S256": <base64url SHA-256 of the leaf certificate>}`, and the header
 //! `x5c`: the certificate chain, leaf first. [`ClientIdentity`] makes such tokens;
 //! [`TokenVerifier`] checks them as the server does.
+
+mod algorithm;
+mod es512;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,16 +19,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use self::algorithm::{algorithm_of, Alg, SigningKey};
+
 /// How long a token lives by default.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(120);
 
 /// How far in the future `iat` may be (clocks differ a little).
 const CLOCK_SKEW: u64 = 60;
-
-const OID_RSA: &str = "1.2.840.113549.1.1.1";
-const OID_EC: &str = "1.2.840.10045.2.1";
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-const OID_P384: &str = "1.3.132.0.34";
 
 /// Why a certificate, key or token was refused.
 ///
@@ -55,12 +55,15 @@ pub enum AuthError {
     /// A certificate could not be parsed.
     #[error("a certificate is not valid DER")]
     Certificate(#[source] x509_parser::error::X509Error),
-    /// The key's algorithm is not RSA, EC P-256 or EC P-384.
-    #[error("unsupported key algorithm (use RSA, EC P-256 or EC P-384)")]
+    /// The key's algorithm is not RSA, EC P-256, EC P-384 or EC P-521.
+    #[error("unsupported key algorithm (use RSA, EC P-256, EC P-384 or EC P-521)")]
     UnsupportedKey,
     /// The private key could not be loaded.
     #[error("the private key is not usable")]
     Key(#[source] jsonwebtoken::errors::Error),
+    /// The P-521 private key could not be loaded (PKCS#8 or SEC1 PEM expected).
+    #[error("the P-521 private key is not usable")]
+    P521Key(#[source] p521::pkcs8::Error),
     /// Signing the token failed.
     #[error("signing the token failed")]
     Sign(#[source] jsonwebtoken::errors::Error),
@@ -142,29 +145,6 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, AuthError> {
     X509Certificate::from_der(der).map(|(_, cert)| cert).map_err(|e| AuthError::Certificate(e.into()))
 }
 
-/// The JWT algorithm for a certificate's public key.
-fn algorithm_of(cert: &X509Certificate<'_>) -> Result<Algorithm, AuthError> {
-    let spki = cert.public_key();
-    match spki.algorithm.algorithm.to_id_string().as_str() {
-        OID_RSA => Ok(Algorithm::RS256),
-        OID_EC => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|oid| oid.to_id_string())
-                .unwrap_or_default();
-            match curve.as_str() {
-                OID_P256 => Ok(Algorithm::ES256),
-                OID_P384 => Ok(Algorithm::ES384),
-                _ => Err(AuthError::UnsupportedKey),
-            }
-        }
-        _ => Err(AuthError::UnsupportedKey),
-    }
-}
-
 /// A client's certificate chain and private key: it signs the tokens of its requests.
 ///
 /// ```no_run
@@ -179,8 +159,8 @@ fn algorithm_of(cert: &X509Certificate<'_>) -> Result<Algorithm, AuthError> {
 #[derive(Clone)]
 pub struct ClientIdentity {
     chain_b64: Vec<String>,
-    key: EncodingKey,
-    algorithm: Algorithm,
+    key: SigningKey,
+    algorithm: Alg,
     thumbprint: String,
 }
 
@@ -195,8 +175,8 @@ impl std::fmt::Debug for ClientIdentity {
 
 impl ClientIdentity {
     /// From a certificate chain (PEM, leaf first) and the leaf's private key (PEM;
-    /// PKCS#8, or PKCS#1 for RSA). The algorithm follows from the certificate's key:
-    /// RSA → RS256, P-256 → ES256, P-384 → ES384.
+    /// PKCS#8, or PKCS#1 for RSA, or SEC1 for P-521). The algorithm follows from the
+    /// certificate's key: RSA → RS256, P-256 → ES256, P-384 → ES384, P-521 → ES512.
     ///
     /// ```
     /// use conveyor_sdk::auth::ClientIdentity;
@@ -219,10 +199,12 @@ impl ClientIdentity {
         let leaf = parse(&chain[0])?;
         let algorithm = algorithm_of(&leaf)?;
         let key = match algorithm {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(key_pem),
-            _ => EncodingKey::from_ec_pem(key_pem),
-        }
-        .map_err(AuthError::Key)?;
+            Alg::Jwt(Algorithm::RS256) => {
+                SigningKey::Jwt(EncodingKey::from_rsa_pem(key_pem).map_err(AuthError::Key)?)
+            }
+            Alg::Jwt(_) => SigningKey::Jwt(EncodingKey::from_ec_pem(key_pem).map_err(AuthError::Key)?),
+            Alg::Es512 => SigningKey::Es512(es512::Key::from_pem(key_pem)?),
+        };
         Ok(Self {
             thumbprint: thumbprint(&chain[0]),
             chain_b64: chain.iter().map(|der| STANDARD.encode(der)).collect(),
@@ -299,9 +281,24 @@ impl ClientIdentity {
             exp: iat + lifetime.as_secs(),
             cnf: Confirmation { thumbprint: self.thumbprint.clone() },
         };
-        let mut header = Header::new(self.algorithm);
-        header.x5c = Some(self.chain_b64.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(AuthError::Sign)
+        match &self.key {
+            SigningKey::Jwt(key) => {
+                let Alg::Jwt(algorithm) = self.algorithm else {
+                    return Err(AuthError::UnsupportedKey);
+                };
+                let mut header = Header::new(algorithm);
+                header.x5c = Some(self.chain_b64.clone());
+                jsonwebtoken::encode(&header, &claims, key).map_err(AuthError::Sign)
+            }
+            SigningKey::Es512(key) => {
+                let header = es512::Header {
+                    alg: es512::NAME.into(),
+                    typ: Some("JWT".into()),
+                    x5c: Some(self.chain_b64.clone()),
+                };
+                es512::sign(&header, &claims, key)
+            }
+        }
     }
 
     /// The base64url SHA-256 of the leaf certificate, as in `cnf.x5t#S256`.
@@ -325,7 +322,7 @@ impl ClientIdentity {
         &self.thumbprint
     }
 
-    /// The signing algorithm (`RS256`, `ES256`, `ES384`).
+    /// The signing algorithm (`RS256`, `ES256`, `ES384`, `ES512`).
     ///
     /// ```
     /// # let ca_key = rcgen::KeyPair::generate()?;
@@ -343,12 +340,7 @@ impl ClientIdentity {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn algorithm(&self) -> &'static str {
-        match self.algorithm {
-            Algorithm::RS256 => "RS256",
-            Algorithm::ES256 => "ES256",
-            Algorithm::ES384 => "ES384",
-            _ => "unsupported",
-        }
+        self.algorithm.name()
     }
 }
 
@@ -471,9 +463,15 @@ impl TokenVerifier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn verify(&self, token: &str) -> Result<VerifiedClient, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(AuthError::Malformed)?;
-        let chain: Vec<Vec<u8>> = header
-            .x5c
+        let (alg, x5c) = match jsonwebtoken::decode_header(token) {
+            Ok(header) => (Alg::Jwt(header.alg), header.x5c),
+            // jsonwebtoken knows no ES512: such a header is read here.
+            Err(error) => match es512::header(token) {
+                Some(header) if header.alg == es512::NAME => (Alg::Es512, header.x5c),
+                _ => return Err(AuthError::Malformed(error)),
+            },
+        };
+        let chain: Vec<Vec<u8>> = x5c
             .as_ref()
             .filter(|c| !c.is_empty())
             .ok_or(AuthError::NoChain)?
@@ -485,25 +483,28 @@ impl TokenVerifier {
 
         let leaf = &certs[0];
         let algorithm = algorithm_of(leaf)?;
-        if header.alg != algorithm {
+        if alg != algorithm {
             return Err(AuthError::Untrusted {
-                reason: format!(
-                    "the token says {:?} but its certificate holds a {algorithm:?} key",
-                    header.alg
-                ),
+                reason: format!("the token says {alg} but its certificate holds a key for {algorithm}"),
                 source: None,
             });
         }
         let public = leaf.public_key().subject_public_key.data.as_ref();
-        let key = match algorithm {
-            Algorithm::RS256 => DecodingKey::from_rsa_der(public),
-            _ => DecodingKey::from_ec_der(public),
+        let claims: Claims = match algorithm {
+            Alg::Jwt(algorithm) => {
+                let key = match algorithm {
+                    Algorithm::RS256 => DecodingKey::from_rsa_der(public),
+                    _ => DecodingKey::from_ec_der(public),
+                };
+                let mut validation = Validation::new(algorithm);
+                validation.validate_exp = false; // checked below, without leeway
+                validation.required_spec_claims.clear();
+                jsonwebtoken::decode::<Claims>(token, &key, &validation)
+                    .map_err(AuthError::BadSignature)?
+                    .claims
+            }
+            Alg::Es512 => es512::verify(token, public)?,
         };
-        let mut validation = Validation::new(algorithm);
-        validation.validate_exp = false; // checked below, without leeway
-        validation.required_spec_claims.clear();
-        let claims =
-            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(AuthError::BadSignature)?.claims;
         let now = now();
         if claims.exp <= now {
             return Err(AuthError::Expired);

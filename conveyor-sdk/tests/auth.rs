@@ -76,6 +76,91 @@ fn a_good_rs256_token_is_accepted_through_the_authorization_header() {
     assert!(verifier.verify_header(&header).is_ok());
 }
 
+/// Runs the openssl command line in `dir`, failing the test with its output.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output =
+        Command::new("openssl").current_dir(dir).args(args).output().expect(
+            "the openssl command is needed to make a P-521 test certificate (Debian package openssl)",
+        );
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn an_es512_token_of_a_p521_certificate_verifies_and_a_tampered_one_does_not() {
+    // rcgen's ring backend has no P-521: the key and the leaf (signed by an rcgen CA)
+    // come from the openssl command line.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("ca.key"), ca_key.serialize_pem()).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "conveyor test CA");
+    let ca = CertifiedIssuer::self_signed(params, ca_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    openssl(
+        dir.path(),
+        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521", "-out", "leaf.key"],
+    );
+    openssl(dir.path(), &["ec", "-in", "leaf.key", "-out", "leaf.sec1.key"]);
+    openssl(dir.path(), &["req", "-new", "-key", "leaf.key", "-subj", "/CN=driver-521", "-out", "leaf.csr"]);
+    openssl(
+        dir.path(),
+        &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7"]
+            .into_iter()
+            .chain(["-days", "1", "-out", "leaf.pem"])
+            .collect::<Vec<_>>(),
+    );
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let verifier = TokenVerifier::from_pem(ca.pem().as_bytes()).unwrap();
+
+    for key in ["leaf.key", "leaf.sec1.key"] {
+        let identity = ClientIdentity::from_pem(&read("leaf.pem"), &read(key)).unwrap();
+        assert_eq!(identity.algorithm(), "ES512", "{key}");
+        let token = identity.token().unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], "ES512");
+        assert_eq!(header["x5c"].as_array().map(Vec::len), Some(1));
+        let signature =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.rsplit('.').next().unwrap());
+        assert_eq!(signature.unwrap().len(), 132, "r and s, 66 bytes each");
+        let client = verifier.verify(&token).unwrap();
+        assert_eq!(
+            (client.subject.as_str(), client.thumbprint.as_str()),
+            ("CN=driver-521", identity.thumbprint())
+        );
+
+        // Another expiry in the claims, the signature kept: refused.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap(),
+        )
+        .unwrap();
+        claims["exp"] = (claims["exp"].as_u64().unwrap() + 3600).into();
+        let forged_claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        let tampered = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+        assert!(matches!(verifier.verify(&tampered), Err(AuthError::BadSignature(_))), "{key}");
+    }
+
+    // A token that says ES512 for a P-256 certificate is refused before its signature.
+    let other = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "driver-256");
+    let other_leaf = params.signed_by(&other, &ca).unwrap();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({"alg": "ES512", "x5c": [base64::engine::general_purpose::STANDARD.encode(other_leaf.der())]});
+    let claimed = format!("{}.{}.{}", b64(header.to_string().as_bytes()), b64(b"{}"), b64(&[0; 132]));
+    let refused = verifier.verify(&claimed);
+    assert!(
+        matches!(&refused, Err(AuthError::Untrusted { reason, .. }) if reason.contains("ES512")),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn a_chain_through_an_intermediate_is_accepted() {
     let ca = Ca::new("root");
