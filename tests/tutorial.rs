@@ -62,6 +62,9 @@ async fn the_tutorial_runs_and_its_log_is_watched_live_over_websocket() {
     let services = services().await;
     let base = services.server.url();
 
+    // reqwest is built with rustls and no crypto provider of its own (conveyor-sdk
+    // brings its own to its client): a plain reqwest client needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // POST /resources/ exactly as the tutorial does.
     let reply = reqwest::Client::new()
         .post(format!("{base}/resources/"))

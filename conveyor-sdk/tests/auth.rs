@@ -276,6 +276,9 @@ async fn the_dev_server_with_auth_accepts_good_tokens_and_refuses_the_rest() {
     let outsider = Client::builder(server.url()).identity(outsider).build().unwrap();
     assert!(matches!(outsider.list_resources().await, Err(ClientError::Server { status: 401, .. })));
 
+    // reqwest is built with rustls and no crypto provider of its own (conveyor-sdk
+    // brings its own to its client): a plain reqwest client needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let expired = identity().token_valid_for(Duration::ZERO).unwrap();
     let answer = reqwest::Client::new()
         .get(format!("{}/resources/", server.url()))

@@ -95,6 +95,9 @@ async fn pipelines_health_and_trailing_slashes() {
     assert_eq!(status(client.get_pipeline("ci").await.unwrap_err()).0, 404);
 
     assert_eq!(client.health().await.unwrap().status, "healthy");
+    // reqwest is built with rustls and no crypto provider of its own (conveyor-sdk
+    // brings its own to its client): a plain reqwest client needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     for path in ["/health", "/health/", "/resources", "/resources/", "/resource-definitions/apply/"] {
         let method = if path.starts_with("/resource-definitions") {

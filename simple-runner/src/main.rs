@@ -27,6 +27,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve as a driver: take runs from the Conveyor server's NATS until SIGINT/SIGTERM.
@@ -60,9 +62,14 @@ struct ServeArgs {
     /// On shutdown, how long runs in progress may go on before they are stopped.
     #[arg(long, env = "CONVEYOR_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     grace_period: Duration,
-    /// The root CA (PEM) the NATS and API servers are verified against.
+    /// The root CA (PEM) the NATS and API servers are verified against (for an
+    /// `https://` API server, besides the system's root CAs).
     #[arg(long, env = "CONVEYOR_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// The root CA (PEM) the API server alone is verified against, besides the
+    /// system's; for the API server it takes the place of `--tls-ca`.
+    #[arg(long, env = "CONVEYOR_API_CA")]
+    api_ca: Option<PathBuf>,
     /// This runner's certificate chain (PEM, leaf first): mutual TLS with NATS, and
     /// signed tokens for the API server.
     #[arg(long, env = "CONVEYOR_TLS_CERT", requires = "tls_key")]
@@ -78,6 +85,13 @@ struct ServeArgs {
     nats_token: Option<String>,
     #[command(flatten)]
     runner: RunnerArgs,
+}
+
+impl ServeArgs {
+    /// The root CA of the API server: `--api-ca`, else `--tls-ca`.
+    fn api_root_ca(&self) -> Option<PathBuf> {
+        self.api_ca.clone().or_else(|| self.tls_ca.clone())
+    }
 }
 
 /// What the operator decides, not a resource.
@@ -171,11 +185,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let runner = CommandRunner::new(engine.clone(), settings.clone());
     tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
 
+    let api_root_ca = args.api_root_ca();
     let mut config = Config::default()
         .nats_url(args.nats_url)
         .api_url(args.api_url)
         .concurrency(args.concurrency)
         .grace_period(args.grace_period);
+    if let Some(ca) = api_root_ca {
+        config = config.api_root_ca(ca);
+    }
     if let Some(ca) = args.tls_ca {
         config = config.nats_root_ca(ca);
     }
@@ -283,6 +301,28 @@ mod tests {
         assert_eq!(parse_bytes("1gib"), Ok(1 << 30));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("5t").is_err());
+    }
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["simple-runner", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Serve(args)) => args,
+            Ok(_) => panic!("not parsed as serve"),
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    #[test]
+    fn tls_ca_verifies_the_api_server_too_unless_api_ca_names_its_own() {
+        let both = serve_args(&["--tls-ca", "ca.pem"]);
+        assert_eq!(both.api_root_ca(), Some(PathBuf::from("ca.pem")));
+        assert_eq!(both.tls_ca, Some(PathBuf::from("ca.pem")));
+        let own = serve_args(&["--tls-ca", "ca.pem", "--api-ca", "api-ca.pem"]);
+        assert_eq!(own.api_root_ca(), Some(PathBuf::from("api-ca.pem")));
+        assert_eq!(own.tls_ca, Some(PathBuf::from("ca.pem")), "NATS keeps --tls-ca");
+        let api_only = serve_args(&["--api-ca", "api-ca.pem"]);
+        assert_eq!((api_only.api_root_ca(), api_only.tls_ca), (Some(PathBuf::from("api-ca.pem")), None));
+        assert_eq!(serve_args(&[]).api_root_ca(), None);
     }
 
     #[test]

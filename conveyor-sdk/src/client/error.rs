@@ -2,6 +2,8 @@
 
 use reqwest::StatusCode;
 
+use crate::client::tls::untrusted_because;
+
 /// Errors of the client.
 ///
 /// Each failure keeps its cause as the [`source`](std::error::Error::source);
@@ -75,6 +77,23 @@ pub enum ClientError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The server's TLS certificate was refused: the reason says why.
+    #[error("the TLS certificate of {url} is not trusted: {reason}")]
+    UntrustedCertificate {
+        /// What was requested.
+        url: String,
+        /// Why the certificate was refused, in words.
+        reason: String,
+        /// The failed request or WebSocket handshake, down to the TLS library's refusal.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A root CA certificate given to the client is not PEM, or the PEM text holds none.
+    #[error("a root CA certificate given to the client is not a PEM certificate")]
+    RootCertificate(#[source] rustls::pki_types::pem::Error),
+    /// TLS could not be set up with the given root CA certificates.
+    #[error("cannot set up TLS with the given root CA certificates")]
+    Tls(#[source] rustls::Error),
     /// The server answered a live log request with something other than an event stream.
     #[error("the Conveyor server did not answer {url} with an event stream")]
     NotEventStream {
@@ -83,9 +102,12 @@ pub enum ClientError {
     },
 }
 
-/// A request that got no answer: cannot connect, timed out, or broke.
+/// A request that got no answer: the server's certificate refused, cannot connect,
+/// timed out, or broke.
 pub(super) fn transport_error(url: String, source: reqwest::Error) -> ClientError {
-    if source.is_timeout() {
+    if let Some(reason) = untrusted_because(&source) {
+        ClientError::UntrustedCertificate { url, reason, source: Box::new(source) }
+    } else if source.is_timeout() {
         ClientError::Timeout { url, source }
     } else if source.is_connect() {
         ClientError::Connect { url, source }

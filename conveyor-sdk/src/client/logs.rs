@@ -2,14 +2,17 @@
 //! (servers since 2026-01-21) and WebSocket (the seed tutorial's server).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
 use reqwest::Method;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
 
 use crate::client::error::{server_error, transport_error, ClientError};
+use crate::client::tls::untrusted_because;
 use crate::client::types::LogQuery;
 use crate::client::{seg, Client};
 use crate::protocol::Log;
@@ -148,7 +151,7 @@ pub(super) async fn open(
     let url = client.url(path);
     let authorization = client.authorization()?;
     if transport == Transport::WebSocket {
-        return websocket(&url, authorization, driver, run_id).await;
+        return websocket(&url, authorization, driver, run_id, &client.tls).await;
     }
     let mut request = client.http.get(&url).header(reqwest::header::ACCEPT, "text/event-stream");
     if let Some(value) = &authorization {
@@ -164,7 +167,7 @@ pub(super) async fn open(
         return Ok(server_sent_events(url, response));
     }
     if transport == Transport::Auto && !is_sse && response.status() != reqwest::StatusCode::UNAUTHORIZED {
-        return websocket(&url, authorization, driver, run_id).await;
+        return websocket(&url, authorization, driver, run_id, &client.tls).await;
     }
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
@@ -232,6 +235,7 @@ async fn websocket(
     authorization: Option<String>,
     driver: &str,
     run_id: &str,
+    tls: &Arc<rustls::ClientConfig>,
 ) -> Result<LogStream, ClientError> {
     let ws_url = if let Some(rest) = url.strip_prefix("https://") {
         format!("wss://{rest}")
@@ -249,7 +253,16 @@ async fn websocket(
         let value = reqwest::header::HeaderValue::from_str(&value).map_err(|e| stream_error(e.into()))?;
         request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| stream_error(e.into()))?;
+    // `wss://` trusts what HTTPS trusts; `ws://` ignores the connector.
+    let connector = Some(Connector::Rustls(tls.clone()));
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+        .await
+        .map_err(|e| match untrusted_because(&e) {
+            Some(reason) => {
+                ClientError::UntrustedCertificate { url: ws_url.clone(), reason, source: e.into() }
+            }
+            None => stream_error(e.into()),
+        })?;
     let (driver, run_id) = (driver.to_owned(), run_id.to_owned());
     let stream = socket.filter_map(move |frame| {
         let item = match frame {

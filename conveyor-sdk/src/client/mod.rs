@@ -1,5 +1,7 @@
 //! A client of the Conveyor API server: resources, resource definitions, pipelines,
-//! stored and live logs, health.
+//! stored and live logs, health; over HTTP or HTTPS (rustls,
+//! trusting the system's root CAs and any given to
+//! [`ClientBuilder::root_certificate`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), conveyor_sdk::client::ClientError> {
@@ -25,9 +27,9 @@ mod error;
 mod logs;
 mod pipelines;
 mod resources;
+mod tls;
 pub(crate) mod types;
 
-#[cfg(feature = "auth")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,8 @@ use crate::client::error::{server_error, transport_error};
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The TLS setup of the HTTP client, for the WebSocket streams too.
+    tls: Arc<rustls::ClientConfig>,
     #[cfg(feature = "auth")]
     identity: Option<Arc<ClientIdentity>>,
 }
@@ -74,6 +78,7 @@ pub struct ClientBuilder {
     base: String,
     timeout: Duration,
     connect_timeout: Duration,
+    root_certificates: Vec<Vec<u8>>,
     #[cfg(feature = "auth")]
     identity: Option<ClientIdentity>,
 }
@@ -107,6 +112,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the root CA certificates in `pem` (PEM text, one or more certificates)
+    /// besides the system's, for an `https://` server whose certificate a CA of its
+    /// own signed (default: the system's root CAs only). The live log streams over
+    /// WSS trust the same. A text without a certificate fails [`build`](Self::build).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("conveyor-ca.pem")?;
+    /// let client = conveyor_sdk::client::Client::builder("https://conveyor.internal:8443")
+    ///     .root_certificate(ca)
+    ///     .build()?;
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
     /// Signs every request with a fresh certificate-bound token of `identity`, for a
     /// server that runs with `auth_enabled` (default: no authentication).
     ///
@@ -125,7 +150,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The client; fails when the base URL is not `http://…` or `https://…`.
+    /// The client; fails when the base URL is not `http://…` or `https://…`, or a
+    /// root certificate is not PEM.
     ///
     /// ```
     /// use conveyor_sdk::client::{Client, ClientError};
@@ -139,7 +165,9 @@ impl ClientBuilder {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidUrl(self.base));
         }
+        let tls = tls::client_config(&self.root_certificates)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -148,6 +176,7 @@ impl ClientBuilder {
         Ok(Client {
             http,
             base,
+            tls,
             #[cfg(feature = "auth")]
             identity: self.identity.map(Arc::new),
         })
@@ -181,6 +210,7 @@ impl Client {
             base: base_url.into(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            root_certificates: Vec::new(),
             #[cfg(feature = "auth")]
             identity: None,
         }
@@ -312,5 +342,11 @@ mod tests {
     fn only_http_urls_are_accepted() {
         assert!(matches!(Client::new("localhost:8080"), Err(ClientError::InvalidUrl(_))));
         assert_eq!(Client::new("http://localhost:8080/").unwrap().base_url(), "http://localhost:8080");
+    }
+
+    #[test]
+    fn a_root_certificate_that_is_not_pem_fails_the_build() {
+        let built = Client::builder("https://localhost:8443").root_certificate("not a certificate").build();
+        assert!(matches!(built, Err(ClientError::RootCertificate(_))), "{built:?}");
     }
 }

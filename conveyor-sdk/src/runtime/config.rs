@@ -18,6 +18,8 @@ pub struct Config {
     pub(crate) nats_url: String,
     #[cfg(feature = "client")]
     pub(crate) api_url: Option<String>,
+    #[cfg(feature = "client")]
+    pub(crate) api_root_ca: Option<PathBuf>,
     pub(crate) concurrency: usize,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliveries: u64,
@@ -43,6 +45,8 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             #[cfg(feature = "client")]
             api_url: None,
+            #[cfg(feature = "client")]
+            api_root_ca: None,
             concurrency: 4,
             ack_wait: Duration::from_secs(30),
             max_deliveries: 5,
@@ -89,6 +93,24 @@ impl Config {
     #[must_use]
     pub fn api_url(mut self, url: impl Into<String>) -> Self {
         self.api_url = Some(url.into());
+        self
+    }
+
+    /// Trusts this root CA (PEM file) for an `https://` API server, besides the
+    /// system's root CAs (default: the system's only). A file that cannot be read or
+    /// holds no certificate stops [`Runtime::run`](crate::Runtime::run) with an error.
+    /// Feature `client`.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default()
+    ///     .api_url("https://conveyor.internal:8443")
+    ///     .api_root_ca("conveyor-ca.pem");
+    /// ```
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    #[must_use]
+    pub fn api_root_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.api_root_ca = Some(ca.into());
         self
     }
 

@@ -70,6 +70,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The root CA file of the API server ([`Config::api_root_ca`]) could not be read.
+    #[cfg(feature = "client")]
+    #[error("cannot read the API server's root CA file {path:?}")]
+    ApiRootCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client of the API server could not be set up: an unusable URL or root CA.
+    #[cfg(feature = "client")]
+    #[error("cannot set up the client of the API server")]
+    ApiClient(#[source] crate::client::ClientError),
     /// The NATS server ignored the consumer's filter subjects: it is older than 2.10.
     #[error(
         "the NATS server ignored the consumer's filter subjects (asked for {wanted:?}, it kept {kept:?}): \

@@ -5,38 +5,39 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::Config;
+use super::{Config, Error};
 use crate::client::Client;
 use crate::driver::ResourceType;
 use crate::protocol::ResourceDefinition;
 
 /// Starts registering the definitions of the resource types the driver owns, in
-/// `tasks`, when [`Config::api_url`] names an API server.
+/// `tasks`, when [`Config::api_url`] names an API server. Settings that cannot work
+/// (an unusable URL or root CA) are an error; an API server that cannot be reached
+/// yet is retried in the background.
 pub(super) fn start(
     config: &Config,
     types: &[ResourceType],
     stop: &CancellationToken,
     tasks: &mut JoinSet<()>,
-) {
-    let Some(api_url) = config.api_url.clone() else { return };
+) -> Result<(), Error> {
+    let Some(api_url) = config.api_url.clone() else { return Ok(()) };
     let definitions: Vec<_> = types.iter().filter_map(|t| t.definition().cloned()).collect();
     if definitions.is_empty() {
-        return;
+        return Ok(());
     }
-    let builder = Client::builder(api_url).timeout(Duration::from_secs(10));
+    let mut builder = Client::builder(api_url).timeout(Duration::from_secs(10));
+    if let Some(path) = &config.api_root_ca {
+        let pem = std::fs::read(path).map_err(|source| Error::ApiRootCa { path: path.clone(), source })?;
+        builder = builder.root_certificate(pem);
+    }
     #[cfg(feature = "auth")]
     let builder = match config.api_identity.clone() {
         Some(identity) => builder.identity(identity),
         None => builder,
     };
-    match builder.build() {
-        Ok(client) => {
-            tasks.spawn(register_until_done(client, definitions, stop.clone()));
-        }
-        Err(error) => {
-            tracing::error!(error = %crate::report::error_text(&error), "resource definitions are not registered")
-        }
-    }
+    let client = builder.build().map_err(Error::ApiClient)?;
+    tasks.spawn(register_until_done(client, definitions, stop.clone()));
+    Ok(())
 }
 
 /// Applies each definition (`POST /resource-definitions/apply`) until every one is

@@ -79,7 +79,7 @@ async fn prepare<D: Driver>(
     #[allow(unused_mut)] // nothing runs beside the loop without the `client` feature
     let mut background = JoinSet::new();
     #[cfg(feature = "client")]
-    super::register::start(&config, &types, stop, &mut background);
+    super::register::start(&config, &types, stop, &mut background)?;
 
     let shared = Arc::new(Shared {
         driver: Arc::new(driver),

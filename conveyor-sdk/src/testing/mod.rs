@@ -68,6 +68,16 @@ pub enum TestingError {
     /// The runtime's task panicked or was aborted.
     #[error("the runtime's task did not finish")]
     RuntimeTask(#[source] tokio::task::JoinError),
+    /// The dev server's TLS certificate or key is unusable.
+    #[cfg(feature = "dev-server")]
+    #[error("cannot serve HTTPS with {what}")]
+    Tls {
+        /// The certificate or key file.
+        what: String,
+        /// Why: it cannot be read, is not PEM, or the key does not fit the certificate.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Something awaited did not happen in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {

@@ -1,6 +1,6 @@
 //! A local Conveyor API server, for developing drivers and clients without the Go
-//! server: the REST contract over HTTP, and the server's part of the protocol through
-//! the [`Harness`] (one reader of the work queues).
+//! server: the REST contract over HTTP or HTTPS, and the server's part of the
+//! protocol through the [`Harness`] (one reader of the work queues).
 
 mod auth;
 mod definitions;
@@ -10,12 +10,15 @@ mod logs;
 mod pipelines;
 mod resources;
 mod store;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post, MethodRouter};
+use axum::serve::Listener;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +43,8 @@ use crate::testing::TestingError;
 /// ```
 pub struct DevServer {
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     state: Arc<ServerState>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -93,6 +98,50 @@ impl DevServer {
         verifier: Option<TokenVerifier>,
     ) -> Result<Self, TestingError> {
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(TestingError::Spawn)?;
+        Self::serve_on(listener, "http", harness, verifier)
+    }
+
+    /// [`start_with`](Self::start_with), serving HTTPS (and WSS) with the certificate
+    /// chain in `cert` (PEM, leaf first) and its private key in `key` (PEM); clients
+    /// trust it through its CA, e.g. with
+    /// [`ClientBuilder::root_certificate`](crate::client::ClientBuilder::root_certificate).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::testing::{DevServer, Harness};
+    /// let harness = Harness::start("nats://127.0.0.1:4222").await?;
+    /// let listen = "127.0.0.1:8443".parse()?;
+    /// let server =
+    ///     DevServer::start_with_tls(harness, listen, None, "server.pem".as_ref(), "server.key".as_ref()).await?;
+    /// assert_eq!(server.url(), "https://127.0.0.1:8443");
+    /// let client = conveyor_sdk::client::Client::builder(server.url())
+    ///     .root_certificate(std::fs::read("ca.pem")?)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with_tls(
+        harness: Harness,
+        listen: SocketAddr,
+        verifier: Option<TokenVerifier>,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, TestingError> {
+        let config = tls::server_config(cert, key)?;
+        let tcp = tokio::net::TcpListener::bind(listen).await.map_err(TestingError::Spawn)?;
+        let listener = tls::TlsListener::new(tcp, config).map_err(TestingError::Spawn)?;
+        Self::serve_on(listener, "https", harness, verifier)
+    }
+
+    /// Serves the API on `listener` until [`shutdown`](Self::shutdown).
+    fn serve_on<L>(
+        listener: L,
+        scheme: &'static str,
+        harness: Harness,
+        verifier: Option<TokenVerifier>,
+    ) -> Result<Self, TestingError>
+    where
+        L: Listener<Addr = SocketAddr>,
+    {
         let addr = listener.local_addr().map_err(TestingError::Spawn)?;
         let state = Arc::new(ServerState {
             harness,
@@ -119,10 +168,10 @@ impl DevServer {
             }
             engine.abort();
         });
-        Ok(Self { addr, state, stop, task })
+        Ok(Self { addr, scheme, state, stop, task })
     }
 
-    /// `http://<address>`.
+    /// `http://<address>`, or `https://<address>` when it serves HTTPS.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -132,7 +181,7 @@ impl DevServer {
     /// # Ok(()) }
     /// ```
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The address it listens on.
