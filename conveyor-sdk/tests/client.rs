@@ -250,3 +250,58 @@ async fn the_dev_server_dispatches_exactly_as_the_real_server() {
     let resource: Resource = serde_json::from_str(raw["payload"].as_str().unwrap()).unwrap();
     assert_eq!(resource.pipeline(), Some("ci"));
 }
+
+#[tokio::test]
+async fn a_posted_log_line_is_stored_and_reaches_the_live_stream_of_its_run() {
+    let (_nats, _server, client) = dev_server().await;
+    let mut live = client.stream_logs_with("notifier", "run-7", Transport::ServerSentEvents).await.unwrap();
+    let line = conveyor_sdk::Log {
+        runid: "run-7".into(),
+        driver: "notifier".into(),
+        pipeline: Some("ci".into()),
+        timestamp: "2026-11-23T21:30:46.123456789Z".into(),
+        message: "mail sent".into(),
+    };
+    client.create_log(&line).await.unwrap();
+    // Stored by the time the server answered.
+    assert_eq!(client.logs(&LogQuery::run("run-7")).await.unwrap(), std::slice::from_ref(&line));
+    assert!(client.logs(&LogQuery::run("run-7").pipeline("other")).await.unwrap().is_empty());
+    let streamed =
+        tokio::time::timeout(Duration::from_secs(10), live.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(streamed, line);
+
+    let nameless = conveyor_sdk::Log { runid: "two words".into(), ..line };
+    let (code, message) = status(client.create_log(&nameless).await.unwrap_err());
+    assert_eq!(code, 400, "{message}");
+    assert!(message.contains("runid"), "{message}");
+    assert_eq!(
+        client.logs(&LogQuery::default()).await.unwrap().len(),
+        1,
+        "nothing stored of the refused line"
+    );
+}
+
+#[tokio::test]
+async fn a_broadcast_message_reaches_every_driver_of_its_resource_type() {
+    let (_nats, server, client) = dev_server().await;
+    let nats = server.harness().client();
+    let mut drivers = nats.subscribe("resources.job").await.unwrap();
+    nats.flush().await.unwrap();
+    let message = conveyor_sdk::DriverMessage {
+        event: conveyor_sdk::Event::Other("refresh".into()),
+        payload: Resource::new("build-1", "job", json!({"steps": []})),
+        id: String::new(),
+        run_id: "run-9".into(),
+    };
+    client.broadcast_message(&message).await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), drivers.next()).await.unwrap().unwrap();
+    let received = conveyor_sdk::DriverMessage::decode(&received.payload).unwrap();
+    assert_eq!((received.event.as_str(), received.run_id.as_str()), ("refresh", "run-9"));
+    assert_eq!(received.payload, message.payload);
+    assert_eq!(received.id.len(), 24, "the server gives the message an id");
+
+    let typeless = conveyor_sdk::DriverMessage { payload: Resource::new("x", "", json!({})), ..message };
+    let (code, text) = status(client.broadcast_message(&typeless).await.unwrap_err());
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("resource type"), "{text}");
+}

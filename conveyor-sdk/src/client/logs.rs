@@ -1,5 +1,6 @@
-//! Logs: the stored lines (`GET /logs`), and the live streams over Server-Sent Events
-//! (servers since 2026-01-21) and WebSocket (the seed tutorial's server).
+//! Logs: the stored lines (`GET /logs`, `POST /logs`), and the live streams over
+//! Server-Sent Events (servers since 2026-01-21) and WebSocket (the seed tutorial's
+//! server).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -83,6 +84,27 @@ impl Client {
         let pairs = query.pairs();
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.json::<Option<Vec<Log>>>(Method::GET, "/logs", None, &pairs).await.map(Option::unwrap_or_default)
+    }
+
+    /// `POST /logs`: stores one log line, as a driver's lines are stored. The server
+    /// answers `201`; the line is then among the stored lines and on the live streams
+    /// of its run.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), conveyor_sdk::client::ClientError> {
+    /// let line = conveyor_sdk::Log {
+    ///     runid: "fbdf5edf-66d4-46ce-859a-8ee44d6c9463".into(),
+    ///     driver: "notifier".into(),
+    ///     pipeline: None,
+    ///     timestamp: "2026-11-23T21:30:46.123456789Z".into(),
+    ///     message: "mail sent".into(),
+    /// };
+    /// client.create_log(&line).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_log(&self, log: &Log) -> Result<(), ClientError> {
+        self.send(Method::POST, "/logs", Some(log), &[]).await?;
+        Ok(())
     }
 
     /// The live log of one driver's run (`/logs/streams/{driver}/{runid}`): stored lines

@@ -1,5 +1,5 @@
 //! A client of the Conveyor API server: resources, resource definitions, pipelines,
-//! stored and live logs, health; over HTTP or HTTPS (rustls,
+//! stored and live logs, messages to drivers, health; over HTTP or HTTPS (rustls,
 //! trusting the system's root CAs and any given to
 //! [`ClientBuilder::root_certificate`]).
 //!
@@ -23,6 +23,7 @@
 // One file per API area, each with its own `impl Client` block; this file holds the
 // client, its builder and the request plumbing they share.
 mod definitions;
+mod drivers;
 mod error;
 mod logs;
 mod pipelines;

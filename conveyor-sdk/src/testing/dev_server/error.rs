@@ -36,6 +36,9 @@ pub(super) enum ApiError {
     /// The resource could not be sent to the drivers.
     #[error("cannot dispatch")]
     Dispatch(#[source] TestingError),
+    /// A log line or a message to the drivers could not be published on NATS.
+    #[error("cannot publish")]
+    Publish(#[source] TestingError),
     /// The request carries no valid token.
     #[error("unauthorized")]
     Unauthorized(#[source] AuthError),
@@ -47,7 +50,9 @@ impl ApiError {
             Self::Store(StoreError::NotFound { .. } | StoreError::NoSuchVersion { .. }) => {
                 StatusCode::NOT_FOUND
             }
-            Self::Store(StoreError::Poisoned) | Self::Dispatch(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(StoreError::Poisoned) | Self::Dispatch(_) | Self::Publish(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Store(StoreError::Taken { .. })
             | Self::Payload(_)
@@ -70,7 +75,7 @@ impl ApiError {
             Self::SpecOnCreate(error) | Self::SpecOnUpdate(error) => error.to_string(),
             Self::Schema(error) => error.to_string(),
             Self::Store(error) => error.to_string(),
-            Self::Dispatch(error) => error.to_string(),
+            Self::Dispatch(error) | Self::Publish(error) => error.to_string(),
             Self::Unauthorized(error) => format!("unauthorized: {error}"),
         }
     }

@@ -1,5 +1,6 @@
-//! `/logs`: the stored lines, and the live streams of a driver's run (WebSocket or
-//! Server-Sent Events) and of a whole pipeline run (Server-Sent Events).
+//! `/logs`: the stored lines (read, and written one by one), and the live streams of
+//! a driver's run (WebSocket or Server-Sent Events) and of a whole pipeline run
+//! (Server-Sent Events).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -7,14 +8,16 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use super::error::ApiError;
+use super::drivers::is_subject_token;
+use super::error::{parse, ApiError};
 use super::ServerState;
 use crate::client::types::LogQuery;
 use crate::protocol::Log;
@@ -34,6 +37,20 @@ pub(super) async fn stored(
 ) -> Json<Vec<Log>> {
     let query = LogQuery { pipeline: params.pipeline, driver: params.driver, runid: params.runid };
     Json(state.harness.all_logs().into_iter().filter(|l| matches(&query, l)).collect())
+}
+
+/// `POST /logs`: stores one line as a line a driver sent is stored; `201 "Log created"`
+/// once it is among the stored lines and on the live streams of its run.
+pub(super) async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Response, ApiError> {
+    let log: Log = parse(&body)?;
+    if !log.runid.split('.').all(is_subject_token) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid runid {:?}: a log entry needs a run id without white space, '*' or '>'",
+            log.runid
+        )));
+    }
+    state.harness.store_log(&log).await.map_err(ApiError::Publish)?;
+    Ok((StatusCode::CREATED, Json("Log created")).into_response())
 }
 
 /// Whether `log` passes every filter of `query`; an empty or missing filter passes all.

@@ -4,6 +4,7 @@
 
 mod auth;
 mod definitions;
+mod drivers;
 mod engine;
 mod error;
 mod logs;
@@ -270,9 +271,10 @@ fn router(state: Arc<ServerState>) -> Router {
     app = route(app, "/pipelines", post(pipelines::create));
     app =
         route(app, "/pipelines/{name}", get(pipelines::get).put(pipelines::update).delete(pipelines::delete));
-    app = route(app, "/logs", get(logs::stored));
+    app = route(app, "/logs", get(logs::stored).post(logs::create));
     app = route(app, "/logs/streams/{driver}/{runid}", get(logs::driver_stream));
     app = route(app, "/logs/pipeline/{runid}", get(logs::run_stream));
+    app = route(app, "/drivers/broadcast-message", post(drivers::broadcast));
     app.with_state(state)
 }
 

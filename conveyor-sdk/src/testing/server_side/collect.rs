@@ -159,6 +159,25 @@ impl Harness {
         .await
     }
 
+    /// Stores `log` as a line a driver sent is stored: published on JetStream
+    /// `logs.<runid>`, then read back by the harness; returns once it has been (it is
+    /// then among [`logs`](Self::logs) and was sent to the
+    /// [`subscribe_logs`](Self::subscribe_logs) receivers).
+    #[cfg(feature = "dev-server")]
+    pub(crate) async fn store_log(&self, log: &Log) -> Result<(), TestingError> {
+        let subject = subjects::logs(&log.runid);
+        let payload = serde_json::to_vec(log).map_err(TestingError::Encode)?;
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            TestingError::nats(format!("publishing on {subject}"), e)
+        };
+        let ack = self.js.publish(subject.clone(), payload.into()).await.map_err(|e| failed(e.into()))?;
+        let sequence = ack.await.map_err(|e| failed(e.into()))?.sequence;
+        self.wait_until(DEFAULT_WAIT, &format!("the log line stored on {subject} to be read back"), |c| {
+            (c.logs_read_up_to >= sequence).then_some(())
+        })
+        .await
+    }
+
     /// Every result event from now on, as it is read.
     ///
     /// ```no_run
