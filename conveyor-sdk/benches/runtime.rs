@@ -6,8 +6,10 @@
 //! cargo bench -p conveyor-sdk --bench runtime -- quick   # smaller counts, one round
 //! ```
 //!
-//! Prints messages (or lines) per second for both sides and their ratio, the peak RSS
-//! of a log-only run in a process of its own, and the RSS of an idle driver process.
+//! Prints messages (or lines) per second for both sides and their ratio, the same for
+//! the runtime with its metrics and HTTP endpoint on (beside it off, in the same
+//! rounds), the peak RSS of a log-only run in a process of its own, and the RSS of an
+//! idle driver process.
 
 use std::time::{Duration, Instant};
 
@@ -178,9 +180,19 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn sdk_loop(url: &str, js: &Context, client: &async_nats::Client, concurrency: usize, n: usize) -> f64 {
-    let name = format!("sdk-{concurrency}");
-    let resource_type = format!("sdkjob{concurrency}");
+/// The runtime with a no-op driver, with or without its metrics (recorded and served
+/// on a loopback port, as `--metrics-listen` does).
+async fn sdk_loop(
+    url: &str,
+    js: &Context,
+    client: &async_nats::Client,
+    concurrency: usize,
+    n: usize,
+    metrics: bool,
+) -> f64 {
+    let kind = if metrics { "sdkm" } else { "sdk" };
+    let name = format!("{kind}-{concurrency}");
+    let resource_type = format!("{kind}job{concurrency}");
     let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
     // The consumer exists before the backlog, as the runtime would leave it.
     stream.create_consumer(consumer_config(&name, &resource_type)).await.expect("consumer");
@@ -189,7 +201,12 @@ async fn sdk_loop(url: &str, js: &Context, client: &async_nats::Client, concurre
     let stop = CancellationToken::new();
     let started = Instant::now();
     let driver = Bench { name: name.clone(), resource_type, lines: 0 };
-    let config = Config::default().nats_url(url).concurrency(concurrency);
+    let mut config = Config::default().nats_url(url).concurrency(concurrency);
+    if metrics {
+        config = config
+            .metrics(conveyor_sdk::runtime::Metrics::new())
+            .metrics_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     let serving =
         tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
     done.await.expect("counter");
@@ -309,19 +326,37 @@ async fn main() {
     println!("runtime overhead: {messages} messages (decode, validate, reconcile, result publish, ack), median of {rounds}");
     for concurrency in [1, 8] {
         let (mut raw, mut sdk, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..rounds {
+        let (mut with_metrics, mut metric_ratios) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
             let r = raw_loop(&js, &client, concurrency, messages).await;
-            let s = sdk_loop(&url, &js, &client, concurrency, messages).await;
+            // Metrics off and on back to back, in alternating order, so that drift
+            // of the machine falls on both.
+            let (s, m) = if round % 2 == 0 {
+                let s = sdk_loop(&url, &js, &client, concurrency, messages, false).await;
+                (s, sdk_loop(&url, &js, &client, concurrency, messages, true).await)
+            } else {
+                let m = sdk_loop(&url, &js, &client, concurrency, messages, true).await;
+                (sdk_loop(&url, &js, &client, concurrency, messages, false).await, m)
+            };
             js.get_stream(subjects::PIPELINE_STREAM).await.expect("stream").purge().await.expect("purge");
             raw.push(r);
             sdk.push(s);
             ratios.push(s / r);
+            with_metrics.push(m);
+            metric_ratios.push(m / s);
         }
+        let sdk = median(sdk);
         println!(
             "  concurrency {concurrency}: raw async-nats {:>9.0} msg/s   conveyor-sdk {:>9.0} msg/s   ratio {:.2}",
             median(raw),
-            median(sdk),
+            sdk,
             median(ratios)
+        );
+        println!(
+            "  concurrency {concurrency}: metrics off {:>9.0} msg/s   metrics on {:>9.0} msg/s   on/off {:.3}",
+            sdk,
+            median(with_metrics),
+            median(metric_ratios)
         );
     }
 

@@ -150,6 +150,42 @@ pub trait Driver: Send + Sync + 'static {
     /// # Ok(()) }
     /// ```
     async fn reconcile(&self, run: Run<Self::Spec>) -> Result<DriverResult, ReconcileError>;
+
+    /// Whether the driver can take runs now, beside the runtime's own conditions (NATS
+    /// connected, consumer bound): `/readyz` answers 503 with the error's text while
+    /// this fails (feature `metrics`, [`Config::metrics_listen`](crate::Config)). The
+    /// default is always ready. Called only by `/readyz`, never on the way of a run;
+    /// one that takes longer than 5 s counts as not ready.
+    ///
+    /// ```
+    /// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
+    /// struct Builder {
+    ///     workspace: std::path::PathBuf,
+    /// }
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Driver for Builder {
+    ///     type Spec = serde_json::Value;
+    ///     # fn name(&self) -> &str { "builder" }
+    ///     # fn resources(&self) -> Vec<ResourceType> { vec![ResourceType::foreign("build")] }
+    ///     # async fn reconcile(&self, _: Run<serde_json::Value>) -> Result<DriverResult, ReconcileError> {
+    ///     #     Ok(DriverResult::success("ok"))
+    ///     # }
+    ///     async fn ready(&self) -> Result<(), ReconcileError> {
+    ///         tokio::fs::metadata(&self.workspace).await?; // e.g. a volume that must be mounted
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let builder = Builder { workspace: "/no/such/volume".into() };
+    /// assert!(builder.ready().await.is_err());
+    /// # }
+    /// ```
+    async fn ready(&self) -> Result<(), ReconcileError> {
+        Ok(())
+    }
 }
 
 /// A resource type a driver handles, with the definition it registers if it owns it.

@@ -64,7 +64,9 @@
 //! - `auth` (feature `auth`): certificate-bound tokens for a server with authentication;
 //! - `testing` (feature `testing`): a real nats-server and the server's side of the
 //!   protocol, for your driver's tests; `testing::DevServer` (feature `dev-server`)
-//!   a local API server.
+//!   a local API server;
+//! - `runtime::Metrics` (feature `metrics`): Prometheus metrics of the runtime, and
+//!   `/healthz`, `/readyz` and `/metrics` over HTTP (`Config::metrics_listen`).
 //!
 //! With no feature, the runtime and the log handle compile no HTTP, WebSocket, JWT
 //! or X.509 stack.
@@ -98,6 +100,10 @@ pub use runtime::{Config, Runtime};
 
 /// Re-exported so that a driver can use `#[async_trait]` without another dependency line.
 pub use async_trait::async_trait;
+/// Re-exported for a driver's own metrics beside the runtime's (`runtime::Metrics`).
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use prometheus_client;
 /// Re-exported for `#[derive(JsonSchema)]` on spec types.
 pub use schemars;
 /// Re-exported for [`Run::cancellation_token`].

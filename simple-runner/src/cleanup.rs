@@ -91,6 +91,7 @@ pub async fn remove_orphans(
         };
         if !alive && engine.remove(&id).await {
             removed += 1;
+            engine.metrics().orphan_reaped();
             tracing::info!(
                 container = %id,
                 run_id = container_labels.get(labels::RUN_ID).map(String::as_str).unwrap_or(""),

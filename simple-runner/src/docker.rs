@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use crate::error::EngineError;
+use crate::metrics::RunnerMetrics;
 use crate::settings::ContainerSettings;
 
 /// Labels every run container carries.
@@ -71,6 +72,7 @@ pub struct RunContainer {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    metrics: RunnerMetrics,
 }
 
 impl Engine {
@@ -113,7 +115,19 @@ impl Engine {
                 docker
             }
         };
-        Self { docker }
+        Self { docker, metrics: RunnerMetrics::default() }
+    }
+
+    /// What this engine has counted: pulls, container starts, removals, orphans.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine) {
+    /// let metrics = conveyor_sdk::runtime::Metrics::new();
+    /// engine.metrics().register(&metrics); // served with the runtime's
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> &RunnerMetrics {
+        &self.metrics
     }
 
     /// The bollard client, for what the runner does not do itself.
@@ -177,6 +191,7 @@ impl Engine {
             ..Default::default()
         };
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+        let starting = std::time::Instant::now();
         let created = self
             .docker
             .create_container(Some(options), config)
@@ -187,6 +202,7 @@ impl Engine {
             self.remove(&container.id).await;
             return Err(docker_error(format!("cannot start the container of image {image}"))(error));
         }
+        self.metrics.container_started(starting.elapsed());
         Ok(container)
     }
 
@@ -218,7 +234,10 @@ impl Engine {
     pub async fn remove(&self, container: &str) -> bool {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.docker.remove_container(container, Some(options)).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.metrics.container_removed();
+                true
+            }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => true,
             Err(error) => {
                 tracing::warn!(%error, container, "removing the container failed");

@@ -111,7 +111,11 @@ impl Engine {
         match (policy, present) {
             (PullPolicy::Never, false) => Err(EngineError::ImageMissing(image.to_owned())),
             (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => self.pull(image, progress).await,
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
+                let pulled = self.pull(image, progress).await;
+                self.metrics().pull_finished(pulled.is_ok());
+                pulled
+            }
         }
     }
 

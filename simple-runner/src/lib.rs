@@ -21,7 +21,8 @@
 //!   `workdir`, `timeout`, `pull` and a step's `continue_on_error`).
 //! - [`Settings`] ([`settings`]): what the operator decides for every run.
 //! - [`Engine`] ([`docker`]): the Docker engine as the runner uses it;
-//!   [`EngineError`] ([`error`]): what can go wrong with it.
+//!   [`EngineError`] ([`error`]): what can go wrong with it; what it counts,
+//!   [`metrics::RunnerMetrics`], is served beside the runtime's metrics.
 //!
 //! The binary (`simple-runner serve | run FILE | schema`, `main.rs` and its terminal
 //! spinner in `spinner.rs`) is documented in the README.
@@ -32,6 +33,7 @@ pub mod docker;
 pub mod error;
 pub mod image;
 mod marker;
+pub mod metrics;
 mod prepare;
 mod removal;
 pub mod report;

@@ -2,11 +2,12 @@
 //! print the resource definition.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use conveyor_sdk::validate::SpecValidator;
 use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
 use simple_runner::image::PullProgress;
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve as a driver: take runs from the Conveyor server's NATS until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one resource (JSON, as for `POST /resources/`) here, without any server, and
     /// exit with 0 if it succeeded.
     Run {
@@ -83,6 +84,14 @@ struct ServeArgs {
     /// A NATS token.
     #[arg(long, env = "CONVEYOR_NATS_TOKEN", hide_env_values = true)]
     nats_token: Option<String>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over HTTP on this
+    /// address, e.g. `127.0.0.1:9090`; off when not given.
+    #[arg(long, env = "CONVEYOR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// The format of the runner's own diagnostics on stderr: `text`, or `json` (one
+    /// object per line; lines of a run carry its span: driver, run id, resource).
+    #[arg(long, env = "CONVEYOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     runner: RunnerArgs,
 }
@@ -92,6 +101,15 @@ impl ServeArgs {
     fn api_root_ca(&self) -> Option<PathBuf> {
         self.api_ca.clone().or_else(|| self.tls_ca.clone())
     }
+}
+
+/// How diagnostics are written.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What the operator decides, not a resource.
@@ -160,8 +178,8 @@ async fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => {
-            init_tracing();
-            match serve(args).await {
+            init_tracing(args.log_format);
+            match serve(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error}");
@@ -173,10 +191,15 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => subscriber.init(),
+        // With the current span and its parents: a run's lines carry its fields.
+        LogFormat::Json => subscriber.json().with_current_span(true).with_span_list(true).init(),
+    }
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -206,6 +229,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(token) = args.nats_token {
         config = config.nats_token(token);
+    }
+    if let Some(addr) = args.metrics_listen {
+        let metrics = conveyor_sdk::runtime::Metrics::new();
+        engine.metrics().register(&metrics);
+        config = config.metrics(metrics).metrics_listen(addr);
     }
 
     // Liveness and the removal of containers left by runners that are gone use a
@@ -306,7 +334,7 @@ mod tests {
     fn serve_args(flags: &[&str]) -> ServeArgs {
         let argv = ["simple-runner", "serve"].iter().chain(flags);
         match Cli::try_parse_from(argv).map(|cli| cli.command) {
-            Ok(Command::Serve(args)) => args,
+            Ok(Command::Serve(args)) => *args,
             Ok(_) => panic!("not parsed as serve"),
             Err(error) => panic!("{error}"),
         }

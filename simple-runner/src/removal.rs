@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::docker::Engine;
 
@@ -58,10 +59,12 @@ impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if let (Some(id), Ok(handle)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
             let engine = self.removals.engine.clone();
+            // Its diagnostics belong to the run that had the container.
             self.removals.tasks.spawn_on(
                 async move {
                     engine.remove(&id).await;
-                },
+                }
+                .instrument(tracing::Span::current()),
                 &handle,
             );
         }

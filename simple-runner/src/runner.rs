@@ -4,6 +4,7 @@
 use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run};
 
 use crate::docker::Engine;
+use crate::error::EngineError;
 use crate::image::PullProgress;
 use crate::prepare::{prepare, Prepared};
 use crate::removal::Removals;
@@ -157,6 +158,17 @@ impl Driver for CommandRunner {
 
     async fn reconcile(&self, run: Run<PipelineSpec>) -> Result<DriverResult, ReconcileError> {
         Ok(self.execute(&run, PullProgress::Log(run.log())).await.into_result())
+    }
+
+    /// Ready while the Docker engine answers a ping (`/readyz`).
+    async fn ready(&self) -> Result<(), ReconcileError> {
+        match self.engine.docker().ping().await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(Box::new(EngineError::Docker {
+                action: "the Docker engine does not answer".into(),
+                source,
+            })),
+        }
     }
 }
 

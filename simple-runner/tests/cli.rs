@@ -103,3 +103,85 @@ async fn serve_takes_runs_from_nats_and_exits_cleanly_on_sigterm() {
     };
     assert!(engine.docker().list_containers(Some(options)).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn serve_logs_json_with_the_runs_fields_and_serves_its_metrics() {
+    use conveyor_sdk::testing::{Harness, NatsServer};
+    use tokio::io::AsyncBufReadExt;
+    let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let harness = Harness::start(&nats.url()).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_simple-runner"))
+        .args(["serve", "--network", "none", "--log-format", "json", "--metrics-listen", "127.0.0.1:0"])
+        .env("CONVEYOR_NATS_URL", nats.url())
+        .env("CONVEYOR_API_URL", format!("http://127.0.0.1:{closed}"))
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reading = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let _ = lines_tx.send(line.clone());
+            all.push(line);
+        }
+        all
+    });
+    // The endpoint says where it listens.
+    let addr: std::net::SocketAddr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let line = lines_rx.recv().await.expect("simple-runner ended before serving its metrics");
+            let object: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if let Some(addr) = object["fields"]["addr"].as_str() {
+                return addr.parse().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("no line said where the metrics are served");
+    harness.wait_for_pull_requests("command-runner", 1, std::time::Duration::from_secs(30)).await.unwrap();
+
+    let mut seed: conveyor_sdk::Resource =
+        serde_json::from_str(include_str!("../../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
+    seed.spec["image"] = serde_json::json!("conveyor-test/busybox:latest");
+    let name = seed.name.clone();
+    let run = harness.create(seed).await.unwrap();
+    assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        if text.contains("conveyor_runs_finished_total{outcome=\"success\"} 1")
+            && text.contains("simple_runner_container_start_seconds_count 1")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run is not in the metrics:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let pid = serve.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status =
+        tokio::time::timeout(std::time::Duration::from_secs(30), serve.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    let lines = reading.await.unwrap();
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let of_run: Vec<&serde_json::Value> =
+        objects.iter().filter(|o| o["span"]["run_id"] == run.run_id.as_str()).collect();
+    assert!(
+        of_run.iter().any(|o| o["fields"]["message"] == "reconciled"),
+        "no line of the run says it was reconciled: {lines:#?}"
+    );
+    for object in of_run {
+        assert_eq!(object["span"]["driver"], "command-runner", "{object}");
+        assert_eq!(object["span"]["resource_type"], "pipeline", "{object}");
+        assert_eq!(object["span"]["resource_name"], name.as_str(), "{object}");
+    }
+}

@@ -81,6 +81,31 @@ async fn an_unreachable_engine_fails_runs_clearly_and_the_runner_recovers_when_i
 }
 
 #[tokio::test]
+async fn readyz_is_503_while_the_docker_engine_does_not_answer() {
+    engine().await; // checks the test image
+    let (nats, harness) = setup().await;
+    let mut front = DockerFront::start(0).await;
+    let engine = Engine::connect_to(&front.host()).await.unwrap();
+    let metrics = conveyor_sdk::runtime::Metrics::new();
+    let config = config(&nats)
+        .metrics(metrics.clone())
+        .metrics_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let serving = serve(CommandRunner::new(engine, settings()), config, &harness).await;
+    let addr = metrics_endpoint(&metrics).await;
+    assert_eq!(until_status(addr, "/readyz", 200).await, "ready\n");
+
+    front.stop().await;
+    let reason = until_status(addr, "/readyz", 503).await;
+    assert!(reason.contains("the Docker engine does not answer"), "{reason}");
+    assert_eq!(get(addr, "/healthz").await.0, 200, "alive while the engine is away");
+
+    let front = DockerFront::start(front.port).await;
+    until_status(addr, "/readyz", 200).await;
+    serving.shutdown().await.unwrap();
+    drop(front);
+}
+
+#[tokio::test]
 async fn containers_of_a_dead_runner_are_removed_and_those_of_a_live_one_kept() {
     let engine = engine().await;
     let (nats, _harness) = setup().await;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{LogError, LogSink, RunClock};
 use crate::protocol::subjects;
+use crate::runtime::observe::Observer;
 
 /// How a run's lines are published.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(crate) struct NatsLogOptions {
     pub(crate) legacy_live: bool,
     /// How long a line whose publish failed is retried before it is given up.
     pub(crate) retry_for: Duration,
+    /// Where stored and failed lines are counted.
+    pub(crate) observer: Observer,
 }
 
 /// Writes the Log JSON of the protocol for one run's lines. The fields that are the
@@ -142,11 +145,15 @@ impl NatsLogSink {
         loop {
             let reason = match ack {
                 Ok(pending) => match pending.await {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        self.options.observer.log_line_published();
+                        return;
+                    }
                     Err(error) => error,
                 },
                 Err(error) => error,
             };
+            self.options.observer.log_publish_failed();
             if Instant::now() >= deadline {
                 tracing::error!(run_id = %self.run_id, %reason, "a log line could not be stored");
                 state.error.get_or_insert(Arc::new(reason));
@@ -159,10 +166,12 @@ impl NatsLogSink {
                 match self.publish(line.payload.clone()).await {
                     Ok(pending) => break Ok(pending),
                     Err(reason) if Instant::now() >= deadline => {
+                        self.options.observer.log_publish_failed();
                         state.error.get_or_insert(Arc::new(reason));
                         return;
                     }
                     Err(_) => {
+                        self.options.observer.log_publish_failed();
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(2));
                     }

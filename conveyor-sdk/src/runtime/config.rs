@@ -37,6 +37,10 @@ pub struct Config {
     pub(crate) nats_token: Option<String>,
     #[cfg(feature = "auth")]
     pub(crate) api_identity: Option<crate::auth::ClientIdentity>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<super::metrics::Metrics>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -64,6 +68,10 @@ impl Default for Config {
             nats_token: None,
             #[cfg(feature = "auth")]
             api_identity: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
+            #[cfg(feature = "metrics")]
+            metrics_listen: None,
         }
     }
 }
@@ -313,6 +321,44 @@ impl Config {
     #[must_use]
     pub fn api_identity(mut self, identity: crate::auth::ClientIdentity) -> Self {
         self.api_identity = Some(identity);
+        self
+    }
+
+    /// Records the runtime's metrics in `metrics`, a registry the driver may add its
+    /// own metrics to (default: none, unless [`metrics_listen`](Self::metrics_listen)
+    /// is set, which makes one). Feature `metrics`.
+    ///
+    /// ```
+    /// let metrics = conveyor_sdk::runtime::Metrics::new();
+    /// let config = conveyor_sdk::Config::default().metrics(metrics.clone());
+    /// // … serve; then, e.g. in an HTTP server of the driver's own:
+    /// let text = metrics.encode();
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[must_use]
+    pub fn metrics(mut self, metrics: super::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves HTTP on `addr` while the runtime runs (default: nothing is served):
+    /// `GET /healthz` (200 while the process serves), `GET /readyz` (200 only while
+    /// NATS is connected, the durable consumer is bound and
+    /// [`Driver::ready`](crate::Driver::ready) says so; otherwise 503 with the reason)
+    /// and `GET /metrics` (the metrics of [`metrics`](Self::metrics), in the OpenMetrics
+    /// text format). Port 0 picks a free port:
+    /// [`Metrics::local_addr`](crate::runtime::Metrics::local_addr) tells which.
+    /// Feature `metrics`.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().metrics_listen("127.0.0.1:9090".parse().unwrap());
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[must_use]
+    pub fn metrics_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_listen = Some(addr);
         self
     }
 

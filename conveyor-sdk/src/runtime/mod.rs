@@ -13,6 +13,11 @@
 
 mod ack;
 mod config;
+#[cfg(feature = "metrics")]
+mod health;
+#[cfg(feature = "metrics")]
+mod metrics;
+pub(crate) mod observe;
 mod pull;
 #[cfg(feature = "client")]
 mod register;
@@ -21,10 +26,14 @@ mod setup;
 mod worker;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use metrics::{Metrics, METRICS_CONTENT_TYPE};
 
 use crate::driver::Driver;
 use crate::validate::SchemaError;
@@ -94,6 +103,17 @@ pub enum Error {
         wanted: Vec<String>,
         /// The filter subjects the server kept.
         kept: Vec<String>,
+    },
+    /// The address of [`Config::metrics_listen`] cannot be listened on.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[error("cannot serve health and metrics on {addr}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -179,10 +199,15 @@ impl<D: Driver> Runtime<D> {
     /// ```
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let stop = stop_token(shutdown);
-        let Some(client) = setup::connect(&self.config, self.driver.name(), &stop).await? else {
+        let Self { driver, config } = self;
+        let (driver, observer) = (Arc::new(driver), observe::Observer::new(&config));
+        // Health and metrics are answered while connecting too; they stop with this.
+        #[cfg(feature = "metrics")]
+        let _endpoint = health::start(&config, &observer, &driver).await?;
+        let Some(client) = setup::connect(&config, driver.name(), &stop).await? else {
             return Ok(());
         };
-        self.serve(client, stop).await
+        runner::serve(driver, config, client, stop, observer).await
     }
 
     /// Serves on a NATS connection of your own (TLS, credentials, …) until `shutdown`
@@ -204,11 +229,12 @@ impl<D: Driver> Runtime<D> {
         client: async_nats::Client,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        self.serve(client, stop_token(shutdown)).await
-    }
-
-    async fn serve(self, client: async_nats::Client, stop: CancellationToken) -> Result<(), Error> {
-        runner::serve(self.driver, self.config, client, stop).await
+        let stop = stop_token(shutdown);
+        let Self { driver, config } = self;
+        let (driver, observer) = (Arc::new(driver), observe::Observer::new(&config));
+        #[cfg(feature = "metrics")]
+        let _endpoint = health::start(&config, &observer, &driver).await?;
+        runner::serve(driver, config, client, stop, observer).await
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::observe::Observer;
 use super::worker::{self, Shared};
 use super::{pull, setup, Config, Error};
 use crate::driver::Driver;
@@ -21,18 +22,21 @@ use crate::validate::SpecValidator;
 
 /// Serves `driver` on `client` until `stop` is cancelled.
 pub(super) async fn serve<D: Driver>(
-    driver: D,
+    driver: Arc<D>,
     config: Config,
     client: async_nats::Client,
     stop: CancellationToken,
+    observer: Observer,
 ) -> Result<(), Error> {
     // Ends the task that waits for the shutdown future, however this returns.
     let _stop_guard = stop.clone().drop_guard();
-    let Some(prepared) = prepare(driver, config, &client, &stop).await? else {
+    observer.connected(&client);
+    let Some(prepared) = prepare(driver, config, &client, &stop, observer).await? else {
         return Ok(());
     };
     let Prepared { shared, consumer, mut background } = prepared;
     let runs = serve_messages(&shared, consumer, &client, &stop).await?;
+    shared.observer.stopping();
     drain(&shared, runs).await;
     background.abort_all();
     if let Err(error) = client.flush().await {
@@ -52,10 +56,11 @@ struct Prepared<D: Driver> {
 
 /// Checks the driver and sets up its consumer. `None` when stopped first.
 async fn prepare<D: Driver>(
-    driver: D,
+    driver: Arc<D>,
     config: Config,
     client: &async_nats::Client,
     stop: &CancellationToken,
+    observer: Observer,
 ) -> Result<Option<Prepared<D>>, Error> {
     let name = driver.name().to_owned();
     if name.is_empty() || name.contains(['.', '*', '>']) || name.contains(char::is_whitespace) {
@@ -82,7 +87,7 @@ async fn prepare<D: Driver>(
     super::register::start(&config, &types, stop, &mut background)?;
 
     let shared = Arc::new(Shared {
-        driver: Arc::new(driver),
+        driver,
         name,
         validator,
         js,
@@ -90,6 +95,7 @@ async fn prepare<D: Driver>(
         run_cancel: CancellationToken::new(),
         finishing: Arc::new(Semaphore::new(config.concurrency)),
         config,
+        observer,
     });
     Ok(Some(Prepared { shared, consumer, background }))
 }
@@ -114,6 +120,7 @@ async fn serve_messages<D: Driver>(
     )
     .await
     .map_err(|error| Error::Consumer { driver: shared.name.clone(), source: Box::new(error) })?;
+    shared.observer.consumer_bound();
     let mut runs = JoinSet::new();
     while let Some((message, slot)) = puller.next(stop).await {
         while runs.try_join_next().is_some() {}

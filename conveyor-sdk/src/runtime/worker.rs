@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::ack::{ack_kind, keep_alive, progress_interval, Ending};
+use super::observe::{Observer, RunOutcome};
 use super::Config;
 use crate::driver::{Driver, Run};
 use crate::log::nats::{NatsLogOptions, NatsLogSink};
@@ -32,12 +33,14 @@ pub(crate) struct Shared<D: Driver> {
     /// Bounds the runs that are publishing their result after their reconcile slot
     /// was handed back.
     pub(crate) finishing: Arc<Semaphore>,
+    /// Where the runs' metrics go.
+    pub(crate) observer: Observer,
 }
 
 /// What a run came to, before its result is published.
 enum Outcome {
     /// Publish this result, then ack (or, after giving up, terminate).
-    Publish { result: DriverResult, give_up: bool },
+    Publish { result: DriverResult, outcome: RunOutcome },
     /// The run's log lines could not be stored: leave the message to be delivered again.
     LogNotStored(String),
     /// Shutdown cancelled the run: no result, deliver again.
@@ -56,6 +59,7 @@ pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, 
                 run_id = error.run_id().unwrap_or(""), reason = %error_text(&error),
                 "terminating a message that cannot be processed"
             );
+            shared.observer.undecodable();
             ack(&message, ack_kind(Ending::Undecodable, shared.config.nak_delay)).await;
             return;
         }
@@ -80,29 +84,33 @@ async fn process<D: Driver>(
     attempt: u64,
     slot: OwnedSemaphorePermit,
 ) {
+    let started = std::time::Instant::now();
+    shared.observer.run_started(attempt);
     let work = async {
         match run(&shared, &delivery, attempt, slot).await {
-            Outcome::Publish { result, give_up } => match publish_result(&shared, &delivery, result).await {
-                Ok(()) if give_up => Ending::GivenUp,
-                Ok(()) => Ending::Finished,
+            Outcome::Publish { result, outcome } => match publish_result(&shared, &delivery, result).await {
+                Ok(()) if outcome == RunOutcome::GivenUp => (Ending::GivenUp, outcome),
+                Ok(()) => (Ending::Finished, outcome),
                 Err(reason) => {
+                    shared.observer.result_publish_failed();
                     tracing::error!(%reason, "publishing the result failed; the message will be delivered again");
-                    Ending::Failed
+                    (Ending::Failed, RunOutcome::NotStored)
                 }
             },
             Outcome::LogNotStored(reason) => {
                 tracing::error!(%reason, "the run will be delivered again");
-                Ending::Failed
+                (Ending::Failed, RunOutcome::NotStored)
             }
             Outcome::Cancelled => {
                 tracing::info!("run cancelled by shutdown; it will be delivered again");
-                Ending::Cancelled
+                (Ending::Cancelled, RunOutcome::Cancelled)
             }
         }
     };
     let every = progress_interval(shared.config.ack_wait);
-    let ending = keep_alive(every, work, || ack(&message, AckKind::Progress)).await;
+    let (ending, outcome) = keep_alive(every, work, || ack(&message, AckKind::Progress)).await;
     ack(&message, ack_kind(ending, shared.config.nak_delay)).await;
+    shared.observer.run_finished(outcome, started.elapsed());
 }
 
 /// Validates and reconciles, with the run's log; hands the reconcile slot back when
@@ -124,10 +132,11 @@ async fn run<D: Driver>(
             window: config.log_window,
             legacy_live: config.legacy_live_logs,
             retry_for: config.log_retry,
+            observer: shared.observer.clone(),
         },
     ));
     let give_up = attempt > config.max_deliveries;
-    let result = if give_up {
+    let (result, outcome) = if give_up {
         let reason = format!(
             "given up after {} deliveries (the limit is {}); see the driver's diagnostics",
             attempt - 1,
@@ -135,7 +144,7 @@ async fn run<D: Driver>(
         );
         tracing::error!(%reason, "giving up on the run");
         log.log(&reason).await;
-        DriverResult::failure(reason)
+        (DriverResult::failure(reason), RunOutcome::GivenUp)
     } else {
         if attempt > 1 {
             tracing::info!("redelivered run");
@@ -145,10 +154,11 @@ async fn run<D: Driver>(
             Err(error) => {
                 tracing::warn!(%error, "refusing the resource");
                 log.log(error.to_string()).await;
-                DriverResult::failure(error.to_string())
+                (DriverResult::failure(error.to_string()), RunOutcome::InvalidSpec)
             }
             Ok(spec) => match reconcile(shared, delivery, spec, attempt, log.clone()).await {
-                Some(result) => result,
+                Some(result) if result.success => (result, RunOutcome::Success),
+                Some(result) => (result, RunOutcome::Failure),
                 None => return Outcome::Cancelled,
             },
         }
@@ -157,7 +167,7 @@ async fn run<D: Driver>(
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
     let outcome = match log.flush().await {
-        Ok(()) => Outcome::Publish { result, give_up },
+        Ok(()) => Outcome::Publish { result, outcome },
         Err(error) => {
             Outcome::LogNotStored(format!("the run's log lines could not be stored: {}", error_text(&error)))
         }

@@ -78,3 +78,61 @@ pub async fn assert_no_container_left(engine: &Engine, run_id: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The address of the runtime's metrics endpoint, once it listens.
+pub async fn metrics_endpoint(metrics: &conveyor_sdk::runtime::Metrics) -> std::net::SocketAddr {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = metrics.local_addr() {
+            return addr;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the runtime never served its metrics endpoint");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET http://<addr><path>`: status and body.
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response =
+        reqwest::get(format!("http://{addr}{path}")).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Asks `path` until it answers `status` (30 s at most); returns the body.
+pub async fn until_status(addr: std::net::SocketAddr, path: &str, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (got, body) = get(addr, path).await;
+        if got == status {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path} kept answering {got} ({body}), not {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one series (`name{labels}`) in a scrape.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Scrapes `/metrics` until every series has its value (30 s at most), failing with
+/// those that do not.
+pub async fn scrape_when(addr: std::net::SocketAddr, expected: &[(&str, f64)]) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let wrong: Vec<_> = expected
+            .iter()
+            .filter(|(series, want)| series_value(&text, series) != Some(*want))
+            .map(|(series, want)| format!("{series} is {:?}, not {want}", series_value(&text, series)))
+            .collect();
+        if wrong.is_empty() {
+            return text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}\nin:\n{text}", wrong.join("\n"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,155 @@
+//! Where the runtime reports what happens, for its metrics and readiness. Without
+//! the feature `metrics`, or without metrics in the config, every report is a no-op.
+
+use std::time::Duration;
+
+use super::Config;
+
+/// How a run ended, as its metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    /// Its successful result is stored.
+    Success,
+    /// Its failed result is stored (the driver's failure, error or panic).
+    Failure,
+    /// Its spec is invalid; its failure result is stored.
+    InvalidSpec,
+    /// Delivered too often; its failure result is stored and the message terminated.
+    GivenUp,
+    /// Cancelled by shutdown; delivered again.
+    Cancelled,
+    /// Its log or result could not be stored; delivered again.
+    NotStored,
+}
+
+impl RunOutcome {
+    /// Every outcome, in the order of their discriminants.
+    #[cfg(feature = "metrics")]
+    pub(crate) const ALL: [RunOutcome; 6] = [
+        RunOutcome::Success,
+        RunOutcome::Failure,
+        RunOutcome::InvalidSpec,
+        RunOutcome::GivenUp,
+        RunOutcome::Cancelled,
+        RunOutcome::NotStored,
+    ];
+
+    /// The value of the metrics' `outcome` label.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Success => "success",
+            RunOutcome::Failure => "failure",
+            RunOutcome::InvalidSpec => "invalid_spec",
+            RunOutcome::GivenUp => "given_up",
+            RunOutcome::Cancelled => "cancelled",
+            RunOutcome::NotStored => "not_stored",
+        }
+    }
+}
+
+/// The runtime's reports, to its metrics when it has any.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observer {
+    #[cfg(feature = "metrics")]
+    metrics: Option<super::metrics::Metrics>,
+}
+
+#[cfg(feature = "metrics")]
+impl Observer {
+    /// The metrics of `config`: those given, else new ones when an endpoint is asked
+    /// for, else none. A new serving begins: nothing is connected or bound yet.
+    pub(crate) fn new(config: &Config) -> Self {
+        let metrics =
+            config.metrics.clone().or_else(|| config.metrics_listen.map(|_| super::metrics::Metrics::new()));
+        if let Some(metrics) = &metrics {
+            metrics.reset_state();
+        }
+        Self { metrics }
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&super::metrics::Metrics> {
+        self.metrics.as_ref()
+    }
+
+    fn each(&self, report: impl FnOnce(&super::metrics::Metrics)) {
+        if let Some(metrics) = &self.metrics {
+            report(metrics);
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+impl Observer {
+    pub(crate) fn new(_config: &Config) -> Self {
+        Self {}
+    }
+
+    #[inline(always)]
+    fn each(&self, _report: impl FnOnce(&NoMetrics)) {}
+}
+
+/// What the reports are made to without the feature `metrics`: never made.
+#[cfg(not(feature = "metrics"))]
+#[allow(dead_code)]
+struct NoMetrics;
+
+#[cfg(not(feature = "metrics"))]
+impl NoMetrics {
+    fn set_client(&self, _: &async_nats::Client) {}
+    fn set_consumer_bound(&self) {}
+    fn set_stopping(&self) {}
+    fn run_started(&self, _: bool) {}
+    fn run_finished(&self, _: RunOutcome, _: Duration) {}
+    fn undecodable(&self) {}
+    fn log_line_published(&self) {}
+    fn log_publish_failed(&self) {}
+    fn result_publish_failed(&self) {}
+}
+
+impl Observer {
+    /// Serving on `client`.
+    pub(crate) fn connected(&self, client: &async_nats::Client) {
+        self.each(|m| m.set_client(client));
+    }
+
+    /// The durable consumer exists: runs can come.
+    pub(crate) fn consumer_bound(&self) {
+        self.each(|m| m.set_consumer_bound());
+    }
+
+    /// Shutdown began: no new runs.
+    pub(crate) fn stopping(&self) {
+        self.each(|m| m.set_stopping());
+    }
+
+    /// A decoded message is taken up as a run; `attempt` is its delivery count.
+    pub(crate) fn run_started(&self, attempt: u64) {
+        self.each(|m| m.run_started(attempt > 1));
+    }
+
+    /// A run ended with `outcome`, `took` after it started.
+    pub(crate) fn run_finished(&self, outcome: RunOutcome, took: Duration) {
+        self.each(|m| m.run_finished(outcome, took));
+    }
+
+    /// A message that is not a run was terminated.
+    pub(crate) fn undecodable(&self) {
+        self.each(|m| m.undecodable());
+    }
+
+    /// JetStream acknowledged a log line.
+    pub(crate) fn log_line_published(&self) {
+        self.each(|m| m.log_line_published());
+    }
+
+    /// Publishing a log line, or its acknowledgement, failed.
+    pub(crate) fn log_publish_failed(&self) {
+        self.each(|m| m.log_publish_failed());
+    }
+
+    /// A result could not be stored.
+    pub(crate) fn result_publish_failed(&self) {
+        self.each(|m| m.result_publish_failed());
+    }
+}
