@@ -31,6 +31,8 @@ async fn endpoint(metrics: &Metrics) -> SocketAddr {
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    // This process's reqwest has no crypto provider of its own (see the SDK README).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let response =
         reqwest::get(format!("http://{addr}{path}")).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = response.status().as_u16();

@@ -153,6 +153,8 @@ async fn serve_logs_json_with_the_runs_fields_and_serves_its_metrics() {
     assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
+        // This process's reqwest has no crypto provider of its own (see the SDK README).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
         if text.contains("conveyor_runs_finished_total{outcome=\"success\"} 1")
             && text.contains("simple_runner_container_start_seconds_count 1")

@@ -19,6 +19,10 @@ pub(super) fn client_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::Clien
             roots.add(certificate).map_err(ClientError::Tls)?;
         }
     }
+    // reqwest is built without a crypto provider of its own: make ring the process's
+    // default when nothing else chose one, so that a plain reqwest client elsewhere in
+    // the process finds one too. Another provider already installed is left alone.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -93,6 +93,8 @@ pub async fn metrics_endpoint(metrics: &conveyor_sdk::runtime::Metrics) -> std::
 
 /// `GET http://<addr><path>`: status and body.
 pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    // This process's reqwest has no crypto provider of its own (see the SDK README).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let response =
         reqwest::get(format!("http://{addr}{path}")).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = response.status().as_u16();
