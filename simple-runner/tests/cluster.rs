@@ -94,6 +94,12 @@ async fn killing_the_leader_of_stream_messages_mid_run_loses_and_repeats_nothing
         assert!(event.driverresult.success, "run {k}: {}", event.driverresult.message);
     }
     for (k, run) in runs.iter().enumerate() {
+        // The harness reads the log queue apart from the result queue: its lines of a
+        // run are all read once it has read the run's last line.
+        harness
+            .wait_for_log(&run.run_id, "<== step 1/1 count exited", Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("run {k}: {e}"));
         assert_complete_log(&harness, k, run);
         assert_no_container_left(&engine, &run.run_id).await;
     }

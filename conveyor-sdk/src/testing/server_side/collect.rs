@@ -296,7 +296,11 @@ impl Queue {
         store: impl Fn(&mut Collected, T),
     ) {
         loop {
-            if let Ok(mut messages) = consumer.messages().await {
+            // Short pull requests with frequent heartbeats: one lost with a NATS node
+            // that went away is noticed, and made again, within about a second.
+            let reading =
+                consumer.stream().expires(Duration::from_secs(2)).heartbeat(Duration::from_millis(500));
+            if let Ok(mut messages) = reading.messages().await {
                 while let Some(next) = messages.next().await {
                     let Ok(message) = next else { break };
                     let decoded = serde_json::from_slice::<T>(&message.payload);
