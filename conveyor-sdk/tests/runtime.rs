@@ -386,7 +386,9 @@ async fn a_run_longer_than_the_ack_wait_is_kept_alive_and_not_redelivered() {
 #[tokio::test]
 async fn a_result_that_cannot_be_stored_is_nakd_and_the_run_delivered_again() {
     let (nats, harness) = setup().await;
-    let serving = serve(TestDriver::new(), config(&nats).max_deliveries(100), &harness).await;
+    // A result is published again for `log_retry` before the run is given back.
+    let config = config(&nats).max_deliveries(100).log_retry(Duration::from_millis(500));
+    let serving = serve(TestDriver::new(), config, &harness).await;
     // Without the stream, publishing a result fails (no stream takes the subject).
     harness.jetstream().delete_stream("pipeline-engine").await.unwrap();
 

@@ -48,9 +48,16 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// The NATS server of the Conveyor server.
-    #[arg(long, env = "CONVEYOR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// The NATS server of the Conveyor server; for a NATS cluster, its servers as a
+    /// comma-separated list or one flag each.
+    #[arg(
+        long,
+        env = "CONVEYOR_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    nats_url: Vec<String>,
     /// The Conveyor API server, where the resource definition is registered.
     #[arg(long, env = "CONVEYOR_API_URL", default_value = "http://127.0.0.1:8080")]
     api_url: String,
@@ -210,7 +217,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let api_root_ca = args.api_root_ca();
     let mut config = Config::default()
-        .nats_url(args.nats_url)
+        .nats_urls(&args.nats_url)
         .api_url(args.api_url)
         .concurrency(args.concurrency)
         .grace_period(args.grace_period);
@@ -240,10 +247,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // connection of their own; a NATS server that is not up yet is retried in the
     // background, as the runtime does.
     let options = config.nats_connect_options().await?.retry_on_initial_connect().max_reconnects(None);
-    let nats_url = config.get_nats_url().to_owned();
+    let servers = config.nats_servers()?;
     let (driver, instance) = (args.name.clone(), settings.instance.clone());
     tokio::spawn(async move {
-        let client = match options.connect(nats_url).await {
+        let client = match options.connect(servers).await {
             Ok(client) => client,
             Err(error) => {
                 tracing::warn!(%error, "no connection for liveness answers; other runners may remove this runner's containers");
@@ -340,6 +347,10 @@ mod tests {
         }
     }
 
+    fn nats_urls_of(args: &[&str]) -> Vec<String> {
+        serve_args(args).nats_url
+    }
+
     #[test]
     fn tls_ca_verifies_the_api_server_too_unless_api_ca_names_its_own() {
         let both = serve_args(&["--tls-ca", "ca.pem"]);
@@ -351,6 +362,29 @@ mod tests {
         let api_only = serve_args(&["--api-ca", "api-ca.pem"]);
         assert_eq!((api_only.api_root_ca(), api_only.tls_ca), (Some(PathBuf::from("api-ca.pem")), None));
         assert_eq!(serve_args(&[]).api_root_ca(), None);
+    }
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list() {
+        assert_eq!(
+            nats_urls_of(&["--nats-url", "nats://a:4222,nats://b:4222,nats://c:4222"]),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+    }
+
+    #[test]
+    fn nats_url_may_be_repeated_and_mixed_with_lists() {
+        assert_eq!(
+            nats_urls_of(&["--nats-url", "nats://a:4222", "--nats-url=nats://b:4222,nats://c:4222"]),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+    }
+
+    #[test]
+    fn nats_url_defaults_to_the_local_server() {
+        if std::env::var_os("CONVEYOR_NATS_URL").is_none() {
+            assert_eq!(nats_urls_of(&[]), ["nats://127.0.0.1:4222"]);
+        }
     }
 
     #[test]

@@ -77,16 +77,41 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The NATS server to connect to (default `nats://127.0.0.1:4222`). Ignored by
+    /// The NATS server to connect to, or the servers of a NATS cluster as a
+    /// comma-separated list (default `nats://127.0.0.1:4222`). The runtime connects to
+    /// any of them that answers and, when that one goes, to another (also to those the
+    /// cluster announces). Ignored by
     /// [`Runtime::run_with_client`](crate::Runtime::run_with_client).
     ///
     /// ```
     /// let config = conveyor_sdk::Config::default().nats_url("nats://nats-1:4222");
     /// assert_eq!(config.get_nats_url(), "nats://nats-1:4222");
+    ///
+    /// let cluster = conveyor_sdk::Config::default().nats_url("nats://nats-1:4222, nats://nats-2:4222");
+    /// assert_eq!(cluster.get_nats_urls(), ["nats://nats-1:4222", "nats://nats-2:4222"]);
     /// ```
     #[must_use]
     pub fn nats_url(mut self, url: impl Into<String>) -> Self {
         self.nats_url = url.into();
+        self
+    }
+
+    /// The servers of a NATS cluster, one URL each: [`nats_url`](Self::nats_url) with a
+    /// list (default `nats://127.0.0.1:4222`).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default()
+    ///     .nats_urls(["nats://nats-1:4222", "nats://nats-2:4222", "nats://nats-3:4222"]);
+    /// assert_eq!(config.get_nats_urls().len(), 3);
+    /// ```
+    #[must_use]
+    pub fn nats_urls<I>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(|url| url.as_ref().trim().to_owned()).collect();
+        self.nats_url = urls.join(",");
         self
     }
 
@@ -222,8 +247,9 @@ impl Config {
         self
     }
 
-    /// How long a log line that could not be stored is retried before the run is
-    /// given back for redelivery (default 60 s).
+    /// How long a log line or result that could not be stored (a NATS server went
+    /// away, a stream is electing its leader) is retried before the run is given back
+    /// for redelivery (default 60 s).
     ///
     /// ```
     /// let config = conveyor_sdk::Config::default().log_retry(std::time::Duration::from_secs(10));
@@ -401,6 +427,40 @@ impl Config {
         &self.nats_url
     }
 
+    /// The configured NATS servers, one URL each: [`get_nats_url`](Self::get_nats_url)
+    /// split at commas, white space and empty entries dropped.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().nats_url("nats://a:4222,,nats://b:4222 ");
+    /// assert_eq!(config.get_nats_urls(), ["nats://a:4222", "nats://b:4222"]);
+    /// ```
+    pub fn get_nats_urls(&self) -> Vec<String> {
+        split_urls(&self.nats_url)
+    }
+
+    /// The configured NATS servers as addresses to connect to, for a connection of
+    /// your own beside the runtime's (with
+    /// [`nats_connect_options`](Self::nats_connect_options)). An error names the first
+    /// address that is not a NATS URL, or says that there is none.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = conveyor_sdk::Config::default().nats_url("nats://nats-1:4222,nats://nats-2:4222");
+    /// let servers = config.nats_servers()?;
+    /// assert_eq!(servers.len(), 2);
+    /// let client = config.nats_connect_options().await?.connect(servers).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn nats_servers(&self) -> Result<Vec<async_nats::ServerAddr>, super::Error> {
+        let urls = self.get_nats_urls();
+        if urls.is_empty() {
+            return Err(super::Error::NoNatsUrl);
+        }
+        urls.into_iter()
+            .map(|url| url.parse().map_err(|source| super::Error::InvalidNatsUrl { url, source }))
+            .collect()
+    }
+
     /// The configured concurrency.
     ///
     /// ```
@@ -408,5 +468,56 @@ impl Config {
     /// ```
     pub fn get_concurrency(&self) -> usize {
         self.concurrency
+    }
+}
+
+/// The entries of a comma-separated list of URLs, trimmed, empty ones dropped.
+fn split_urls(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_nats_url_is_one_server() {
+        let config = Config::default().nats_url("nats://127.0.0.1:4222");
+        assert_eq!(config.get_nats_urls(), ["nats://127.0.0.1:4222"]);
+        assert_eq!(config.nats_servers().map(|s| s.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn a_comma_separated_nats_url_is_a_list_of_servers() {
+        let config = Config::default().nats_url(" nats://a:4222 ,nats://b:4223,, tls://c:4224,");
+        assert_eq!(config.get_nats_urls(), ["nats://a:4222", "nats://b:4223", "tls://c:4224"]);
+        let servers = config.nats_servers().map_err(|e| e.to_string());
+        assert_eq!(servers.map(|s| s.len()), Ok(3));
+    }
+
+    #[test]
+    fn nats_urls_takes_any_list_of_strings() {
+        let owned = vec![String::from("nats://a:4222"), String::from("nats://b:4222")];
+        assert_eq!(Config::default().nats_urls(&owned).get_nats_urls(), owned);
+        assert_eq!(Config::default().nats_urls(["nats://c:1"]).get_nats_url(), "nats://c:1");
+    }
+
+    #[test]
+    fn an_empty_list_of_nats_urls_is_refused() {
+        for empty in ["", " , ,"] {
+            let error = Config::default().nats_url(empty).nats_servers().err();
+            assert!(matches!(error, Some(crate::runtime::Error::NoNatsUrl)), "{empty:?}: {error:?}");
+        }
+        let error = Config::default().nats_urls(Vec::<String>::new()).nats_servers().err();
+        assert!(matches!(error, Some(crate::runtime::Error::NoNatsUrl)), "{error:?}");
+    }
+
+    #[test]
+    fn an_address_that_is_not_a_nats_url_is_named_in_the_error() {
+        let error = Config::default().nats_url("nats://a:4222,http://b:4222").nats_servers().err();
+        match error {
+            Some(crate::runtime::Error::InvalidNatsUrl { url, .. }) => assert_eq!(url, "http://b:4222"),
+            other => panic!("expected InvalidNatsUrl, got {other:?}"),
+        }
     }
 }

@@ -93,6 +93,18 @@ pub enum Error {
     #[cfg(feature = "client")]
     #[error("cannot set up the client of the API server")]
     ApiClient(#[source] crate::client::ClientError),
+    /// [`Config::nats_url`] names no NATS server.
+    #[error("no NATS server address is configured")]
+    NoNatsUrl,
+    /// An address in [`Config::nats_url`] is not a NATS URL.
+    #[error("invalid NATS server address {url:?} (expected e.g. nats://127.0.0.1:4222)")]
+    InvalidNatsUrl {
+        /// The address.
+        url: String,
+        /// Why it is not one.
+        #[source]
+        source: std::io::Error,
+    },
     /// The NATS server ignored the consumer's filter subjects: it is older than 2.10.
     #[error(
         "the NATS server ignored the consumer's filter subjects (asked for {wanted:?}, it kept {kept:?}): \

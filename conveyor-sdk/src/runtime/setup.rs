@@ -10,14 +10,15 @@ use tokio_util::sync::CancellationToken;
 use super::{Config, Error};
 use crate::protocol::subjects;
 
-/// Connects to NATS, retrying while the server cannot be reached. `None` when
-/// stopped first.
+/// Connects to NATS (any of the configured servers), retrying while none can be
+/// reached. `None` when stopped first.
 pub(crate) async fn connect(
     config: &Config,
     name: &str,
     stop: &CancellationToken,
 ) -> Result<Option<async_nats::Client>, Error> {
     let (url, retry) = (config.nats_url.as_str(), config.retry_interval);
+    let servers = config.nats_servers()?;
     loop {
         let options = config.nats_connect_options().await?;
         let options = options.name(format!("conveyor-driver/{name}")).max_reconnects(None).event_callback(
@@ -29,10 +30,10 @@ pub(crate) async fn connect(
                 }
             },
         );
-        match options.connect(url).await {
+        match options.connect(servers.clone()).await {
             Ok(client) => return Ok(Some(client)),
             Err(error) => {
-                tracing::warn!(%url, %error, "cannot reach the NATS server; is the Conveyor server running? retrying");
+                tracing::warn!(%url, %error, "cannot reach any NATS server; is the Conveyor server running? retrying");
             }
         }
         tokio::select! {

@@ -2,11 +2,13 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -109,7 +111,11 @@ async fn process<D: Driver>(
     };
     let every = progress_interval(shared.config.ack_wait);
     let (ending, outcome) = keep_alive(every, work, || ack(&message, AckKind::Progress)).await;
-    ack(&message, ack_kind(ending, shared.config.nak_delay)).await;
+    match ack_kind(ending, shared.config.nak_delay) {
+        // A lost final acknowledgement means a second run: make sure it arrived.
+        AckKind::Ack => confirmed_ack(&message, shared.config.ack_wait).await,
+        kind => ack(&message, kind).await,
+    }
     shared.observer.run_finished(outcome, started.elapsed());
 }
 
@@ -236,18 +242,59 @@ async fn publish_result<D: Driver>(
         delivery.payload.clone(),
         result.into_event(shared.name.clone()),
     );
-    let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(format!("result.{}.{}", delivery.run_id, shared.name));
-    let ack = shared.js.send_publish(subjects::DRIVER_RESULT, message).await.map_err(|e| e.to_string())?;
-    ack.await.map_err(|e| e.to_string())?;
-    Ok(())
+    let payload = bytes::Bytes::from(serde_json::to_vec(&event).map_err(|e| e.to_string())?);
+    let id = format!("result.{}.{}", delivery.run_id, shared.name);
+    // Publishing again is safe (the message id), and cheaper than running again: a NATS
+    // node going away or a stream electing its leader is waited out for `log_retry`.
+    let deadline = Instant::now() + shared.config.log_retry;
+    let mut delay = RETRY_FIRST;
+    loop {
+        let message = PublishMessage::build().payload(payload.clone()).message_id(&id);
+        let stored = match shared.js.send_publish(subjects::DRIVER_RESULT, message).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match stored {
+            Ok(()) => return Ok(()),
+            Err(reason) if Instant::now() + delay >= deadline => return Err(reason),
+            Err(reason) => {
+                tracing::warn!(%reason, "storing the result failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
 }
+
+/// The first pause before asking NATS again, doubled each time up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 async fn ack(message: &Message, kind: AckKind) {
     if let Err(error) = message.ack_with(kind).await {
         tracing::warn!(%error, "acknowledging a message failed; JetStream will deliver it again");
+    }
+}
+
+/// Acknowledges `message` and waits until JetStream confirms it, asking again while it
+/// does not (a NATS node went away, the consumer is electing its leader), for up to
+/// `within`: once the ack wait is over the message is delivered again anyway.
+async fn confirmed_ack(message: &Message, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut delay = RETRY_FIRST;
+    loop {
+        match message.double_ack().await {
+            Ok(()) => return,
+            Err(error) if Instant::now() + delay >= deadline => {
+                tracing::warn!(%error, "acknowledging a message failed; JetStream will deliver it again");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "acknowledging a message not confirmed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
     }
 }
 

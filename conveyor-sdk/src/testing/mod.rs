@@ -2,7 +2,8 @@
 //! side of the protocol.
 //!
 //! Tests run against real parts: [`NatsServer`] starts a `nats-server` process of its
-//! own (install one with the repository's `scripts/services.sh`), and [`Harness`]
+//! own (install one with the repository's `scripts/services.sh`), [`NatsCluster`] three
+//! of them forming a JetStream cluster, and [`Harness`]
 //! plays the Conveyor server: it creates the server's streams, dispatches resources
 //! exactly as the server does and collects each run's result and log lines.
 //! [`DevServer`] (feature `dev-server`) puts the API server's REST contract and log
@@ -10,6 +11,7 @@
 
 #[cfg(feature = "dev-server")]
 mod dev_server;
+mod nats_cluster;
 mod nats_server;
 mod server_side;
 mod serving;
@@ -19,8 +21,11 @@ use std::time::Duration;
 #[cfg(feature = "dev-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub use dev_server::DevServer;
+pub use nats_cluster::NatsCluster;
 pub use nats_server::NatsServer;
-pub use server_side::{create_server_streams, Dispatched, Harness, DEFAULT_WAIT};
+pub use server_side::{
+    create_replicated_server_streams, create_server_streams, Dispatched, Harness, DEFAULT_WAIT,
+};
 pub use serving::Serving;
 
 /// Errors of the test support.
@@ -50,6 +55,14 @@ pub enum TestingError {
     /// The nats-server process did not report that it was ready; its output follows.
     #[error("nats-server did not become ready:\n{0}")]
     NotReady(String),
+    /// A [`NatsCluster`] has no node of this index.
+    #[error("there is no node {node}: the cluster has {nodes} (0 to {})", nodes.saturating_sub(1))]
+    NoSuchNode {
+        /// The index asked for.
+        node: usize,
+        /// How many nodes the cluster has.
+        nodes: usize,
+    },
     /// A NATS operation failed.
     #[error("NATS: {action} failed")]
     Nats {

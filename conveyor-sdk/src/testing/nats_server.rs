@@ -72,8 +72,15 @@ impl NatsServer {
     }
 
     async fn start_with_args(extra_args: Vec<std::ffi::OsString>) -> Result<Self, TestingError> {
+        Self::start_on(free_port()?, extra_args).await
+    }
+
+    /// Starts a server on `port` with `extra_args` (a node of a cluster).
+    pub(crate) async fn start_on(
+        port: u16,
+        extra_args: Vec<std::ffi::OsString>,
+    ) -> Result<Self, TestingError> {
         let binary = find_binary()?;
-        let port = free_port()?;
         let store = tempfile::tempdir().map_err(TestingError::Spawn)?;
         let mut server = Self { binary, port, store, extra_args, child: None };
         server.spawn().await?;
@@ -120,6 +127,11 @@ impl NatsServer {
     pub async fn restart(&mut self) -> Result<(), TestingError> {
         self.stop().await;
         self.spawn().await
+    }
+
+    /// Whether the process runs (it was not stopped, or was restarted since).
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     async fn spawn(&mut self) -> Result<(), TestingError> {

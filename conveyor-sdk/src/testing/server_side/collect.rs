@@ -1,7 +1,7 @@
 //! Collecting what drivers send back: the harness reads the server's work queues and
 //! keeps every result event and stored log line, for the waits and queries below.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub(super) struct Collected {
     pub(super) logs: HashMap<String, Vec<Log>>,
     /// The highest stream sequence of `logs-engine` read so far.
     logs_read_up_to: u64,
+    /// The stream sequences read so far, per stream: a message delivered again (its
+    /// acknowledgement lost when a NATS node went away) is collected once.
+    read: HashSet<(&'static str, u64)>,
     undecodable: Vec<String>,
 }
 
@@ -312,11 +315,21 @@ impl Queue {
         store: impl Fn(&mut Collected, T),
     ) {
         loop {
-            if let Ok(mut messages) = consumer.messages().await {
+            // Short pull requests with frequent heartbeats: one lost with a NATS node
+            // that went away is noticed, and made again, within about a second.
+            let reading =
+                consumer.stream().expires(Duration::from_secs(2)).heartbeat(Duration::from_millis(500));
+            if let Ok(mut messages) = reading.messages().await {
                 while let Some(next) = messages.next().await {
                     let Ok(message) = next else { break };
                     let decoded = serde_json::from_slice::<T>(&message.payload);
                     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    let again = sequence != 0
+                        && collected.lock().is_ok_and(|mut c| !c.read.insert((self.stream, sequence)));
+                    if again {
+                        let _ = message.ack().await;
+                        continue;
+                    }
                     if let Ok(mut c) = collected.lock() {
                         if self.stream == subjects::LOGS_STREAM {
                             c.logs_read_up_to = c.logs_read_up_to.max(sequence);

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 pub use collect::DEFAULT_WAIT;
 pub use dispatch::Dispatched;
-pub use streams::create_server_streams;
+pub use streams::{create_replicated_server_streams, create_server_streams};
 
 use crate::protocol::{subjects, Log, PipelineEvent};
 use crate::testing::server_side::collect::{Collected, Queue};
@@ -55,8 +55,9 @@ impl std::fmt::Debug for Harness {
 }
 
 impl Harness {
-    /// Connects to `nats_url`, creates the server's streams and starts reading results
-    /// and logs.
+    /// Connects to `nats_url` (one URL, or a NATS cluster's as a comma-separated list),
+    /// creates the server's streams (unless they exist) and starts reading results and
+    /// logs.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -85,7 +86,7 @@ impl Harness {
         let client = options
             .name("conveyor-test-harness")
             .max_reconnects(None)
-            .connect(nats_url)
+            .connect(nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect::<Vec<_>>())
             .await
             .map_err(|e| TestingError::nats(format!("connecting to {nats_url}"), e))?;
         let js = jetstream::new(client.clone());
