@@ -180,6 +180,11 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Empties the stream of results the loops fill.
+async fn purge_results(js: &Context) {
+    js.get_stream(subjects::PIPELINE_STREAM).await.expect("stream").purge().await.expect("purge");
+}
+
 /// The runtime with a no-op driver, with or without its metrics (recorded and served
 /// on a loopback port, as `--metrics-listen` does).
 async fn sdk_loop(
@@ -329,16 +334,21 @@ async fn main() {
         let (mut with_metrics, mut metric_ratios) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let r = raw_loop(&js, &client, concurrency, messages).await;
+            purge_results(&js).await;
             // Metrics off and on back to back, in alternating order, so that drift
             // of the machine falls on both.
+            // Each loop starts from an empty result stream, so that none pays for the
+            // results of the one before.
             let (s, m) = if round % 2 == 0 {
                 let s = sdk_loop(&url, &js, &client, concurrency, messages, false).await;
+                purge_results(&js).await;
                 (s, sdk_loop(&url, &js, &client, concurrency, messages, true).await)
             } else {
                 let m = sdk_loop(&url, &js, &client, concurrency, messages, true).await;
+                purge_results(&js).await;
                 (sdk_loop(&url, &js, &client, concurrency, messages, false).await, m)
             };
-            js.get_stream(subjects::PIPELINE_STREAM).await.expect("stream").purge().await.expect("purge");
+            purge_results(&js).await;
             raw.push(r);
             sdk.push(s);
             ratios.push(s / r);
