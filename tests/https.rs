@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use conveyor_sdk::client::{Client, ClientError, Transport};
 use conveyor_sdk::testing::{DevServer, Harness, NatsServer};
-use conveyor_sdk::{CancellationToken, Config, Resource, Runtime};
+use conveyor_sdk::{CancellationToken, Config, Resource};
 use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use serde_json::{json, Value};
-use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
 
-const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
+#[path = "common.rs"]
+mod common;
 
 /// A test CA and a server certificate of it, as PEM files.
 struct Pki {
@@ -55,10 +54,7 @@ impl Pki {
 }
 
 fn tutorial_resource() -> Resource {
-    let mut seed: Value =
-        serde_json::from_str(include_str!("../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
-    seed["spec"]["image"] = json!(TEST_IMAGE);
-    serde_json::from_value(seed).unwrap()
+    serde_json::from_value(common::tutorial_resource()).unwrap()
 }
 
 #[tokio::test]
@@ -69,31 +65,11 @@ async fn the_tutorial_runs_over_https_and_its_log_streams_over_wss_and_sse() {
     assert!(server.url().starts_with("https://127.0.0.1:"), "{}", server.url());
     let client = Client::builder(server.url()).root_certificate(pki.ca_pem()).build().unwrap();
 
-    let engine = Engine::connect().await.unwrap();
-    if engine.docker().inspect_image(TEST_IMAGE).await.is_err() {
-        panic!("the test image {TEST_IMAGE} is missing: run `bash scripts/services.sh`");
-    }
-    let settings = Settings {
-        container: ContainerSettings { network: "none".into(), ..Default::default() },
-        ..Default::default()
-    };
     let stop = CancellationToken::new();
-    // The CA as `simple-runner serve --tls-ca` hands it to the runtime.
+    // The CA as `simple-runner serve --tls-ca` hands it to the runtime; the definition
+    // arrives over HTTPS once the consumer exists.
     let config = Config::default().nats_url(nats.url()).api_url(server.url()).api_root_ca(pki.path("ca.pem"));
-    let serving = tokio::spawn(
-        Runtime::with_config(CommandRunner::new(engine, settings), config)
-            .run_until(stop.clone().cancelled_owned()),
-    );
-    // The definition arrives over HTTPS once the consumer exists.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while client.get_definition("pipeline").await.is_err() {
-        assert!(!serving.is_finished(), "simple-runner stopped: {:?}", serving.await);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "simple-runner never registered its definition over HTTPS"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let serving = common::serve_simple_runner(config, &client, &stop).await;
 
     let created = client.create_resource(&tutorial_resource()).await.unwrap();
     assert_eq!(created.message, "Resource created successfully");

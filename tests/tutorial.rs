@@ -6,14 +6,16 @@ use std::time::Duration;
 use conveyor_sdk::client::{Client, LogQuery, Pipeline, PipelineStep, Transport};
 use conveyor_sdk::testing::{DevServer, NatsServer, Serving};
 use conveyor_sdk::{
-    CancellationToken, Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run, Runtime,
+    CancellationToken, Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run,
 };
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
 use tokio_tungstenite::tungstenite::Message;
 
-const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
+#[path = "common.rs"]
+mod common;
+
+use common::tutorial_resource;
 
 struct Services {
     _nats: NatsServer,
@@ -27,34 +29,10 @@ async fn services() -> Services {
     let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let server = DevServer::start(&nats.url(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let client = Client::new(server.url()).unwrap();
-    let engine = Engine::connect().await.unwrap();
-    if engine.docker().inspect_image(TEST_IMAGE).await.is_err() {
-        panic!("the test image {TEST_IMAGE} is missing: run `bash scripts/services.sh`");
-    }
-    let settings = Settings {
-        container: ContainerSettings { network: "none".into(), ..Default::default() },
-        ..Default::default()
-    };
     let stop = CancellationToken::new();
     let config = Config::default().nats_url(nats.url()).api_url(server.url());
-    tokio::spawn(
-        Runtime::with_config(CommandRunner::new(engine, settings), config)
-            .run_until(stop.clone().cancelled_owned()),
-    );
-    // simple-runner registers its definition once its consumer exists.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while client.get_definition("pipeline").await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "simple-runner never registered its definition");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::serve_simple_runner(config, &client, &stop).await;
     Services { _nats: nats, server, client, stop }
-}
-
-fn tutorial_resource() -> Value {
-    let mut seed: Value =
-        serde_json::from_str(include_str!("../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
-    seed["spec"]["image"] = json!(TEST_IMAGE);
-    seed
 }
 
 #[tokio::test]
