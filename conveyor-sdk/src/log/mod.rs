@@ -5,7 +5,7 @@
 //! and relayed live), [`LogHandle::stdout`] prints them for a local run,
 //! [`LogHandle::memory`] keeps them for a test, and any [`LogSink`] of your own works too.
 
-mod clock;
+pub(crate) mod clock;
 mod lines;
 pub(crate) mod nats;
 

@@ -3,6 +3,7 @@
 //! Every type here round-trips with the real server's JSON: see the fixtures in the
 //! repository's `conveyor-sdk/tests/fixtures/` and `protocol/tests.rs`.
 
+mod cancel;
 mod log;
 mod message;
 mod resource;
@@ -11,6 +12,7 @@ pub mod subjects;
 #[cfg(test)]
 mod tests;
 
+pub use cancel::{CancelReply, CancelState};
 pub use log::Log;
 pub use message::{DecodeError, DriverMessage, Event};
 pub use resource::{Resource, ResourceDefinition};

@@ -56,3 +56,48 @@ pub fn live_logs(run_id: &str, driver: &str) -> String {
 pub fn legacy_live_logs(run_id: &str, driver: &str) -> String {
     format!("driver:{driver}:logs:{run_id}")
 }
+
+/// `conveyor.cancel.<driver>.<run_id>`: a request to cancel a run in flight (core NATS,
+/// request and reply; no stream stores it, and no other driver's consumer sees it).
+/// The replica of `driver` that holds the run answers with a
+/// [`CancelReply`](crate::protocol::CancelReply); nobody answers for a run that is not
+/// in flight. See `docs/run-lifecycle.md`.
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects;
+/// assert_eq!(subjects::cancel("command-runner", "fbdf5edf"), "conveyor.cancel.command-runner.fbdf5edf");
+/// ```
+pub fn cancel(driver: &str, run_id: &str) -> String {
+    format!("conveyor.cancel.{driver}.{run_id}")
+}
+
+/// The key-value bucket of run records: each finished run, and the retries of a run
+/// that asked to be tried again, under [`run_record_key`].
+pub const RUNS_BUCKET: &str = "conveyor_runs";
+
+/// The key of a run's record in [`RUNS_BUCKET`]: `<run_id>.<driver>`, each part with the
+/// characters a key may not hold written as `=XX` (hexadecimal bytes).
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects::run_record_key;
+/// assert_eq!(run_record_key("fbdf5edf-66d4", "command-runner"), "fbdf5edf-66d4.command-runner");
+/// assert_eq!(run_record_key("a:b", "x y"), "a=3Ab.x=20y");
+/// ```
+pub fn run_record_key(run_id: &str, driver: &str) -> String {
+    format!("{}.{}", key_token(run_id), key_token(driver))
+}
+
+fn key_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("={byte:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push('=');
+    }
+    out
+}

@@ -19,6 +19,8 @@ pub(crate) enum Ending {
     Failed,
     /// A shutdown cancelled the run before it had a result.
     Cancelled,
+    /// The run asked to be tried again after this delay.
+    Retry(Duration),
 }
 
 /// The acknowledgement for `ending`:
@@ -28,13 +30,15 @@ pub(crate) enum Ending {
 /// - a run whose log or result could not be stored: nak, delivered again after
 ///   `nak_delay`;
 /// - a run cancelled by shutdown: nak without delay, so that another process of the
-///   driver may take it at once.
+///   driver may take it at once;
+/// - a run that asked to be tried again: nak with the delay it asked for.
 pub(crate) fn ack_kind(ending: Ending, nak_delay: Duration) -> AckKind {
     match ending {
         Ending::Finished => AckKind::Ack,
         Ending::GivenUp | Ending::Undecodable => AckKind::Term,
         Ending::Failed => AckKind::Nak(Some(nak_delay)),
         Ending::Cancelled => AckKind::Nak(None),
+        Ending::Retry(delay) => AckKind::Nak(Some(delay)),
     }
 }
 
@@ -88,6 +92,12 @@ mod tests {
     #[test]
     fn a_run_cancelled_by_shutdown_is_delivered_again_at_once() {
         assert!(matches!(ack_kind(Ending::Cancelled, Duration::from_secs(5)), AckKind::Nak(None)));
+    }
+
+    #[test]
+    fn a_run_that_asked_to_be_retried_is_delivered_again_after_its_delay() {
+        let kind = ack_kind(Ending::Retry(Duration::from_secs(30)), Duration::from_secs(5));
+        assert!(matches!(kind, AckKind::Nak(Some(d)) if d == Duration::from_secs(30)), "{kind:?}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Config {
     pub(crate) concurrency: usize,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliveries: u64,
+    pub(crate) max_retries: u32,
+    pub(crate) run_deadline: Duration,
+    pub(crate) run_record_ttl: Duration,
     pub(crate) nak_delay: Duration,
     pub(crate) grace_period: Duration,
     pub(crate) cancel_timeout: Duration,
@@ -53,7 +56,10 @@ impl Default for Config {
             api_root_ca: None,
             concurrency: 4,
             ack_wait: Duration::from_secs(30),
-            max_deliveries: 5,
+            max_deliveries: 20,
+            max_retries: 5,
+            run_deadline: Duration::from_secs(60 * 60),
+            run_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             nak_delay: Duration::from_secs(5),
             grace_period: Duration::from_secs(30),
             cancel_timeout: Duration::from_secs(10),
@@ -174,16 +180,65 @@ impl Config {
         self
     }
 
-    /// How many deliveries of one message are tried (default 5). A message delivered
-    /// more often than this is given up: a failure result is published for it and it
-    /// is terminated.
+    /// How many deliveries of one event are tried at the most, of every kind:
+    /// retries, shutdowns and crashes included (default 20). A guard against an event
+    /// that kills its driver process each time: a message delivered more often than
+    /// this is given up, a failure result is published for it and it is terminated.
+    /// Retries have their own, lower limit, [`max_retries`](Self::max_retries).
     ///
     /// ```
-    /// let config = conveyor_sdk::Config::default().max_deliveries(3);
+    /// let config = conveyor_sdk::Config::default().max_deliveries(50);
     /// ```
     #[must_use]
     pub fn max_deliveries(mut self, n: u64) -> Self {
         self.max_deliveries = n.max(1);
+        self
+    }
+
+    /// How many times a run is tried again after an attempt that asked for it
+    /// ([`ReconcileError::retry_after`](crate::ReconcileError::retry_after)) or whose
+    /// log or result could not be stored (default 5). Past it, the run ends with a
+    /// failure result that says why. Deliveries caused by a shutdown or a crash of the
+    /// driver do not count: the runtime counts retries itself, in the run's record in
+    /// the key-value bucket `conveyor_runs`.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().max_retries(10);
+    /// ```
+    #[must_use]
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// How long a run may take, from the start of its reconcile, unless its driver says
+    /// otherwise ([`Driver::deadline`](crate::Driver::deadline)); default 1 hour. When it
+    /// passes the run is cancelled, has [`cancel_timeout`](Self::cancel_timeout) to
+    /// clean up, and ends with a failure result `timed out after …`; its message is
+    /// acknowledged.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().run_deadline(std::time::Duration::from_secs(30 * 60));
+    /// ```
+    #[must_use]
+    pub fn run_deadline(mut self, deadline: Duration) -> Self {
+        self.run_deadline = deadline;
+        self
+    }
+
+    /// How long the record of a finished run is kept (default 7 days). A message
+    /// delivered again after its run finished (a crash between the result and the
+    /// acknowledgement) is acknowledged without running again while the record lives.
+    /// The records are in the key-value bucket `conveyor_runs`, created with this
+    /// maximum age by the first driver that needs it; the age of an existing bucket is
+    /// kept.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().run_record_ttl(std::time::Duration::from_secs(24 * 60 * 60));
+    /// ```
+    #[must_use]
+    pub fn run_record_ttl(mut self, ttl: Duration) -> Self {
+        self.run_record_ttl = ttl.max(Duration::from_secs(1));
         self
     }
 
@@ -211,8 +266,11 @@ impl Config {
         self
     }
 
-    /// After cancelling a run, how long its reconcile has to return before it is
-    /// abandoned (default 10 s). Either way its message is left to be delivered again.
+    /// After cancelling a run (a shutdown's grace period is over, its deadline passed,
+    /// a cancel request), how long its reconcile has to clean up and return before it
+    /// is abandoned (default 10 s). After a shutdown its message is left to be
+    /// delivered again; after a deadline or a cancel request its failure result is
+    /// published then.
     ///
     /// ```
     /// let config = conveyor_sdk::Config::default().cancel_timeout(std::time::Duration::from_secs(5));

@@ -126,7 +126,7 @@ async fn not_ready(answers: &Answers) -> Option<String> {
     }
     match tokio::time::timeout(READY_TIMEOUT, (answers.ready)()).await {
         Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(format!("the driver is not ready: {}", error_text(error.as_ref()))),
+        Ok(Err(error)) => Some(format!("the driver is not ready: {}", error_text(error.error()))),
         Err(_) => Some(format!("the driver's readiness check took longer than {READY_TIMEOUT:?}")),
     }
 }

@@ -34,7 +34,7 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 /// | metric | what |
 /// |---|---|
 /// | `conveyor_runs_started_total` | deliveries taken up as a run (decoded) |
-/// | `conveyor_runs_finished_total{outcome}` | `success`, `failure`, `invalid_spec`, `given_up`, `cancelled` (by shutdown), `not_stored` (log or result not stored: delivered again) |
+/// | `conveyor_runs_finished_total{outcome}` | `success`, `failure`, `invalid_spec`, `given_up`, `cancelled` (by shutdown), `not_stored` (log or result not stored: delivered again), `timed_out` (its deadline passed), `cancel_requested` (cancelled on request), `retried` (asked to be tried again: delivered again later), `already_finished` (delivered again after its result was stored: not run again) |
 /// | `conveyor_runs_in_flight` | runs started and not finished |
 /// | `conveyor_run_duration_seconds` | histogram of a run's time, from its start to its acknowledgement |
 /// | `conveyor_redeliveries_total` | deliveries after the first of a message |

@@ -12,6 +12,7 @@
 //! `ack.rs`.
 
 mod ack;
+mod cancel;
 mod config;
 #[cfg(feature = "metrics")]
 mod health;
@@ -19,6 +20,7 @@ mod health;
 mod metrics;
 pub(crate) mod observe;
 mod pull;
+mod records;
 #[cfg(feature = "client")]
 mod register;
 mod runner;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use cancel::{cancel_run, CancelError, CANCEL_ANSWER_WAIT};
 pub use config::Config;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

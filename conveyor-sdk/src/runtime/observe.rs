@@ -20,18 +20,30 @@ pub(crate) enum RunOutcome {
     Cancelled,
     /// Its log or result could not be stored; delivered again.
     NotStored,
+    /// Its deadline passed; its failure result is stored.
+    TimedOut,
+    /// Cancelled on request; its failure result is stored.
+    CancelRequested,
+    /// It asked to be tried again later; delivered again after its delay.
+    Retried,
+    /// Delivered again after it had finished; acknowledged without running again.
+    AlreadyFinished,
 }
 
 impl RunOutcome {
     /// Every outcome, in the order of their discriminants.
     #[cfg(feature = "metrics")]
-    pub(crate) const ALL: [RunOutcome; 6] = [
+    pub(crate) const ALL: [RunOutcome; 10] = [
         RunOutcome::Success,
         RunOutcome::Failure,
         RunOutcome::InvalidSpec,
         RunOutcome::GivenUp,
         RunOutcome::Cancelled,
         RunOutcome::NotStored,
+        RunOutcome::TimedOut,
+        RunOutcome::CancelRequested,
+        RunOutcome::Retried,
+        RunOutcome::AlreadyFinished,
     ];
 
     /// The value of the metrics' `outcome` label.
@@ -44,6 +56,10 @@ impl RunOutcome {
             RunOutcome::GivenUp => "given_up",
             RunOutcome::Cancelled => "cancelled",
             RunOutcome::NotStored => "not_stored",
+            RunOutcome::TimedOut => "timed_out",
+            RunOutcome::CancelRequested => "cancel_requested",
+            RunOutcome::Retried => "retried",
+            RunOutcome::AlreadyFinished => "already_finished",
         }
     }
 }

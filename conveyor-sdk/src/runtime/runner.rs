@@ -1,7 +1,8 @@
 //! The loop of a runtime, in three phases:
 //!
 //! 1. **prepare**: check the driver, compile its schemas, wait for the server's
-//!    stream, create the durable consumer, register the resource definitions;
+//!    stream, create the durable consumer, open the bucket of run records, listen
+//!    for cancel requests, register the resource definitions;
 //! 2. **serve**: pull a message for each free reconcile slot and hand it to a
 //!    worker ([`worker::handle`]) until the shutdown signal;
 //! 3. **drain**: let runs in progress finish within the grace period, then cancel
@@ -14,7 +15,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::{self, InFlight};
 use super::observe::Observer;
+use super::records::RunRecords;
 use super::worker::{self, Shared};
 use super::{pull, setup, Config, Error};
 use crate::driver::Driver;
@@ -50,7 +53,8 @@ pub(super) async fn serve<D: Driver>(
 struct Prepared<D: Driver> {
     shared: Arc<Shared<D>>,
     consumer: PullConsumer,
-    /// Work beside the loop (registering definitions), ended at shutdown.
+    /// Work beside the loop (registering definitions, answering cancel requests),
+    /// ended at shutdown.
     background: JoinSet<()>,
 }
 
@@ -78,13 +82,16 @@ async fn prepare<D: Driver>(
         return Ok(None);
     };
     let consumer = setup::ensure_consumer(&stream, &name, &type_names, config.ack_wait).await?;
+    let replicas = stream.cached_info().config.num_replicas;
+    let records = RunRecords::open(&js, &name, config.run_record_ttl, replicas).await;
     tracing::info!(driver = %name, resource_types = ?type_names, concurrency = config.concurrency, "consuming resource events");
 
     // Only now that the consumer exists may the server accept resources for us.
-    #[allow(unused_mut)] // nothing runs beside the loop without the `client` feature
     let mut background = JoinSet::new();
     #[cfg(feature = "client")]
     super::register::start(&config, &types, stop, &mut background)?;
+    let in_flight = InFlight::default();
+    background.spawn(cancel::listen(client.clone(), name.clone(), in_flight.clone()));
 
     let shared = Arc::new(Shared {
         driver,
@@ -96,6 +103,8 @@ async fn prepare<D: Driver>(
         finishing: Arc::new(Semaphore::new(config.concurrency)),
         config,
         observer,
+        records,
+        in_flight,
     });
     Ok(Some(Prepared { shared, consumer, background }))
 }

@@ -1,4 +1,6 @@
-//! One message, top to bottom: decode → validate → reconcile → logs and result out → ack.
+//! One message, top to bottom: decode → its record (only when delivered again) →
+//! validate → reconcile (within its deadline, cancellable) → logs and result out →
+//! the run's record → ack.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::ack::{ack_kind, keep_alive, progress_interval, Ending};
+use super::cancel::InFlight;
 use super::observe::{Observer, RunOutcome};
+use super::records::{RunRecord, RunRecords};
 use super::Config;
-use crate::driver::{Driver, Run};
+use crate::driver::{CancelReason, Driver, Run, RunCancellation};
 use crate::log::nats::{NatsLogOptions, NatsLogSink};
 use crate::log::LogHandle;
 use crate::protocol::{subjects, DriverMessage, DriverResult, PipelineEvent};
@@ -37,16 +41,34 @@ pub(crate) struct Shared<D: Driver> {
     pub(crate) finishing: Arc<Semaphore>,
     /// Where the runs' metrics go.
     pub(crate) observer: Observer,
+    /// What is remembered of runs across deliveries.
+    pub(crate) records: RunRecords,
+    /// The runs in progress, for cancel requests.
+    pub(crate) in_flight: InFlight,
 }
 
 /// What a run came to, before its result is published.
 enum Outcome {
     /// Publish this result, then ack (or, after giving up, terminate).
-    Publish { result: DriverResult, outcome: RunOutcome },
+    Publish { result: DriverResult, outcome: RunOutcome, retries: u32 },
+    /// It had finished before this delivery: ack, nothing else.
+    AlreadyFinished,
+    /// It asked to be tried again: nak with this delay.
+    Retry(Duration),
     /// The run's log lines could not be stored: leave the message to be delivered again.
     LogNotStored(String),
     /// Shutdown cancelled the run: no result, deliver again.
     Cancelled,
+}
+
+/// What a reconcile came to.
+enum Reconciled {
+    /// A result to publish.
+    Done(DriverResult, RunOutcome),
+    /// Try again in `delay` because of `reason`.
+    Retry { delay: Duration, reason: String },
+    /// Shutdown cancelled it.
+    Shutdown,
 }
 
 /// Handles one message, top to bottom: decode → validate → reconcile → logs and
@@ -90,15 +112,24 @@ async fn process<D: Driver>(
     shared.observer.run_started(attempt);
     let work = async {
         match run(&shared, &delivery, attempt, slot).await {
-            Outcome::Publish { result, outcome } => match publish_result(&shared, &delivery, result).await {
-                Ok(()) if outcome == RunOutcome::GivenUp => (Ending::GivenUp, outcome),
-                Ok(()) => (Ending::Finished, outcome),
-                Err(reason) => {
-                    shared.observer.result_publish_failed();
-                    tracing::error!(%reason, "publishing the result failed; the message will be delivered again");
-                    (Ending::Failed, RunOutcome::NotStored)
+            Outcome::Publish { result, outcome, retries } => {
+                let (success, text) = (result.success, result.message.clone());
+                match publish_result(&shared, &delivery, result).await {
+                    Ok(()) => {
+                        // Before the ack: a delivery after a crash here finds it.
+                        shared.records.finished(&delivery.run_id, retries, success, &text).await;
+                        let ending = if outcome == RunOutcome::GivenUp { Ending::GivenUp } else { Ending::Finished };
+                        (ending, outcome)
+                    }
+                    Err(reason) => {
+                        shared.observer.result_publish_failed();
+                        tracing::error!(%reason, "publishing the result failed; the message will be delivered again");
+                        (Ending::Failed, RunOutcome::NotStored)
+                    }
                 }
-            },
+            }
+            Outcome::AlreadyFinished => (Ending::Finished, RunOutcome::AlreadyFinished),
+            Outcome::Retry(delay) => (Ending::Retry(delay), RunOutcome::Retried),
             Outcome::LogNotStored(reason) => {
                 tracing::error!(%reason, "the run will be delivered again");
                 (Ending::Failed, RunOutcome::NotStored)
@@ -141,8 +172,28 @@ async fn run<D: Driver>(
             observer: shared.observer.clone(),
         },
     ));
-    let give_up = attempt > config.max_deliveries;
-    let (result, outcome) = if give_up {
+    // Only a message delivered again can have a record.
+    let record = match attempt {
+        1 => RunRecord::default(),
+        _ => shared.records.read(&delivery.run_id).await.unwrap_or_default(),
+    };
+    if let Some(finished) = &record.finished {
+        let text = format!(
+            "this run already finished at {} ({}: {}); delivered again (attempt {attempt}), it is \
+             acknowledged without running again",
+            finished.at,
+            if finished.success { "succeeded" } else { "failed" },
+            finished.message
+        );
+        tracing::info!("{text}");
+        log.log(text).await;
+        return match log.flush().await {
+            Ok(()) => Outcome::AlreadyFinished,
+            Err(error) => Outcome::LogNotStored(error_text(&error)),
+        };
+    }
+    let retries = record.retries;
+    let (result, outcome) = if attempt > config.max_deliveries {
         let reason = format!(
             "given up after {} deliveries (the limit is {}); see the driver's diagnostics",
             attempt - 1,
@@ -153,8 +204,8 @@ async fn run<D: Driver>(
         (DriverResult::failure(reason), RunOutcome::GivenUp)
     } else {
         if attempt > 1 {
-            tracing::info!("redelivered run");
-            log.log(format!("redelivered: attempt {attempt} of at most {}", config.max_deliveries)).await;
+            tracing::info!(retries, "redelivered run");
+            log.log(redelivered_line(attempt, config.max_deliveries, &record, config.max_retries)).await;
         }
         match shared.validator.decode::<D::Spec>(&delivery.payload) {
             Err(error) => {
@@ -162,10 +213,36 @@ async fn run<D: Driver>(
                 log.log(error.to_string()).await;
                 (DriverResult::failure(error.to_string()), RunOutcome::InvalidSpec)
             }
-            Ok(spec) => match reconcile(shared, delivery, spec, attempt, log.clone()).await {
-                Some(result) if result.success => (result, RunOutcome::Success),
-                Some(result) => (result, RunOutcome::Failure),
-                None => return Outcome::Cancelled,
+            Ok(spec) => match reconcile(shared, delivery, spec, attempt, retries, log.clone()).await {
+                Reconciled::Done(result, outcome) => (result, outcome),
+                Reconciled::Shutdown => return Outcome::Cancelled,
+                Reconciled::Retry { delay: _, reason } if retries >= config.max_retries => {
+                    let text = format!(
+                        "given up after {retries} retries (the limit is {}): {reason}",
+                        config.max_retries
+                    );
+                    tracing::warn!(%text, "giving up on the run");
+                    log.log(&text).await;
+                    (DriverResult::failure(text), RunOutcome::GivenUp)
+                }
+                Reconciled::Retry { delay, reason } => {
+                    let next = retries + 1;
+                    let text = format!(
+                        "trying again in {} (retry {next} of at most {}): {reason}",
+                        humantime::format_duration(delay),
+                        config.max_retries
+                    );
+                    tracing::info!(%text, "reconcile asked to try again");
+                    log.log(text).await;
+                    if !shared.records.retrying(&delivery.run_id, next, &reason).await {
+                        tracing::warn!("the retry is not recorded: the next delivery will not know its number");
+                    }
+                    drop(slot);
+                    return match log.flush().await {
+                        Ok(()) => Outcome::Retry(delay),
+                        Err(error) => Outcome::LogNotStored(error_text(&error)),
+                    };
+                }
             },
         }
     };
@@ -173,7 +250,7 @@ async fn run<D: Driver>(
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
     let outcome = match log.flush().await {
-        Ok(()) => Outcome::Publish { result, outcome },
+        Ok(()) => Outcome::Publish { result, outcome, retries },
         Err(error) => {
             Outcome::LogNotStored(format!("the run's log lines could not be stored: {}", error_text(&error)))
         }
@@ -182,52 +259,115 @@ async fn run<D: Driver>(
     outcome
 }
 
-/// Calls the driver's reconcile, catching a panic; a shutdown can abandon it.
-/// `None` when the run was cancelled.
+/// The line a delivered-again run's log starts with: which delivery, and which retry
+/// when the last attempt asked for one.
+fn redelivered_line(attempt: u64, max_deliveries: u64, record: &RunRecord, max_retries: u32) -> String {
+    match (&record.retry_reason, record.retries) {
+        (Some(reason), retries) if retries > 0 => format!(
+            "redelivered: attempt {attempt}, retry {retries} of at most {max_retries}: the last attempt \
+             asked to try again: {reason}"
+        ),
+        _ => format!("redelivered: attempt {attempt} of at most {max_deliveries}"),
+    }
+}
+
+/// Calls the driver's reconcile, catching a panic, within the run's deadline and open
+/// to cancellation: a cancelled reconcile has `cancel_timeout` to return.
 async fn reconcile<D: Driver>(
     shared: &Shared<D>,
     delivery: &DriverMessage,
     spec: D::Spec,
     attempt: u64,
+    retries: u32,
     log: LogHandle,
-) -> Option<DriverResult> {
+) -> Reconciled {
+    let cancel = RunCancellation::child_of(&shared.run_cancel);
+    let _held = shared.in_flight.enter(&delivery.run_id, cancel.clone());
     let run = Run::new(delivery.payload.clone(), spec)
         .with_event(delivery.event.clone())
         .with_run_id(delivery.run_id.clone())
         .with_log(log.clone())
-        .with_cancellation(shared.run_cancel.child_token())
-        .with_delivery(delivery.id.clone(), attempt);
+        .with_run_cancellation(cancel.clone())
+        .with_delivery(delivery.id.clone(), attempt, retries);
+    let deadline = shared.driver.deadline(&run).unwrap_or(shared.config.run_deadline);
+    let expires = Instant::now().checked_add(deadline);
     let reconciling = AssertUnwindSafe(shared.driver.reconcile(run)).catch_unwind();
     tokio::pin!(reconciling);
+    let expiry = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let joined = tokio::select! {
-        joined = &mut reconciling => joined,
-        _ = shared.run_cancel.cancelled() => {
-            if tokio::time::timeout(shared.config.cancel_timeout, &mut reconciling).await.is_err() {
+        joined = &mut reconciling => Some(joined),
+        _ = expiry => {
+            cancel.cancel(CancelReason::Deadline(deadline));
+            None
+        }
+        _ = cancel.token().cancelled() => None,
+    };
+    let joined = match joined {
+        Some(joined) => Some(joined),
+        None => match tokio::time::timeout(shared.config.cancel_timeout, &mut reconciling).await {
+            Ok(joined) => Some(joined),
+            Err(_) => {
                 tracing::warn!("reconcile did not return in time after cancellation; abandoning it");
+                None
             }
-            return None;
-        }
+        },
     };
-    if shared.run_cancel.is_cancelled() {
-        return None;
+    // What reconcile returned, if it did and it is a result.
+    let returned = match &joined {
+        Some(Ok(Ok(result))) => Some(result),
+        _ => None,
+    };
+    let ended = match cancel.reason() {
+        Some(CancelReason::Shutdown) => return Reconciled::Shutdown,
+        Some(CancelReason::Deadline(after)) => {
+            let mut text = format!("timed out after {}", humantime::format_duration(after));
+            if let Some(result) = returned.filter(|r| !r.success && !r.message.is_empty()) {
+                text = format!("{text}: {}", result.message);
+            }
+            tracing::warn!(%text, "the run's deadline passed");
+            log.log(format!("the run {text}")).await;
+            let data = returned.map(|r| r.data.clone()).unwrap_or_default();
+            Reconciled::Done(DriverResult::failure(text).with_data(data), RunOutcome::TimedOut)
+        }
+        Some(_) => {
+            tracing::info!("the run was cancelled on request");
+            log.log("the run was cancelled on request").await;
+            let data = returned.map(|r| r.data.clone()).unwrap_or_default();
+            Reconciled::Done(DriverResult::failure("cancelled").with_data(data), RunOutcome::CancelRequested)
+        }
+        None => match joined {
+            Some(Ok(Ok(result))) => {
+                let outcome = if result.success { RunOutcome::Success } else { RunOutcome::Failure };
+                Reconciled::Done(result, outcome)
+            }
+            Some(Ok(Err(error))) => match error.retry_delay() {
+                Some(delay) => return Reconciled::Retry { delay, reason: error_text(error.error()) },
+                None => {
+                    let text = format!("reconcile failed: {}", error_text(error.error()));
+                    tracing::warn!(error = %text, "reconcile returned an error");
+                    log.log(&text).await;
+                    Reconciled::Done(DriverResult::failure(text), RunOutcome::Failure)
+                }
+            },
+            Some(Err(panic)) => {
+                let text = format!("reconcile panicked: {}", panic_text(panic));
+                tracing::error!(error = %text, "reconcile did not return");
+                log.log(&text).await;
+                Reconciled::Done(DriverResult::failure(text), RunOutcome::Failure)
+            }
+            // Only a cancelled reconcile is abandoned, and that has a reason.
+            None => Reconciled::Shutdown,
+        },
+    };
+    if let Reconciled::Done(result, _) = &ended {
+        tracing::info!(success = result.success, result = %result.message, "reconciled");
     }
-    let result = match joined {
-        Ok(Ok(result)) => result,
-        Ok(Err(error)) => {
-            let text = format!("reconcile failed: {}", error_text(error.as_ref()));
-            tracing::warn!(error = %text, "reconcile returned an error");
-            log.log(&text).await;
-            DriverResult::failure(text)
-        }
-        Err(panic) => {
-            let text = format!("reconcile panicked: {}", panic_text(panic));
-            tracing::error!(error = %text, "reconcile did not return");
-            log.log(&text).await;
-            DriverResult::failure(text)
-        }
-    };
-    tracing::info!(success = result.success, result = %result.message, "reconciled");
-    Some(result)
+    ended
 }
 
 /// Publishes the run's `driver.result` event and waits until JetStream has stored it.
@@ -311,6 +451,17 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redelivery_says_its_attempt_and_after_a_retry_request_which_retry_and_why() {
+        let plain = redelivered_line(3, 20, &RunRecord::default(), 5);
+        assert_eq!(plain, "redelivered: attempt 3 of at most 20");
+        let record = RunRecord { retries: 2, retry_reason: Some("busy".into()), finished: None };
+        assert_eq!(
+            redelivered_line(4, 20, &record, 5),
+            "redelivered: attempt 4, retry 2 of at most 5: the last attempt asked to try again: busy"
+        );
+    }
 
     #[test]
     fn panic_payloads_become_text() {

@@ -40,6 +40,14 @@ pub enum Mode {
     CancelFirst,
     /// Logs `sleeping`, sleeps `sleep_ms` and succeeds, saying which process ran it.
     Sleep,
+    /// Logs `started`, waits until cancelled, logs `cleaning up: <reason>` and returns a
+    /// failure `stopped` with data `{"cleaned": true}`.
+    AwaitCancel,
+    /// Logs `started` and never returns, whatever happens.
+    Hang,
+    /// Asks to be tried again after `sleep_ms` while fewer than `retries` retries were
+    /// made; then succeeds with data `{"retries": n}`.
+    Retry,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -49,6 +57,11 @@ pub struct JobSpec {
     pub lines: u32,
     #[serde(default)]
     pub sleep_ms: u64,
+    /// The run's own deadline ([`Driver::deadline`]).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// What the test driver saw.
@@ -174,7 +187,27 @@ impl Driver for TestDriver {
                 tokio::time::sleep(Duration::from_millis(run.spec().sleep_ms)).await;
                 Ok(DriverResult::success("slept").with_data(data))
             }
+            Mode::AwaitCancel => {
+                log.log("started").await;
+                run.cancelled().await;
+                probe.cancelled.fetch_add(1, Ordering::SeqCst);
+                log.log(format!("cleaning up: {:?}", run.cancel_reason())).await;
+                Ok(DriverResult::failure("stopped").with_data(json!({"cleaned": true})))
+            }
+            Mode::Hang => {
+                log.log("started").await;
+                std::future::pending().await
+            }
+            Mode::Retry if run.retries() < run.spec().retries => Err(ReconcileError::retry_after(
+                Duration::from_millis(run.spec().sleep_ms),
+                "busy",
+            )),
+            Mode::Retry => Ok(DriverResult::success("retried").with_data(json!({"retries": run.retries()}))),
         }
+    }
+
+    fn deadline(&self, run: &Run<JobSpec>) -> Option<Duration> {
+        run.spec().deadline_ms.map(Duration::from_millis)
     }
 }
 

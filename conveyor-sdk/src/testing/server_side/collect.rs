@@ -32,7 +32,9 @@ pub(super) struct Collected {
 }
 
 impl Harness {
-    /// Waits (up to [`DEFAULT_WAIT`]) for the first result of `run_id`.
+    /// Waits (up to [`DEFAULT_WAIT`]) for the first result of `run_id`, and until every
+    /// log line stored before it has been read: [`logs`](Self::logs) then holds the
+    /// whole log the run wrote before its result.
     ///
     /// ```no_run
     /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +47,8 @@ impl Harness {
         self.result_within(run_id, DEFAULT_WAIT).await
     }
 
-    /// Waits up to `timeout` for the first result of `run_id`.
+    /// Waits up to `timeout` for the first result of `run_id`, and until every log line
+    /// stored before it has been read.
     ///
     /// ```no_run
     /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
@@ -58,14 +61,19 @@ impl Harness {
         run_id: &str,
         timeout: Duration,
     ) -> Result<PipelineEvent, TestingError> {
-        self.wait_until(timeout, &format!("the result of run {run_id}"), |c| {
-            c.results.get(run_id).and_then(|r| r.first().cloned())
-        })
-        .await
+        let started = tokio::time::Instant::now();
+        let result = self
+            .wait_until(timeout, &format!("the result of run {run_id}"), |c| {
+                c.results.get(run_id).and_then(|r| r.first().cloned())
+            })
+            .await?;
+        self.logs_caught_up(timeout.saturating_sub(started.elapsed())).await?;
+        Ok(result)
     }
 
     /// Waits up to `timeout` for the result of `run_id` published by `driver` (a
-    /// pipeline's run has one per step).
+    /// pipeline's run has one per step), and until every log line stored before it has
+    /// been read.
     ///
     /// ```no_run
     /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
@@ -80,8 +88,28 @@ impl Harness {
         driver: &str,
         timeout: Duration,
     ) -> Result<PipelineEvent, TestingError> {
-        self.wait_until(timeout, &format!("the result of driver {driver} in run {run_id}"), |c| {
-            c.results.get(run_id).and_then(|r| r.iter().find(|e| e.driverresult.driver == driver).cloned())
+        let started = tokio::time::Instant::now();
+        let result = self
+            .wait_until(timeout, &format!("the result of driver {driver} in run {run_id}"), |c| {
+                c.results.get(run_id).and_then(|r| r.iter().find(|e| e.driverresult.driver == driver).cloned())
+            })
+            .await?;
+        self.logs_caught_up(timeout.saturating_sub(started.elapsed())).await?;
+        Ok(result)
+    }
+
+    /// Waits until every log line stored so far has been read. A driver stores a run's
+    /// lines before it publishes the run's result, so once a result is here, the lines
+    /// before it are at most the last sequence of the stream of log lines now.
+    async fn logs_caught_up(&self, timeout: Duration) -> Result<(), TestingError> {
+        let stream = subjects::LOGS_STREAM;
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            TestingError::nats(format!("reading the state of stream {stream}"), e)
+        };
+        let mut logs = self.js.get_stream(stream).await.map_err(|e| failed(e.into()))?;
+        let last = logs.info().await.map_err(|e| failed(e.into()))?.state.last_sequence;
+        self.wait_until(timeout, &format!("the log lines stored up to sequence {last} to be read"), |c| {
+            (c.logs_read_up_to >= last).then_some(())
         })
         .await
     }
@@ -350,6 +378,9 @@ impl Queue {
                 if again.cached_info().created != consumer.cached_info().created {
                     if let Ok(mut c) = collected.lock() {
                         c.read.retain(|(stream, _)| *stream != self.stream);
+                        if self.stream == subjects::LOGS_STREAM {
+                            c.logs_read_up_to = 0;
+                        }
                     }
                 }
                 consumer = again;
