@@ -18,7 +18,8 @@ async fn a_run_past_its_deadline_is_cancelled_cleans_up_and_fails_saying_it_time
     let (nats, harness) = setup().await;
     let driver = TestDriver::new();
     let probe = driver.probe.clone();
-    let config = config(&nats).run_deadline(Duration::from_millis(300)).cancel_timeout(Duration::from_secs(5));
+    let config =
+        config(&nats).run_deadline(Duration::from_millis(300)).cancel_timeout(Duration::from_secs(5));
     let serving = serve(driver, config, &harness).await;
 
     let run = harness.create(job("slow", json!({"mode": "await-cancel"}))).await.unwrap();
@@ -27,7 +28,10 @@ async fn a_run_past_its_deadline_is_cancelled_cleans_up_and_fails_saying_it_time
     assert_eq!(result.message, "timed out after 300ms: stopped");
     assert_eq!(result.data["cleaned"], true, "the driver's data is kept: {}", result.data);
     let lines = messages(&harness, &run.run_id);
-    assert_eq!(lines, ["started", "cleaning up: Some(Deadline(300ms))", "the run timed out after 300ms: stopped"]);
+    assert_eq!(
+        lines,
+        ["started", "cleaning up: Some(Deadline(300ms))", "the run timed out after 300ms: stopped"]
+    );
     wait_until_settled(&harness).await;
     assert_eq!(probe.calls.load(Ordering::SeqCst), 1, "acknowledged, not delivered again");
     assert_eq!(harness.results(&run.run_id).len(), 1);
@@ -105,7 +109,8 @@ async fn a_retry_request_is_delivered_again_after_its_delay_and_says_which_retry
     let (nats, harness) = setup().await;
     let serving = serve(TestDriver::new(), config(&nats), &harness).await;
 
-    let run = harness.create(job("flaky", json!({"mode": "retry", "retries": 2, "sleep_ms": 100}))).await.unwrap();
+    let run =
+        harness.create(job("flaky", json!({"mode": "retry", "retries": 2, "sleep_ms": 100}))).await.unwrap();
     let result = harness.result(&run.run_id).await.unwrap().driverresult;
     assert!(result.success, "{}", result.message);
     assert_eq!(result.data["retries"], 2);
@@ -129,7 +134,10 @@ async fn past_the_retry_limit_the_run_fails_saying_why() {
     let (nats, harness) = setup().await;
     let serving = serve(TestDriver::new(), config(&nats).max_retries(1), &harness).await;
 
-    let run = harness.create(job("hopeless", json!({"mode": "retry", "retries": 9, "sleep_ms": 50}))).await.unwrap();
+    let run = harness
+        .create(job("hopeless", json!({"mode": "retry", "retries": 9, "sleep_ms": 50})))
+        .await
+        .unwrap();
     let result = harness.result(&run.run_id).await.unwrap().driverresult;
     assert!(!result.success);
     assert_eq!(result.message, "given up after 1 retries (the limit is 1): busy");
@@ -144,7 +152,9 @@ async fn a_run_lives_through_five_rolling_restarts_of_its_driver_and_completes()
     let mut lines = harness.subscribe_logs();
     // Each replica is shut down with no grace while the run waits at its gate: the
     // run is cancelled and given back. The retry limit is the tightest there is.
-    let restart = || config(&nats).grace_period(Duration::ZERO).cancel_timeout(Duration::from_millis(100)).max_retries(0);
+    let restart = || {
+        config(&nats).grace_period(Duration::ZERO).cancel_timeout(Duration::from_millis(100)).max_retries(0)
+    };
     let mut serving = serve(TestDriver::new(), restart(), &harness).await;
     let run = harness.create(job("patient", json!({"mode": "gate"}))).await.unwrap();
     for restarts in 1..=5 {
@@ -199,10 +209,7 @@ async fn an_event_delivered_again_after_its_run_finished_is_acknowledged_without
     let driver = TestDriver::new();
     let probe = driver.probe.clone();
     let serving = serve(driver, config, &harness).await;
-    harness
-        .wait_for_log(&run.run_id, "this run already finished at", Duration::from_secs(30))
-        .await
-        .unwrap();
+    harness.wait_for_log(&run.run_id, "this run already finished at", Duration::from_secs(30)).await.unwrap();
     wait_until_settled(&harness).await;
     assert_eq!(probe.calls.load(Ordering::SeqCst), 0, "not run again");
     assert_eq!(harness.results(&run.run_id).len(), 1, "no second result");

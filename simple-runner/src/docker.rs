@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
@@ -218,6 +219,37 @@ impl Engine {
         let options = StopContainerOptions { t: Some(grace.as_secs().max(1) as i32), signal: None };
         if let Err(error) = self.docker.stop_container(container, Some(options)).await {
             tracing::debug!(%error, container, "stopping the container failed");
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, …) to every process of a run container but its
+    /// init: the running step and whatever it started. The container's own shell traps
+    /// SIGTERM, so `TERM` stops the step and the shell goes on to report its exit;
+    /// `KILL` ends the shell too, and with it the container. Returns whether the engine
+    /// ran the signal; a failure is traced.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine, id: &str) {
+    /// engine.signal_processes(id, "TERM").await;
+    /// # }
+    /// ```
+    pub async fn signal_processes(&self, container: &str, signal: &str) -> bool {
+        let kill = format!("kill -{signal} -1");
+        let options =
+            CreateExecOptions { cmd: Some(vec!["/bin/sh", "-c", kill.as_str()]), ..Default::default() };
+        let started = match self.docker.create_exec(container, options).await {
+            Ok(exec) => {
+                let detached = StartExecOptions { detach: true, ..Default::default() };
+                self.docker.start_exec(&exec.id, Some(detached)).await.map(drop)
+            }
+            Err(error) => Err(error),
+        };
+        match started {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(%error, container, signal, "signalling the run container's processes failed");
+                false
+            }
         }
     }
 

@@ -47,5 +47,5 @@ pub use docker::Engine;
 pub use error::EngineError;
 pub use report::RunReport;
 pub use runner::CommandRunner;
-pub use settings::{ContainerSettings, Settings, DRIVER_NAME};
+pub use settings::{ContainerSettings, Settings, DEFAULT_RUN_TIMEOUT, DRIVER_NAME};
 pub use spec::{PipelineSpec, PullPolicy, Step, Timeout, RESOURCE_TYPE};

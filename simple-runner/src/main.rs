@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use conveyor_sdk::driver::{CancelReason, RunCancellation};
 use conveyor_sdk::validate::SpecValidator;
-use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
+use conveyor_sdk::{Config, Driver, LogHandle, Resource, Run, Runtime};
 use simple_runner::image::PullProgress;
 use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Settings, DRIVER_NAME};
 
@@ -131,9 +132,10 @@ struct RunnerArgs {
     /// A CPU limit per run container, e.g. `1.5`.
     #[arg(long, env = "CONVEYOR_CPUS")]
     cpus: Option<f64>,
-    /// The timeout of a run whose spec sets none, e.g. `30m`.
-    #[arg(long, env = "CONVEYOR_DEFAULT_TIMEOUT", value_parser = humantime::parse_duration)]
-    default_timeout: Option<Duration>,
+    /// The timeout of a run whose spec sets none, and the most a spec may set, e.g.
+    /// `30m`: image pull, container start and steps.
+    #[arg(long, alias = "default-timeout", env = "CONVEYOR_RUN_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    run_timeout: Duration,
     /// The image of a run whose spec names none.
     #[arg(long, env = "CONVEYOR_DEFAULT_IMAGE")]
     default_image: Option<String>,
@@ -149,7 +151,7 @@ impl RunnerArgs {
                 cpus: self.cpus,
                 ..ContainerSettings::default()
             },
-            default_timeout: self.default_timeout,
+            run_timeout: self.run_timeout,
             default_image: self.default_image.clone(),
             ..Settings::default()
         }
@@ -293,14 +295,19 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
         Ok(Err(error)) => return fail(error.to_string()),
         Err(error) => return fail(error.to_string()),
     };
-    let cancel = CancellationToken::new();
+    // The run's timeout, or Ctrl-C, stops it as the runtime would: its step is stopped
+    // and the run fails saying why.
+    let timeout = runner.settings().run_timeout_for(&spec);
+    let cancel = RunCancellation::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
-        conveyor_sdk::runtime::shutdown_signal().await;
-        on_signal.cancel();
+        tokio::select! {
+            _ = conveyor_sdk::runtime::shutdown_signal() => on_signal.cancel(CancelReason::Requested),
+            _ = tokio::time::sleep(timeout) => on_signal.cancel(CancelReason::Deadline(timeout)),
+        }
     });
     let log = LogHandle::stdout();
-    let run = Run::new(resource, spec).with_log(log.clone()).with_cancellation(cancel);
+    let run = Run::new(resource, spec).with_log(log.clone()).with_run_cancellation(cancel);
     // On a terminal a pull is a spinner; elsewhere its lines go to the log.
     let spinner = std::io::stdout().is_terminal().then(PullSpinner::start);
     let show = |update| {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{LogHandle, Run};
 
 use crate::docker::{container_name, labels, Engine};
@@ -42,7 +43,7 @@ pub(crate) async fn prepare(
     };
     let pulled = tokio::select! {
         pulled = engine.ensure_image(&image, spec.pull, progress) => pulled,
-        _ = run.cancelled() => return Err(RunReport::Cancelled),
+        _ = run.cancelled() => return Err(interrupted(run)),
     };
     if let Err(error) = pulled {
         return Err(logged(log, RunReport::NoContainer { image, error }).await);
@@ -72,6 +73,15 @@ pub(crate) async fn prepare(
     match Session::attach(engine.docker(), &container.id).await {
         Ok(session) => Ok(Prepared { image, container_id: container.id, container: guard, session }),
         Err(error) => Err(logged(log, RunReport::NoContainer { image, error }).await),
+    }
+}
+
+/// The report of a run cancelled before its steps: a shutdown gives it back, a
+/// deadline or a cancel request ends it.
+fn interrupted(run: &Run<PipelineSpec>) -> RunReport {
+    match run.cancel_reason() {
+        Some(CancelReason::Shutdown) | None => RunReport::Cancelled,
+        Some(reason) => RunReport::Stopped(reason),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{error_text, DriverResult};
 use serde_json::{json, Value};
 
@@ -51,6 +52,9 @@ pub enum RunReport {
     },
     /// The runner is shutting down: the run was stopped, to be delivered again.
     Cancelled,
+    /// The run's deadline passed, or it was cancelled on request, before its steps
+    /// began (while its image was pulled or its container started).
+    Stopped(CancelReason),
 }
 
 /// Why a resource cannot run, though its spec is valid JSON for the definition.
@@ -134,6 +138,11 @@ pub enum StepsEnd {
         /// The run's timeout.
         after: Duration,
     },
+    /// The run was cancelled on request during a step.
+    Cancelled {
+        /// The step's name.
+        step: String,
+    },
 }
 
 impl StepsEnd {
@@ -155,8 +164,9 @@ impl StepsEnd {
                 format!("step {step} timed out after {}", human(*after))
             }
             StepsEnd::RunTimedOut { step, after } => {
-                format!("the run timed out after {} during step {step}", human(*after))
+                format!("timed out after {} during step {step}", human(*after))
             }
+            StepsEnd::Cancelled { step } => format!("cancelled during step {step}"),
         })
     }
 }
@@ -193,6 +203,10 @@ impl RunReport {
                 }
             }),
             RunReport::Cancelled => "cancelled: the runner is shutting down".into(),
+            RunReport::Stopped(CancelReason::Deadline(after)) => {
+                format!("timed out after {} before the steps began", human(*after))
+            }
+            RunReport::Stopped(_) => "cancelled before the steps began".into(),
         }
     }
 
@@ -217,7 +231,7 @@ impl RunReport {
         let result =
             if self.succeeded() { DriverResult::success(message) } else { DriverResult::failure(message) };
         let data = match self {
-            RunReport::Refused(_) | RunReport::Cancelled => Value::Null,
+            RunReport::Refused(_) | RunReport::Cancelled | RunReport::Stopped(_) => Value::Null,
             RunReport::NoContainer { image, .. } => json!({"image": image}),
             RunReport::Ran { image, steps, .. } => json!({
                 "image": image,
@@ -233,7 +247,7 @@ impl RunReport {
 }
 
 /// A timeout in words, in whole seconds and at least one.
-fn human(duration: Duration) -> String {
+pub(crate) fn human(duration: Duration) -> String {
     humantime::format_duration(Duration::from_secs(duration.as_secs().max(1))).to_string()
 }
 
@@ -295,7 +309,7 @@ mod tests {
         let run_end = StepsEnd::RunTimedOut { step: "slow".into(), after: Duration::from_millis(300) };
         let result = ran(vec![step("slow", None)], run_end);
         assert!(!result.success);
-        assert_eq!(result.message, "the run timed out after 1s during step slow");
+        assert_eq!(result.message, "timed out after 1s during step slow");
     }
 
     #[test]
@@ -328,6 +342,17 @@ mod tests {
             "\"A; rm\" is not a valid environment variable name (letters, digits and _, not first a digit)"
         );
         assert_eq!(result.data, Value::Null);
+    }
+
+    #[test]
+    fn a_run_stopped_before_its_steps_says_why() {
+        let timed_out = RunReport::Stopped(CancelReason::Deadline(Duration::from_secs(90))).into_result();
+        assert_eq!(
+            (timed_out.success, timed_out.message.as_str()),
+            (false, "timed out after 1m 30s before the steps began")
+        );
+        let cancelled = RunReport::Stopped(CancelReason::Requested).into_result();
+        assert_eq!(cancelled.message, "cancelled before the steps began");
     }
 
     #[test]

@@ -160,14 +160,19 @@ impl Driver for CommandRunner {
         Ok(self.execute(&run, PullProgress::Log(run.log())).await.into_result())
     }
 
+    /// The run's timeout ([`Settings::run_timeout_for`]) covers it all: pull, start and
+    /// steps.
+    fn deadline(&self, run: &Run<PipelineSpec>) -> Option<std::time::Duration> {
+        Some(self.settings.run_timeout_for(run.spec()))
+    }
+
     /// Ready while the Docker engine answers a ping (`/readyz`).
     async fn ready(&self) -> Result<(), ReconcileError> {
         match self.engine.docker().ping().await {
             Ok(_) => Ok(()),
-            Err(source) => Err(Box::new(EngineError::Docker {
-                action: "the Docker engine does not answer".into(),
-                source,
-            })),
+            Err(source) => {
+                Err(EngineError::Docker { action: "the Docker engine does not answer".into(), source }.into())
+            }
         }
     }
 }

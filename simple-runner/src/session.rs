@@ -7,6 +7,10 @@
 //! a marker that does not end with a line break is the step's last, partial line. Starting a
 //! process this way costs a fork, where a Docker exec costs tens of milliseconds.
 //! The markers carry a random nonce per run, so no output can fake them.
+//!
+//! The shell traps SIGTERM, so that stopping a step (SIGTERM to every process of the
+//! container, [`Engine::signal_processes`](crate::Engine::signal_processes)) ends the
+//! step and not the shell: the step's exit is still reported.
 
 use std::pin::Pin;
 
@@ -111,8 +115,16 @@ impl Session {
             EngineError::Docker { action: "cannot attach to the run container".into(), source }
         })?;
         let marker = format!("__CONVEYOR_STEP_END_{}__", uuid::Uuid::new_v4().simple());
+        let mut input = attached.input;
+        // The shell outlives a SIGTERM meant for its step (a handler, not an ignored
+        // signal: the step gets the default again), and reports the step's exit.
+        let trap = async {
+            input.write_all(b"trap : TERM\n").await?;
+            input.flush().await
+        };
+        trap.await.map_err(|source| EngineError::ShellInput { source })?;
         Ok(Self {
-            input: attached.input,
+            input,
             output: attached.output,
             stdout: Channel::new(&marker),
             stderr: Channel::new(&marker),

@@ -6,6 +6,9 @@ use std::time::Duration;
 /// results.
 pub const DRIVER_NAME: &str = "command-runner";
 
+/// The default of [`Settings::run_timeout`]: 1 hour.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
 /// What the operator decides for every run.
 ///
 /// ```
@@ -14,7 +17,7 @@ pub const DRIVER_NAME: &str = "command-runner";
 ///
 /// let settings = Settings {
 ///     container: ContainerSettings { network: "none".into(), ..ContainerSettings::default() },
-///     default_timeout: Some(Duration::from_secs(30 * 60)),
+///     run_timeout: Duration::from_secs(30 * 60),
 ///     ..Settings::default()
 /// };
 /// assert_eq!(settings.name, "command-runner");
@@ -27,10 +30,32 @@ pub struct Settings {
     pub instance: String,
     /// How containers are made.
     pub container: ContainerSettings,
-    /// The timeout of a run whose spec sets none.
-    pub default_timeout: Option<Duration>,
+    /// The timeout of a run whose spec sets none, and the most a spec may set: image
+    /// pull, container start and steps (default 1 hour). When it passes, the step is
+    /// stopped and the run fails saying it timed out.
+    pub run_timeout: Duration,
     /// The image of a run whose spec names none.
     pub default_image: Option<String>,
+}
+
+impl Settings {
+    /// How long a run of `spec` may take: its `timeout`, at most
+    /// [`run_timeout`](Self::run_timeout); that when it sets none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use simple_runner::{PipelineSpec, Settings};
+    ///
+    /// let settings = Settings { run_timeout: Duration::from_secs(600), ..Settings::default() };
+    /// let spec = |timeout: &str| -> PipelineSpec {
+    ///     serde_json::from_value(serde_json::json!({"timeout": timeout, "steps": []})).unwrap()
+    /// };
+    /// assert_eq!(settings.run_timeout_for(&spec("90s")), Duration::from_secs(90));
+    /// assert_eq!(settings.run_timeout_for(&spec("2h")), Duration::from_secs(600), "capped");
+    /// ```
+    pub fn run_timeout_for(&self, spec: &crate::spec::PipelineSpec) -> Duration {
+        spec.timeout.map(|t| t.as_duration().min(self.run_timeout)).unwrap_or(self.run_timeout)
+    }
 }
 
 impl Default for Settings {
@@ -39,7 +64,7 @@ impl Default for Settings {
             name: DRIVER_NAME.into(),
             instance: uuid::Uuid::new_v4().to_string(),
             container: ContainerSettings::default(),
-            default_timeout: None,
+            run_timeout: DEFAULT_RUN_TIMEOUT,
             default_image: None,
         }
     }

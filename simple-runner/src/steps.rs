@@ -1,20 +1,26 @@
-//! Running a prepared run's steps one after the other, each within its limit, into the
-//! run's report.
+//! Running a prepared run's steps one after the other, each within its timeout, into
+//! the run's report. The run's own timeout is its deadline: the runtime (or, for a
+//! local run, `simple-runner run`) cancels the run when it passes.
 
+use std::future::Future;
 use std::time::Duration;
 
+use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::Run;
 use tokio::time::Instant;
 
 use crate::docker::Engine;
-use crate::report::{RunReport, StepRecord, StepsEnd};
-use crate::session::Session;
+use crate::error::EngineError;
+use crate::report::{human, RunReport, StepRecord, StepsEnd};
+use crate::session::{Session, StepExit};
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
 
 /// Runs the steps of `run` through `session`, the shell of container `container`, until
-/// one ends the run; logs each step's start and end. A step over its limit stops the
-/// container; a cancelled run ends at once with [`RunReport::Cancelled`].
+/// one ends the run; logs each step's start and end. A step over its timeout, or a run
+/// cancelled by its deadline or on request, has its step stopped (SIGTERM, SIGKILL
+/// after the stop grace); a run cancelled by a shutdown ends at once with
+/// [`RunReport::Cancelled`].
 pub(crate) async fn run_steps(
     run: &Run<PipelineSpec>,
     mut session: Session,
@@ -25,36 +31,60 @@ pub(crate) async fn run_steps(
 ) -> RunReport {
     let spec = run.spec();
     let log = run.log();
-    let run_timeout = spec.timeout.map(|t| t.as_duration()).or(settings.default_timeout);
-    let run_deadline = run_timeout.map(|timeout| (Instant::now() + timeout, timeout));
+    let grace = settings.container.stop_grace;
     let total = spec.steps.len();
     let mut records: Vec<StepRecord> = Vec::with_capacity(total);
     let mut end = StepsEnd::Completed;
     for (index, step) in spec.steps.iter().enumerate() {
         let number = index + 1;
         log.log(format!("==> step {number}/{total} {}: {}", step.name, step.command)).await;
-        let run_left = run_deadline
-            .map(|(deadline, timeout)| (deadline.saturating_duration_since(Instant::now()), timeout));
-        let limit = Limit::of(step.timeout.map(|t| t.as_duration()), run_left);
         let started = Instant::now();
         let script = script(&step.command);
         let env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let exec = session.run(&script, &env, log);
-        let outcome = tokio::select! {
-            outcome = within(limit, exec) => outcome,
-            _ = run.cancelled() => {
-                log.log(format!("<== step {number}/{total} {} cancelled: the runner is shutting down", step.name)).await;
-                return RunReport::Cancelled;
+        tokio::pin!(exec);
+        let limit = step.timeout.map(|t| t.as_duration());
+        let interrupted = tokio::select! {
+            biased;
+            _ = run.cancelled() => match run.cancel_reason() {
+                Some(CancelReason::Deadline(after)) => Err(Interruption::RunTimeout(after)),
+                Some(CancelReason::Shutdown) | None => {
+                    log.log(format!("<== step {number}/{total} {} cancelled: the runner is shutting down", step.name)).await;
+                    return RunReport::Cancelled;
+                }
+                Some(_) => Err(Interruption::Cancelled),
+            },
+            outcome = within(limit, &mut exec) => match outcome {
+                Ok(outcome) => Ok(outcome),
+                Err(after) => Err(Interruption::StepTimeout(after)),
+            },
+        };
+        let outcome = match interrupted {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                log.log(format!(
+                    "<== step {number}/{total} {}: {}; stopping it (SIGTERM, SIGKILL after {})",
+                    step.name,
+                    why.text(),
+                    human(grace)
+                ))
+                .await;
+                let exit = stop_step(engine, container, grace, &mut exec).await;
+                let exit_code = exit.map(|e| e.code);
+                records.push(StepRecord { name: step.name.clone(), exit_code, duration: started.elapsed() });
+                end = why.end(step.name.clone());
+                if let Some(text) = end.failure() {
+                    let code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+                    log.log(format!("<== step {number}/{total} {}: {text}{code}", step.name)).await;
+                }
+                break;
             }
         };
         let duration = started.elapsed();
-        let exit_code = match &outcome {
-            Ok(Ok(exit)) => Some(exit.code),
-            Ok(Err(_)) | Err(_) => None,
-        };
+        let exit_code = outcome.as_ref().ok().map(|exit| exit.code);
         records.push(StepRecord { name: step.name.clone(), exit_code, duration });
         match outcome {
-            Ok(Ok(exit)) => {
+            Ok(exit) => {
                 log.log(format!(
                     "<== step {number}/{total} {} exited with code {} after {:.2}s",
                     step.name,
@@ -70,18 +100,10 @@ pub(crate) async fn run_steps(
                     log.log(format!("step {} may fail: going on", step.name)).await;
                 }
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 end = StepsEnd::Broken { step: step.name.clone(), error };
                 if let Some(text) = end.failure() {
                     log.log(text).await;
-                }
-                break;
-            }
-            Err(limit) => {
-                engine.stop(container, settings.container.stop_grace).await;
-                end = limit.reached_during(step.name.clone());
-                if let Some(text) = end.failure() {
-                    log.log(format!("<== step {number}/{total} {}: {text}", step.name)).await;
                 }
                 break;
             }
@@ -93,40 +115,55 @@ pub(crate) async fn run_steps(
     report
 }
 
-/// What stops a step: its own timeout, or what is left of the run's, whichever comes
-/// first.
+/// What stopped a step before it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Limit {
-    /// The step's timeout.
-    Step(Duration),
-    /// What is `left` of the run's `timeout`.
-    Run { left: Duration, timeout: Duration },
+enum Interruption {
+    /// Its own timeout.
+    StepTimeout(Duration),
+    /// The run's deadline, the run's timeout.
+    RunTimeout(Duration),
+    /// A cancel request.
+    Cancelled,
 }
 
-impl Limit {
-    /// The limit of a step with timeout `step`, when `run` is what is left of the run's
-    /// timeout and the timeout itself.
-    fn of(step: Option<Duration>, run: Option<(Duration, Duration)>) -> Option<Self> {
-        match (step, run) {
-            (Some(step), Some((left, timeout))) if left < step => Some(Limit::Run { left, timeout }),
-            (Some(step), _) => Some(Limit::Step(step)),
-            (None, Some((left, timeout))) => Some(Limit::Run { left, timeout }),
-            (None, None) => None,
+impl Interruption {
+    fn text(self) -> String {
+        match self {
+            Interruption::StepTimeout(after) => format!("the step's timeout of {} is over", human(after)),
+            Interruption::RunTimeout(after) => format!("the run's timeout of {} is over", human(after)),
+            Interruption::Cancelled => "the run was cancelled".into(),
         }
     }
 
-    fn duration(self) -> Duration {
+    /// How the steps end when this happens during `step`.
+    fn end(self, step: String) -> StepsEnd {
         match self {
-            Limit::Step(limit) => limit,
-            Limit::Run { left, .. } => left,
+            Interruption::StepTimeout(after) => StepsEnd::StepTimedOut { step, after },
+            Interruption::RunTimeout(after) => StepsEnd::RunTimedOut { step, after },
+            Interruption::Cancelled => StepsEnd::Cancelled { step },
         }
     }
+}
 
-    /// How the steps end when this limit is reached during `step`.
-    fn reached_during(self, step: String) -> StepsEnd {
-        match self {
-            Limit::Step(after) => StepsEnd::StepTimedOut { step, after },
-            Limit::Run { timeout, .. } => StepsEnd::RunTimedOut { step, after: timeout },
+/// Stops the step that `exec` is running: SIGTERM to it and what it started, then, if
+/// it has not ended within `grace`, SIGKILL. Its exit, when it reported one.
+async fn stop_step<F>(
+    engine: &Engine,
+    container: &str,
+    grace: Duration,
+    exec: &mut std::pin::Pin<&mut F>,
+) -> Option<StepExit>
+where
+    F: Future<Output = Result<StepExit, EngineError>>,
+{
+    engine.signal_processes(container, "TERM").await;
+    match tokio::time::timeout(grace, exec.as_mut()).await {
+        Ok(Ok(exit)) => Some(exit),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            engine.signal_processes(container, "KILL").await;
+            engine.stop(container, Duration::ZERO).await;
+            None
         }
     }
 }
@@ -138,9 +175,9 @@ fn script(command: &str) -> String {
 }
 
 /// `work`'s output, or the limit it reached first.
-async fn within<F: std::future::Future>(limit: Option<Limit>, work: F) -> Result<F::Output, Limit> {
+async fn within<F: Future>(limit: Option<Duration>, work: F) -> Result<F::Output, Duration> {
     match limit {
-        Some(limit) => tokio::time::timeout(limit.duration(), work).await.map_err(|_| limit),
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| limit),
         None => Ok(work.await),
     }
 }
@@ -157,22 +194,13 @@ mod tests {
     }
 
     #[test]
-    fn a_step_gets_the_tighter_of_its_timeout_and_what_is_left_of_the_runs() {
+    fn an_interruption_names_whose_timeout_it_was_or_the_cancel() {
         let secs = Duration::from_secs;
-        assert_eq!(Limit::of(None, None), None);
-        assert_eq!(Limit::of(Some(secs(5)), None), Some(Limit::Step(secs(5))));
-        assert_eq!(Limit::of(Some(secs(5)), Some((secs(9), secs(60)))), Some(Limit::Step(secs(5))));
-        let run = Limit::Run { left: secs(3), timeout: secs(60) };
-        assert_eq!(Limit::of(Some(secs(5)), Some((secs(3), secs(60)))), Some(run));
-        assert_eq!(Limit::of(None, Some((secs(3), secs(60)))), Some(run));
-    }
-
-    #[test]
-    fn a_reached_limit_names_whose_timeout_it_was() {
-        let secs = Duration::from_secs;
-        let step = Limit::Step(secs(1)).reached_during("sleepy".into());
+        let step = Interruption::StepTimeout(secs(1)).end("sleepy".into());
         assert_eq!(step.failure().as_deref(), Some("step sleepy timed out after 1s"));
-        let run = Limit::Run { left: secs(1), timeout: secs(2) }.reached_during("slow".into());
-        assert_eq!(run.failure().as_deref(), Some("the run timed out after 2s during step slow"));
+        let run = Interruption::RunTimeout(secs(2)).end("slow".into());
+        assert_eq!(run.failure().as_deref(), Some("timed out after 2s during step slow"));
+        let cancelled = Interruption::Cancelled.end("long".into());
+        assert_eq!(cancelled.failure().as_deref(), Some("cancelled during step long"));
     }
 }

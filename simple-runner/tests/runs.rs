@@ -146,7 +146,7 @@ async fn a_step_over_its_timeout_is_stopped_and_the_run_fails_saying_so() {
     assert_eq!(result.message, "step sleepy timed out after 1s");
     let result = harness.result(&whole.run_id).await.unwrap().driverresult;
     assert!(!result.success);
-    assert_eq!(result.message, "the run timed out after 2s during step slow");
+    assert_eq!(result.message, "timed out after 2s during step slow");
     assert_no_container_left(&engine, &step.run_id).await;
     assert_no_container_left(&engine, &whole.run_id).await;
     serving.shutdown().await.unwrap();

@@ -112,7 +112,11 @@ impl fmt::Display for ReconcileError {
 impl fmt::Debug for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.retry {
-            Some(delay) => f.debug_struct("ReconcileError").field("retry_after", &delay).field("error", &self.error).finish(),
+            Some(delay) => f
+                .debug_struct("ReconcileError")
+                .field("retry_after", &delay)
+                .field("error", &self.error)
+                .finish(),
             None => fmt::Debug::fmt(&self.error, f),
         }
     }

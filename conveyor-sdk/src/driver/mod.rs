@@ -15,7 +15,6 @@ pub use run::{CancelReason, Run, RunCancellation};
 
 use crate::protocol::{DriverResult, ResourceDefinition};
 
-
 /// A Conveyor driver: a name, the resource types it handles, and what it does with
 /// one resource.
 ///

@@ -75,8 +75,9 @@ pub async fn cancel_run(
     let request = client.request(subjects::cancel(driver, run_id), bytes::Bytes::new());
     match tokio::time::timeout(CANCEL_ANSWER_WAIT, request).await {
         Ok(Ok(answer)) => serde_json::from_slice(&answer.payload).map_err(CancelError::Reply),
-        Ok(Err(error)) if error.kind() != async_nats::RequestErrorKind::NoResponders
-            && error.kind() != async_nats::RequestErrorKind::TimedOut =>
+        Ok(Err(error))
+            if error.kind() != async_nats::RequestErrorKind::NoResponders
+                && error.kind() != async_nats::RequestErrorKind::TimedOut =>
         {
             Err(CancelError::Request(error))
         }

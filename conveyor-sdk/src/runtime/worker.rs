@@ -118,7 +118,8 @@ async fn process<D: Driver>(
                     Ok(()) => {
                         // Before the ack: a delivery after a crash here finds it.
                         shared.records.finished(&delivery.run_id, retries, success, &text).await;
-                        let ending = if outcome == RunOutcome::GivenUp { Ending::GivenUp } else { Ending::Finished };
+                        let ending =
+                            if outcome == RunOutcome::GivenUp { Ending::GivenUp } else { Ending::Finished };
                         (ending, outcome)
                     }
                     Err(reason) => {
@@ -235,7 +236,9 @@ async fn run<D: Driver>(
                     tracing::info!(%text, "reconcile asked to try again");
                     log.log(text).await;
                     if !shared.records.retrying(&delivery.run_id, next, &reason).await {
-                        tracing::warn!("the retry is not recorded: the next delivery will not know its number");
+                        tracing::warn!(
+                            "the retry is not recorded: the next delivery will not know its number"
+                        );
                     }
                     drop(slot);
                     return match log.flush().await {
@@ -268,6 +271,17 @@ fn redelivered_line(attempt: u64, max_deliveries: u64, record: &RunRecord, max_r
              asked to try again: {reason}"
         ),
         _ => format!("redelivered: attempt {attempt} of at most {max_deliveries}"),
+    }
+}
+
+/// The message of a run whose deadline passed after `after`: `timed out after …`, then
+/// what the driver's failure said, unless the driver said it in those words already.
+fn deadline_text(after: Duration, returned: Option<&DriverResult>) -> String {
+    let text = format!("timed out after {}", humantime::format_duration(after));
+    match returned.filter(|r| !r.success && !r.message.is_empty()) {
+        Some(result) if result.message.starts_with("timed out after") => result.message.clone(),
+        Some(result) => format!("{text}: {}", result.message),
+        None => text,
     }
 }
 
@@ -325,10 +339,7 @@ async fn reconcile<D: Driver>(
     let ended = match cancel.reason() {
         Some(CancelReason::Shutdown) => return Reconciled::Shutdown,
         Some(CancelReason::Deadline(after)) => {
-            let mut text = format!("timed out after {}", humantime::format_duration(after));
-            if let Some(result) = returned.filter(|r| !r.success && !r.message.is_empty()) {
-                text = format!("{text}: {}", result.message);
-            }
+            let text = deadline_text(after, returned);
             tracing::warn!(%text, "the run's deadline passed");
             log.log(format!("the run {text}")).await;
             let data = returned.map(|r| r.data.clone()).unwrap_or_default();
@@ -451,6 +462,18 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_says_timed_out_with_what_the_driver_said_once() {
+        let after = Duration::from_millis(1500);
+        assert_eq!(deadline_text(after, None), "timed out after 1s 500ms");
+        let stopped = DriverResult::failure("stopped");
+        assert_eq!(deadline_text(after, Some(&stopped)), "timed out after 1s 500ms: stopped");
+        let own = DriverResult::failure("timed out after 2s during step slow");
+        assert_eq!(deadline_text(after, Some(&own)), "timed out after 2s during step slow");
+        let success = DriverResult::success("done anyway");
+        assert_eq!(deadline_text(after, Some(&success)), "timed out after 1s 500ms");
+    }
 
     #[test]
     fn a_redelivery_says_its_attempt_and_after_a_retry_request_which_retry_and_why() {

@@ -198,10 +198,9 @@ impl Driver for TestDriver {
                 log.log("started").await;
                 std::future::pending().await
             }
-            Mode::Retry if run.retries() < run.spec().retries => Err(ReconcileError::retry_after(
-                Duration::from_millis(run.spec().sleep_ms),
-                "busy",
-            )),
+            Mode::Retry if run.retries() < run.spec().retries => {
+                Err(ReconcileError::retry_after(Duration::from_millis(run.spec().sleep_ms), "busy"))
+            }
             Mode::Retry => Ok(DriverResult::success("retried").with_data(json!({"retries": run.retries()}))),
         }
     }

@@ -91,7 +91,9 @@ impl Harness {
         let started = tokio::time::Instant::now();
         let result = self
             .wait_until(timeout, &format!("the result of driver {driver} in run {run_id}"), |c| {
-                c.results.get(run_id).and_then(|r| r.iter().find(|e| e.driverresult.driver == driver).cloned())
+                c.results
+                    .get(run_id)
+                    .and_then(|r| r.iter().find(|e| e.driverresult.driver == driver).cloned())
             })
             .await?;
         self.logs_caught_up(timeout.saturating_sub(started.elapsed())).await?;
