@@ -177,3 +177,27 @@ pub async fn remove_all_of(engine: &Engine, driver: &str) {
         engine.remove(&id).await;
     }
 }
+
+/// Removes every container of its driver (a test's own) when dropped, even when the
+/// test fails half-way.
+pub struct RemovesOnDrop(pub String);
+
+impl Drop for RemovesOnDrop {
+    fn drop(&mut self) {
+        let driver = self.0.clone();
+        // A runtime of its own: the test's may be the one unwinding.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(engine) = Engine::connect().await {
+                    for (id, _) in engine.containers_of(&driver).await.unwrap_or_default() {
+                        engine.remove(&id).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
