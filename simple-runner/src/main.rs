@@ -441,6 +441,29 @@ mod tests {
     }
 
     #[test]
+    fn liveness_ttl_and_sweep_interval_default_to_30s_and_refuse_what_is_too_short() {
+        if std::env::var_os("CONVEYOR_LIVENESS_TTL").is_none()
+            && std::env::var_os("CONVEYOR_SWEEP_INTERVAL").is_none()
+        {
+            let defaults = serve_args(&[]);
+            assert_eq!(
+                (defaults.liveness_ttl, defaults.sweep_interval),
+                (Duration::from_secs(30), Duration::from_secs(30))
+            );
+        }
+        let set = serve_args(&["--liveness-ttl", "3s", "--sweep-interval", "500ms"]);
+        assert_eq!(
+            (set.liveness_ttl, set.sweep_interval),
+            (Duration::from_secs(3), Duration::from_millis(500))
+        );
+        let refused =
+            |flags: &[&str]| Cli::try_parse_from(["simple-runner", "serve"].iter().chain(flags)).is_err();
+        assert!(refused(&["--liveness-ttl", "500ms"]));
+        assert!(refused(&["--sweep-interval", "0s"]));
+        assert!(refused(&["--liveness-ttl", "soon"]));
+    }
+
+    #[test]
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

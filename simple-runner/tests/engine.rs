@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -11,6 +13,7 @@ use serde_json::json;
 use simple_runner::image::{PullProgress, PullUpdate};
 use simple_runner::liveness::Liveness;
 use simple_runner::{cleanup, CommandRunner, Engine, EngineError, PullPolicy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -130,6 +133,71 @@ async fn a_sweep_removes_only_served_containers_of_runners_without_a_liveness_re
     assert!(left.contains(&ids["me"]), "this runner's own container must be kept");
     assert!(left.contains(&ids["local"]), "a local run's container must be kept, whoever made it");
     alive.stop().await;
+}
+
+/// A TCP front of the local Docker socket that, while `refusing`, drops every
+/// connection on which a `DELETE` request begins: to the runner, a removal that fails.
+async fn delete_refusing_front(refusing: Arc<AtomicBool>) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the Docker front");
+    let host = format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((client, _)) = listener.accept().await {
+            let refusing = refusing.clone();
+            connections.spawn(async move {
+                let Ok(docker) = UnixStream::connect("/var/run/docker.sock").await else { return };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_docker, mut to_docker) = docker.into_split();
+                let requests = async {
+                    let mut buffer = vec![0; 64 * 1024];
+                    loop {
+                        let n = from_client.read(&mut buffer).await.unwrap_or(0);
+                        if n == 0 || (refusing.load(Ordering::SeqCst) && buffer[..n].starts_with(b"DELETE "))
+                        {
+                            return;
+                        }
+                        if to_docker.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = requests => {}
+                    _ = tokio::io::copy(&mut from_docker, &mut to_client) => {}
+                }
+            });
+        }
+    });
+    (host, task)
+}
+
+#[tokio::test]
+async fn a_removal_that_fails_is_tried_again_by_the_next_sweep() {
+    let local = engine().await;
+    let (nats, _harness) = setup().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
+    let driver = unique_driver("retry-test");
+    let _cleanup = RemovesOnDrop(driver.clone());
+    let orphan = labelled_container(&local, &driver, "dead-runner", "serve").await;
+    let refusing = Arc::new(AtomicBool::new(true));
+    let (host, front) = delete_refusing_front(refusing.clone()).await;
+    let engine = Engine::connect_to(&host).await.unwrap();
+
+    let first = cleanup::sweep(&engine, &bucket, &driver, "me").await.unwrap();
+    assert_eq!((first.removed.len(), first.failed.clone()), (0, vec![orphan.clone()]), "{first:?}");
+    assert_eq!(
+        container_ids(&local, &driver).await,
+        vec![orphan.clone()],
+        "still there after a failed removal"
+    );
+
+    refusing.store(false, Ordering::SeqCst);
+    let second = cleanup::sweep(&engine, &bucket, &driver, "me").await.unwrap();
+    assert_eq!((second.removed.clone(), second.failed.len()), (vec![orphan], 0), "{second:?}");
+    assert!(container_ids(&local, &driver).await.is_empty());
+    front.abort();
 }
 
 #[tokio::test]
