@@ -15,8 +15,9 @@
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
 //!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
 //!
-//!   Containers are removed on every path (`removal.rs`), and those of runners that
-//!   died by the next runner to start ([`cleanup`]).
+//!   Containers are removed on every path (`removal.rs`), and those of serving
+//!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
+//!   who is alive from their liveness records ([`liveness`]).
 //! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
 //!   `workdir`, `timeout`, `pull` and a step's `continue_on_error`).
 //! - [`Settings`] ([`settings`]): what the operator decides for every run.
