@@ -315,3 +315,36 @@ async fn the_ttl_of_an_existing_bucket_wins_and_records_are_refreshed_within_it(
     alive.stop().await;
     assert!(!liveness::live_records(&bucket).await.unwrap().contains(&key), "deleted on stop");
 }
+
+#[tokio::test]
+async fn a_serving_runner_has_a_record_before_it_takes_runs_and_deletes_it_on_sigterm() {
+    let (nats, harness) = setup().await;
+    let driver = unique_driver("record");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_simple-runner"))
+        .args(["serve", "--network", "none", "--name", &driver])
+        .env("CONVEYOR_NATS_URL", nats.url())
+        .env("CONVEYOR_API_URL", format!("http://127.0.0.1:{closed}"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    harness.wait_for_pull_requests(&driver, 1, Duration::from_secs(30)).await.unwrap();
+    let bucket = bucket_of_another_replica(nats.url(), Duration::from_secs(30)).await;
+    let records_of_driver = || async {
+        let live = liveness::live_records(&bucket).await.unwrap();
+        live.into_iter().filter(|key| key.starts_with(&format!("{driver}."))).collect::<Vec<_>>()
+    };
+    let records = records_of_driver().await;
+    assert_eq!(records.len(), 1, "one record while it pulls: {records:?}");
+    let record: liveness::LivenessRecord =
+        serde_json::from_slice(&bucket.get(&records[0]).await.unwrap().expect("the record")).unwrap();
+    assert_eq!(Some(record.pid), serve.id());
+    assert_eq!(record.ttl_seconds, 30);
+
+    let pid = serve.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), serve.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(records_of_driver().await.is_empty(), "the record is deleted on a graceful stop");
+}
