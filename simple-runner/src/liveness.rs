@@ -76,6 +76,7 @@ pub fn refresh_interval(ttl: Duration) -> Duration {
 /// assert_eq!(record.pid, std::process::id());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LivenessRecord {
     /// The host the runner runs on.
     pub host: String,
