@@ -1,103 +1,272 @@
-//! Containers left by a runner that died: found by label, removed when no live runner
-//! owns them.
+//! Containers left by a serving runner that is gone: found by label, removed by the
+//! periodic sweep of another runner of the same driver.
 //!
-//! Every runner process answers on `conveyor.runners.<driver>.<instance>` while it
-//! lives. A container whose instance does not answer (NATS says "no responders") is
-//! an orphan; one whose instance answers, or whose owner cannot be asked, is left alone.
+//! A container is an orphan only when all of this holds ([`verdict`]): it is labelled
+//! with the driver, with [`labels::MODE`] `serve` (a local `simple-runner run`
+//! labels its containers `run`, and those are never touched), with an owner
+//! ([`labels::INSTANCE`]) other than the sweeping runner, and that owner has no
+//! record in the liveness bucket ([`crate::liveness`]). If the containers or the
+//! bucket cannot be read, the sweep removes nothing that round. A removal that fails
+//! is tried again by the next sweep: the container is still listed.
+//!
+//! The containers are listed before the records are read: a runner writes its record
+//! before it makes a container, so a container listed has its owner's record written
+//! by the time the records are read, unless that record has expired since.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use async_nats::jetstream::kv::Store;
+use tokio_util::sync::CancellationToken;
 
 use conveyor_sdk::error_text;
 
 use crate::docker::{labels, Engine};
+use crate::error::EngineError;
+use crate::liveness::{live_records, record_key, LivenessError};
+use crate::settings::Mode;
 
-fn liveness_subject(driver: &str, instance: &str) -> String {
-    format!("conveyor.runners.{driver}.{instance}")
+/// What a sweep makes of one container.
+///
+/// ```
+/// use std::collections::{HashMap, HashSet};
+/// use simple_runner::cleanup::{verdict, Verdict};
+///
+/// let labels = HashMap::from([
+///     ("conveyor.driver".to_owned(), "command-runner".to_owned()),
+///     ("conveyor.mode".to_owned(), "serve".to_owned()),
+///     ("conveyor.instance".to_owned(), "gone".to_owned()),
+/// ]);
+/// assert_eq!(verdict(&labels, "command-runner", "me", &HashSet::new()), Verdict::Orphan);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Another driver's: not looked at.
+    OtherDriver,
+    /// Not made by a serving runner (a local `simple-runner run`, or no mode label):
+    /// never removed by a sweep.
+    NotServed,
+    /// A serving runner's container without an owner label: kept, as no one can say
+    /// whether its owner lives.
+    NoOwner,
+    /// The sweeping runner's own.
+    Own,
+    /// Its owner has a liveness record: kept.
+    OwnerAlive,
+    /// Its owner has no liveness record: removed.
+    Orphan,
 }
 
-/// Answers liveness questions about this instance for as long as the task runs.
+/// The verdict on a container labelled `container_labels`, for a sweep by runner
+/// `instance` of `driver` while the records `live` (keys of
+/// [`crate::liveness::live_records`]) exist.
 ///
-/// ```no_run
-/// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), async_nats::ConnectError> {
-/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
-/// let settings = runner.settings();
-/// tokio::spawn(simple_runner::cleanup::answer_liveness(
-///     client,
-///     settings.name.clone(),
-///     settings.instance.clone(),
-/// ));
-/// # Ok(())
-/// # }
 /// ```
-pub async fn answer_liveness(client: async_nats::Client, driver: String, instance: String) {
-    let subject = liveness_subject(&driver, &instance);
-    let mut questions = match client.subscribe(subject.clone()).await {
-        Ok(questions) => questions,
-        Err(error) => {
-            tracing::warn!(%error, %subject, "cannot answer liveness questions; other runners may remove this runner's containers");
-            return;
-        }
-    };
-    while let Some(question) = questions.next().await {
-        if let Some(reply) = question.reply {
-            let _ = client.publish(reply, "alive".into()).await;
-        }
-    }
-}
-
-/// Removes the containers of `driver` whose owner is no longer alive; returns how many.
-/// Containers of `instance` (this runner) are kept.
+/// use std::collections::{HashMap, HashSet};
+/// use simple_runner::cleanup::{verdict, Verdict};
+/// use simple_runner::liveness::record_key;
 ///
-/// ```no_run
-/// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), async_nats::ConnectError> {
-/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
-/// let (settings, engine) = (runner.settings(), runner.engine());
-/// let removed = simple_runner::cleanup::remove_orphans(engine, &client, &settings.name, &settings.instance).await;
-/// println!("removed {removed} containers left by runners that are gone");
-/// # Ok(())
-/// # }
+/// let labels = HashMap::from([
+///     ("conveyor.driver".to_owned(), "command-runner".to_owned()),
+///     ("conveyor.mode".to_owned(), "serve".to_owned()),
+///     ("conveyor.instance".to_owned(), "other".to_owned()),
+/// ]);
+/// let live = HashSet::from([record_key("command-runner", "other")]);
+/// assert_eq!(verdict(&labels, "command-runner", "me", &live), Verdict::OwnerAlive);
 /// ```
-pub async fn remove_orphans(
-    engine: &Engine,
-    client: &async_nats::Client,
+pub fn verdict(
+    container_labels: &HashMap<String, String>,
     driver: &str,
     instance: &str,
-) -> usize {
-    let containers = match engine.containers_of(driver).await {
-        Ok(containers) => containers,
-        Err(error) => {
-            tracing::warn!(error = %error_text(&error), "cannot look for containers left by a dead runner");
-            return 0;
-        }
-    };
-    let mut removed = 0;
+    live: &HashSet<String>,
+) -> Verdict {
+    let label = |name: &str| container_labels.get(name).map(String::as_str);
+    if label(labels::DRIVER) != Some(driver) {
+        return Verdict::OtherDriver;
+    }
+    if label(labels::MODE) != Some(Mode::Serve.label()) {
+        return Verdict::NotServed;
+    }
+    match label(labels::INSTANCE) {
+        None | Some("") => Verdict::NoOwner,
+        Some(owner) if owner == instance => Verdict::Own,
+        Some(owner) if live.contains(&record_key(driver, owner)) => Verdict::OwnerAlive,
+        Some(_) => Verdict::Orphan,
+    }
+}
+
+/// What one sweep did.
+///
+/// ```no_run
+/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store) -> Result<(), simple_runner::cleanup::SweepError> {
+/// let sweep = simple_runner::cleanup::sweep(&engine, &bucket, "command-runner", "me").await?;
+/// println!("removed {}, {} to try again", sweep.removed.len(), sweep.failed.len());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Sweep {
+    /// Every container of the driver with its verdict.
+    pub verdicts: Vec<(String, Verdict)>,
+    /// The orphans removed.
+    pub removed: Vec<String>,
+    /// The orphans whose removal failed, tried again by the next sweep.
+    pub failed: Vec<String>,
+}
+
+impl Sweep {
+    /// How many containers had `verdict`.
+    ///
+    /// ```
+    /// use simple_runner::cleanup::{Sweep, Verdict};
+    ///
+    /// assert_eq!(Sweep::default().count(Verdict::OwnerAlive), 0);
+    /// ```
+    pub fn count(&self, verdict: Verdict) -> usize {
+        self.verdicts.iter().filter(|(_, v)| *v == verdict).count()
+    }
+}
+
+/// Why a sweep removed nothing.
+///
+/// ```
+/// fn explain(error: &simple_runner::cleanup::SweepError) -> String {
+///     conveyor_sdk::error_text(error)
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SweepError {
+    /// The containers could not be listed.
+    #[error("cannot list the containers of the driver; no container removed this round")]
+    Containers(#[source] EngineError),
+    /// The liveness records could not be read.
+    #[error("cannot tell which runners are alive; no container removed this round")]
+    Liveness(#[source] LivenessError),
+}
+
+/// One sweep by runner `instance` of `driver`: every orphan ([`Verdict::Orphan`]) is
+/// removed and counted (`simple_runner_orphans_reaped_total`).
+///
+/// ```no_run
+/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store) -> Result<(), simple_runner::cleanup::SweepError> {
+/// let sweep = simple_runner::cleanup::sweep(&engine, &bucket, "command-runner", "me").await?;
+/// assert!(sweep.failed.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn sweep(
+    engine: &Engine,
+    bucket: &Store,
+    driver: &str,
+    instance: &str,
+) -> Result<Sweep, SweepError> {
+    // Containers first, then records: see the module's documentation.
+    let containers = engine.containers_of(driver).await.map_err(SweepError::Containers)?;
+    let live = live_records(bucket).await.map_err(SweepError::Liveness)?;
+    let mut sweep = Sweep::default();
     for (id, container_labels) in containers {
-        let owner = container_labels.get(labels::INSTANCE).cloned().unwrap_or_default();
-        if owner == instance {
+        let verdict = verdict(&container_labels, driver, instance, &live);
+        sweep.verdicts.push((id.clone(), verdict));
+        if verdict != Verdict::Orphan {
             continue;
         }
-        let alive = if owner.is_empty() {
-            false
-        } else {
-            let question = client.request(liveness_subject(driver, &owner), "".into());
-            match tokio::time::timeout(Duration::from_secs(2), question).await {
-                Ok(Ok(_)) => true,
-                Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => false,
-                // Unsure (a timeout, a broken connection): leave it.
-                Ok(Err(_)) | Err(_) => true,
-            }
-        };
-        if !alive && engine.remove(&id).await {
-            removed += 1;
+        let owner = container_labels.get(labels::INSTANCE).map(String::as_str).unwrap_or("");
+        let run_id = container_labels.get(labels::RUN_ID).map(String::as_str).unwrap_or("");
+        if engine.remove(&id).await {
             engine.metrics().orphan_reaped();
-            tracing::info!(
+            tracing::info!(container = %id, run_id, owner, "removed a container of a runner that is gone");
+            sweep.removed.push(id);
+        } else {
+            tracing::warn!(
                 container = %id,
-                run_id = container_labels.get(labels::RUN_ID).map(String::as_str).unwrap_or(""),
-                "removed a container left by a runner that is gone"
+                run_id,
+                owner,
+                "cannot remove a container of a runner that is gone; the next sweep tries again"
             );
+            sweep.failed.push(id);
         }
     }
-    removed
+    Ok(sweep)
+}
+
+/// Sweeps every `interval`, the first time at once, until `stop` is cancelled. A
+/// sweep that fails is reported and the next one comes at its time.
+///
+/// ```no_run
+/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store) {
+/// use std::time::Duration;
+/// use conveyor_sdk::CancellationToken;
+///
+/// let stop = CancellationToken::new();
+/// let sweeping = tokio::spawn(simple_runner::cleanup::sweep_every(
+///     engine, bucket, "command-runner".into(), "me".into(), Duration::from_secs(30), stop.clone(),
+/// ));
+/// // … serve …
+/// stop.cancel();
+/// let _ = sweeping.await;
+/// # }
+/// ```
+pub async fn sweep_every(
+    engine: Engine,
+    bucket: Store,
+    driver: String,
+    instance: String,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let swept = tokio::select! {
+            swept = sweep(&engine, &bucket, &driver, &instance) => swept,
+            () = stop.cancelled() => return,
+        };
+        if let Err(error) = swept {
+            tracing::warn!(error = %error_text(&error), "the sweep for containers of runners that are gone failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(driver: &str, mode: Option<&str>, owner: Option<&str>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([(labels::DRIVER.to_owned(), driver.to_owned())]);
+        if let Some(mode) = mode {
+            labels.insert(labels::MODE.to_owned(), mode.to_owned());
+        }
+        if let Some(owner) = owner {
+            labels.insert(labels::INSTANCE.to_owned(), owner.to_owned());
+        }
+        labels
+    }
+
+    #[test]
+    fn only_served_containers_of_a_runner_without_a_record_are_orphans() {
+        let live = HashSet::from([record_key("d", "alive")]);
+        let of = |labels: HashMap<String, String>| verdict(&labels, "d", "me", &live);
+        assert_eq!(of(container("d", Some("serve"), Some("gone"))), Verdict::Orphan);
+        assert_eq!(of(container("d", Some("serve"), Some("alive"))), Verdict::OwnerAlive);
+        assert_eq!(of(container("d", Some("serve"), Some("me"))), Verdict::Own);
+        assert_eq!(of(container("d", Some("run"), Some("gone"))), Verdict::NotServed, "a local run");
+        assert_eq!(of(container("d", None, Some("gone"))), Verdict::NotServed, "made before the mode label");
+        assert_eq!(of(container("d", Some("SERVE"), Some("gone"))), Verdict::NotServed);
+        assert_eq!(of(container("d", Some("serve"), None)), Verdict::NoOwner);
+        assert_eq!(of(container("d", Some("serve"), Some(""))), Verdict::NoOwner);
+        assert_eq!(of(container("other", Some("serve"), Some("gone"))), Verdict::OtherDriver);
+    }
+
+    #[test]
+    fn a_record_of_another_driver_does_not_keep_a_container_alive() {
+        let live = HashSet::from([record_key("other", "x")]);
+        assert_eq!(verdict(&container("d", Some("serve"), Some("x")), "d", "me", &live), Verdict::Orphan);
+    }
 }

@@ -33,6 +33,9 @@ pub mod labels {
     pub const RESOURCE: &str = "conveyor.resource";
     /// The identity of the runner process that owns the container.
     pub const INSTANCE: &str = "conveyor.instance";
+    /// How that process owns it: `serve` (reaped once the process is gone) or `run`
+    /// (never reaped), see [`crate::Mode`].
+    pub const MODE: &str = "conveyor.mode";
 }
 
 pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {

@@ -15,8 +15,9 @@
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
 //!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
 //!
-//!   Containers are removed on every path (`removal.rs`), and those of runners that
-//!   died by the next runner to start ([`cleanup`]).
+//!   Containers are removed on every path (`removal.rs`), and those of serving
+//!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
+//!   who is alive from their liveness records ([`liveness`]).
 //! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
 //!   `workdir`, `timeout`, `pull` and a step's `continue_on_error`).
 //! - [`Settings`] ([`settings`]): what the operator decides for every run.
@@ -32,6 +33,7 @@ pub mod cleanup;
 pub mod docker;
 pub mod error;
 pub mod image;
+pub mod liveness;
 mod marker;
 pub mod metrics;
 mod prepare;
@@ -47,5 +49,5 @@ pub use docker::Engine;
 pub use error::EngineError;
 pub use report::RunReport;
 pub use runner::CommandRunner;
-pub use settings::{ContainerSettings, Settings, DEFAULT_RUN_TIMEOUT, DRIVER_NAME};
+pub use settings::{ContainerSettings, Mode, Settings, DEFAULT_RUN_TIMEOUT, DRIVER_NAME};
 pub use spec::{PipelineSpec, PullPolicy, Step, Timeout, RESOURCE_TYPE};

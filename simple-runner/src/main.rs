@@ -10,9 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use conveyor_sdk::driver::{CancelReason, RunCancellation};
 use conveyor_sdk::validate::SpecValidator;
-use conveyor_sdk::{Config, Driver, LogHandle, Resource, Run, Runtime};
+use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
 use simple_runner::image::PullProgress;
-use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Settings, DRIVER_NAME};
+use simple_runner::liveness::Liveness;
+use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Mode, Settings, DRIVER_NAME};
 
 mod spinner;
 
@@ -40,6 +41,10 @@ enum Command {
     Run {
         /// The resource file.
         file: PathBuf,
+        /// The driver name on the run's container (labelled a local run: the sweeps of
+        /// serving runners never remove it).
+        #[arg(long, env = "CONVEYOR_DRIVER_NAME", default_value = DRIVER_NAME)]
+        name: String,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -100,6 +105,14 @@ struct ServeArgs {
     /// object per line; lines of a run carry its span: driver, run id, resource).
     #[arg(long, env = "CONVEYOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// How long this runner's liveness record lasts without being written again: its
+    /// containers are removed by another replica once it has been gone that long. The
+    /// TTL of an existing liveness bucket wins over this one.
+    #[arg(long, env = "CONVEYOR_LIVENESS_TTL", default_value = "30s", value_parser = parse_liveness_ttl)]
+    liveness_ttl: Duration,
+    /// How often this runner sweeps for containers of runners that are gone.
+    #[arg(long, env = "CONVEYOR_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_sweep_interval)]
+    sweep_interval: Duration,
     #[command(flatten)]
     runner: RunnerArgs,
 }
@@ -158,6 +171,22 @@ impl RunnerArgs {
     }
 }
 
+fn parse_liveness_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!("{text} is too short: the liveness TTL is at least 1s"));
+    }
+    Ok(ttl)
+}
+
+fn parse_sweep_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("{text} is too short: sweeps are at least 100ms apart"));
+    }
+    Ok(interval)
+}
+
 fn parse_bytes(text: &str) -> Result<i64, String> {
     let text = text.trim().to_ascii_lowercase();
     let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
@@ -196,7 +225,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { file, runner } => run_local(&file, &runner).await,
+        Command::Run { file, name, runner } => run_local(&file, &name, &runner).await,
     }
 }
 
@@ -212,7 +241,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = args.runner.settings(&args.name);
+    // `Mode::Serve`: other replicas remove its containers once its liveness record is gone.
+    let settings = Settings { mode: Mode::Serve, ..args.runner.settings(&args.name) };
     let engine = Engine::connect().await?;
     let runner = CommandRunner::new(engine.clone(), settings.clone());
     tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
@@ -245,34 +275,56 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         config = config.metrics(metrics).metrics_listen(addr);
     }
 
-    // Liveness and the removal of containers left by runners that are gone use a
-    // connection of their own; a NATS server that is not up yet is retried in the
-    // background, as the runtime does.
+    // Liveness and the sweep for containers of runners that are gone use a connection
+    // of their own; a NATS server that is not up yet is retried in the background, as
+    // the runtime does. No run is taken before this runner's liveness record is
+    // written: until then other replicas would take its containers for orphans.
     let options = config.nats_connect_options().await?.retry_on_initial_connect().max_reconnects(None);
-    let servers = config.nats_servers()?;
+    let client = options.connect(config.nats_servers()?).await?;
     let (driver, instance) = (args.name.clone(), settings.instance.clone());
-    tokio::spawn(async move {
-        let client = match options.connect(servers).await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::warn!(%error, "no connection for liveness answers; other runners may remove this runner's containers");
-                return;
-            }
-        };
-        let removed = cleanup::remove_orphans(&engine, &client, &driver, &instance).await;
-        if removed > 0 {
-            tracing::info!(removed, "removed containers left by runners that are gone");
-        }
-        cleanup::answer_liveness(client, driver, instance).await;
-    });
+    let liveness = tokio::select! {
+        liveness = start_liveness(client, &driver, &instance, args.liveness_ttl) => liveness,
+        () = conveyor_sdk::runtime::shutdown_signal() => return Ok(()),
+    };
+    tracing::info!(
+        ttl = %humantime::format_duration(liveness.ttl()),
+        sweep_interval = %humantime::format_duration(args.sweep_interval),
+        "liveness record written; sweeping for containers of runners that are gone"
+    );
+    let stop_sweeping = CancellationToken::new();
+    let sweeping = tokio::spawn(cleanup::sweep_every(
+        engine,
+        liveness.bucket().clone(),
+        driver,
+        instance,
+        args.sweep_interval,
+        stop_sweeping.clone(),
+    ));
 
     let served = Runtime::with_config(runner.clone(), config).run().await;
+    stop_sweeping.cancel();
+    let _ = sweeping.await;
     runner.finish_removals().await;
+    liveness.stop().await;
     served?;
     Ok(())
 }
 
-async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
+/// The liveness record of this runner, written; tried again every 2 s until it is.
+async fn start_liveness(client: async_nats::Client, driver: &str, instance: &str, ttl: Duration) -> Liveness {
+    loop {
+        match Liveness::start(client.clone(), driver, instance, ttl).await {
+            Ok(liveness) => return liveness,
+            Err(error) => tracing::warn!(
+                error = %conveyor_sdk::error_text(&error),
+                "cannot write this runner's liveness record; no run is taken until it is written, trying again in 2s"
+            ),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs) -> ExitCode {
     let fail = |text: String| {
         eprintln!("error: {text}");
         ExitCode::FAILURE
@@ -289,7 +341,8 @@ async fn run_local(file: &PathBuf, args: &RunnerArgs) -> ExitCode {
         Ok(engine) => engine,
         Err(error) => return fail(conveyor_sdk::error_text(&error)),
     };
-    let runner = CommandRunner::new(engine, args.settings(DRIVER_NAME));
+    // `Mode::Run`: no serving runner's sweep ever removes its container.
+    let runner = CommandRunner::new(engine, Settings { mode: Mode::Run, ..args.settings(name) });
     let spec = match SpecValidator::new(&runner.resources()).map(|v| v.decode(&resource)) {
         Ok(Ok(spec)) => spec,
         Ok(Err(error)) => return fail(error.to_string()),
@@ -392,6 +445,29 @@ mod tests {
         if std::env::var_os("CONVEYOR_NATS_URL").is_none() {
             assert_eq!(nats_urls_of(&[]), ["nats://127.0.0.1:4222"]);
         }
+    }
+
+    #[test]
+    fn liveness_ttl_and_sweep_interval_default_to_30s_and_refuse_what_is_too_short() {
+        if std::env::var_os("CONVEYOR_LIVENESS_TTL").is_none()
+            && std::env::var_os("CONVEYOR_SWEEP_INTERVAL").is_none()
+        {
+            let defaults = serve_args(&[]);
+            assert_eq!(
+                (defaults.liveness_ttl, defaults.sweep_interval),
+                (Duration::from_secs(30), Duration::from_secs(30))
+            );
+        }
+        let set = serve_args(&["--liveness-ttl", "3s", "--sweep-interval", "500ms"]);
+        assert_eq!(
+            (set.liveness_ttl, set.sweep_interval),
+            (Duration::from_secs(3), Duration::from_millis(500))
+        );
+        let refused =
+            |flags: &[&str]| Cli::try_parse_from(["simple-runner", "serve"].iter().chain(flags)).is_err();
+        assert!(refused(&["--liveness-ttl", "500ms"]));
+        assert!(refused(&["--sweep-interval", "0s"]));
+        assert!(refused(&["--liveness-ttl", "soon"]));
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn container_labels(run: &Run<PipelineSpec>, settings: &Settings) -> HashMap<Str
         (labels::DRIVER.to_owned(), settings.name.clone()),
         (labels::RESOURCE.to_owned(), run.resource().name.clone()),
         (labels::INSTANCE.to_owned(), settings.instance.clone()),
+        (labels::MODE.to_owned(), settings.mode.label().to_owned()),
     ])
 }
 
@@ -158,5 +159,8 @@ mod tests {
         assert_eq!(labels[labels::RUN_ID], "r-1");
         assert_eq!(labels[labels::INSTANCE], "me");
         assert_eq!(labels[labels::DRIVER], "command-runner");
+        assert_eq!(labels[labels::MODE], "run", "never reaped unless the runner says it serves");
+        let serving = Settings { mode: crate::Mode::Serve, ..Settings::default() };
+        assert_eq!(container_labels(&run, &serving)[labels::MODE], "serve");
     }
 }

@@ -36,6 +36,9 @@ pub struct Settings {
     pub run_timeout: Duration,
     /// The image of a run whose spec names none.
     pub default_image: Option<String>,
+    /// How this process owns its containers, and so whether other runners may ever
+    /// remove them (default [`Mode::Run`]: never).
+    pub mode: Mode,
 }
 
 impl Settings {
@@ -66,6 +69,46 @@ impl Default for Settings {
             container: ContainerSettings::default(),
             run_timeout: DEFAULT_RUN_TIMEOUT,
             default_image: None,
+            mode: Mode::Run,
+        }
+    }
+}
+
+/// How a runner process owns its containers, on their `conveyor.mode` label.
+///
+/// Only the containers of a [`Serve`](Mode::Serve) runner are ever removed by another
+/// runner's sweep, and only once that runner's liveness record is gone (see
+/// [`crate::liveness`] and [`crate::cleanup`]).
+///
+/// ```
+/// use simple_runner::{Mode, Settings};
+///
+/// let serving = Settings { mode: Mode::Serve, ..Settings::default() };
+/// assert_eq!(serving.mode.label(), "serve");
+/// assert_eq!(Settings::default().mode, Mode::Run);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// A serving runner that keeps a liveness record while it lives: its containers
+    /// are reaped by the other replicas once the record has expired.
+    Serve,
+    /// Anything else (a local `simple-runner run`, a program of its own): its
+    /// containers are never removed by a sweep.
+    #[default]
+    Run,
+}
+
+impl Mode {
+    /// The value of the `conveyor.mode` label.
+    ///
+    /// ```
+    /// assert_eq!(simple_runner::Mode::Run.label(), "run");
+    /// ```
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Serve => "serve",
+            Mode::Run => "run",
         }
     }
 }

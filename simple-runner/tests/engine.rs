@@ -4,13 +4,16 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use simple_runner::docker::labels;
 use simple_runner::image::{PullProgress, PullUpdate};
-use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, EngineError, PullPolicy};
+use simple_runner::liveness::Liveness;
+use simple_runner::{cleanup, CommandRunner, Engine, EngineError, PullPolicy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -106,49 +109,123 @@ async fn readyz_is_503_while_the_docker_engine_does_not_answer() {
 }
 
 #[tokio::test]
-async fn containers_of_a_dead_runner_are_removed_and_those_of_a_live_one_kept() {
+async fn a_sweep_removes_only_served_containers_of_runners_without_a_liveness_record() {
     let engine = engine().await;
     let (nats, _harness) = setup().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let driver = format!("cleanup-test-{}", uuid::Uuid::new_v4().simple());
-    let (me, alive, dead) = ("me".to_owned(), "alive-runner".to_owned(), "dead-runner".to_owned());
-    let answering = tokio::spawn(cleanup::answer_liveness(client.clone(), driver.clone(), alive.clone()));
-    // The answer must be in place before the question: wait for it to answer once.
-    let subject = format!("conveyor.runners.{driver}.{alive}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client.request(subject.clone(), "".into()).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "liveness answers never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let driver = unique_driver("cleanup-test");
+    let alive =
+        Liveness::start(client.clone(), &driver, "alive-runner", Duration::from_secs(30)).await.unwrap();
+    let ids = HashMap::from([
+        ("me", labelled_container(&engine, &driver, "me", "serve").await),
+        ("alive", labelled_container(&engine, &driver, "alive-runner", "serve").await),
+        ("dead", labelled_container(&engine, &driver, "dead-runner", "serve").await),
+        ("local", labelled_container(&engine, &driver, "dead-runner", "run").await),
+    ]);
 
-    let settings = ContainerSettings { network: "none".into(), ..ContainerSettings::default() };
-    let mut ids = HashMap::new();
-    for owner in [&me, &alive, &dead] {
-        let labels = HashMap::from([
-            (labels::RUN_ID.to_owned(), format!("run-of-{owner}")),
-            (labels::DRIVER.to_owned(), driver.clone()),
-            (labels::RESOURCE.to_owned(), "leftover".to_owned()),
-            (labels::INSTANCE.to_owned(), owner.clone()),
-        ]);
-        let name = simple_runner::docker::container_name("leftover", owner);
-        let container =
-            engine.start_run_container(TEST_IMAGE, &name, "/workspace", vec![], labels, &settings).await;
-        ids.insert(owner.clone(), container.unwrap().id);
-    }
+    let swept = cleanup::sweep(&engine, alive.bucket(), &driver, "me").await;
+    let left = container_ids(&engine, &driver).await;
+    remove_all_of(&engine, &driver).await;
+    let swept = swept.unwrap_or_else(|e| panic!("{}", conveyor_sdk::error_text(&e)));
+    assert_eq!(swept.removed, [ids["dead"].clone()]);
+    assert!(!left.contains(&ids["dead"]), "the dead runner's container must be removed");
+    assert!(left.contains(&ids["alive"]), "a live runner's container must be kept");
+    assert!(left.contains(&ids["me"]), "this runner's own container must be kept");
+    assert!(left.contains(&ids["local"]), "a local run's container must be kept, whoever made it");
+    alive.stop().await;
+}
 
-    let removed = cleanup::remove_orphans(&engine, &client, &driver, &me).await;
-    assert_eq!(removed, 1);
-    let left: Vec<String> =
-        engine.containers_of(&driver).await.unwrap().into_iter().map(|(id, _)| id).collect();
-    assert!(!left.contains(&ids[&dead]), "the dead runner's container must be removed");
-    assert!(left.contains(&ids[&alive]), "a live runner's container must be kept");
-    assert!(left.contains(&ids[&me]), "this runner's own container must be kept");
+/// A TCP front of the local Docker socket that, while `refusing`, drops every
+/// connection on which a `DELETE` request begins: to the runner, a removal that fails.
+async fn delete_refusing_front(refusing: Arc<AtomicBool>) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the Docker front");
+    let host = format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((client, _)) = listener.accept().await {
+            let refusing = refusing.clone();
+            connections.spawn(async move {
+                let Ok(docker) = UnixStream::connect("/var/run/docker.sock").await else { return };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_docker, mut to_docker) = docker.into_split();
+                let requests = async {
+                    let mut buffer = vec![0; 64 * 1024];
+                    loop {
+                        let n = from_client.read(&mut buffer).await.unwrap_or(0);
+                        if n == 0 || (refusing.load(Ordering::SeqCst) && buffer[..n].starts_with(b"DELETE "))
+                        {
+                            return;
+                        }
+                        if to_docker.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = requests => {}
+                    _ = tokio::io::copy(&mut from_docker, &mut to_client) => {}
+                }
+            });
+        }
+    });
+    (host, task)
+}
 
-    answering.abort();
-    for id in ids.values() {
-        engine.remove(id).await;
-    }
-    assert!(engine.containers_of(&driver).await.unwrap().is_empty());
+#[tokio::test]
+async fn a_removal_that_fails_is_tried_again_by_the_next_sweep() {
+    let local = engine().await;
+    let (nats, _harness) = setup().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
+    let driver = unique_driver("retry-test");
+    let _cleanup = RemovesOnDrop(driver.clone());
+    let orphan = labelled_container(&local, &driver, "dead-runner", "serve").await;
+    let refusing = Arc::new(AtomicBool::new(true));
+    let (host, front) = delete_refusing_front(refusing.clone()).await;
+    let engine = Engine::connect_to(&host).await.unwrap();
+
+    let first = cleanup::sweep(&engine, &bucket, &driver, "me").await.unwrap();
+    assert_eq!((first.removed.len(), first.failed.clone()), (0, vec![orphan.clone()]), "{first:?}");
+    assert_eq!(
+        container_ids(&local, &driver).await,
+        vec![orphan.clone()],
+        "still there after a failed removal"
+    );
+
+    refusing.store(false, Ordering::SeqCst);
+    let second = cleanup::sweep(&engine, &bucket, &driver, "me").await.unwrap();
+    assert_eq!((second.removed.clone(), second.failed.len()), (vec![orphan], 0), "{second:?}");
+    assert!(container_ids(&local, &driver).await.is_empty());
+    front.abort();
+}
+
+#[tokio::test]
+async fn a_sweep_that_cannot_read_the_liveness_bucket_removes_nothing() {
+    let engine = engine().await;
+    let mut nats = conveyor_sdk::testing::NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(1)))
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
+    let driver = unique_driver("unreadable-test");
+    let orphan = labelled_container(&engine, &driver, "dead-runner", "serve").await;
+
+    nats.stop().await;
+    let swept = cleanup::sweep(&engine, &bucket, &driver, "me").await;
+    let left = container_ids(&engine, &driver).await;
+    remove_all_of(&engine, &driver).await;
+    let error = swept.expect_err("a sweep without liveness records must fail");
+    assert!(matches!(error, cleanup::SweepError::Liveness(_)), "{error:?}");
+    assert!(
+        conveyor_sdk::error_text(&error).contains("no container removed this round"),
+        "{}",
+        conveyor_sdk::error_text(&error)
+    );
+    assert_eq!(left, [orphan], "the container of a runner that may be alive must be kept");
 }
 
 #[tokio::test]

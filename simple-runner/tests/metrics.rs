@@ -2,13 +2,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use common::*;
 use conveyor_sdk::runtime::Metrics;
 use serde_json::json;
-use simple_runner::docker::labels;
 use simple_runner::{cleanup, CommandRunner};
 
 #[tokio::test]
@@ -42,19 +40,14 @@ async fn a_scrape_counts_pulls_container_starts_removals_and_reaped_orphans() {
 
     // A container of a runner that is gone (of a driver of this test's own).
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let driver = format!("metrics-test-{}", uuid::Uuid::new_v4().simple());
-    let orphan_labels = HashMap::from([
-        (labels::RUN_ID.to_owned(), "run-of-the-dead".to_owned()),
-        (labels::DRIVER.to_owned(), driver.clone()),
-        (labels::RESOURCE.to_owned(), "leftover".to_owned()),
-        (labels::INSTANCE.to_owned(), "dead-runner".to_owned()),
-    ]);
-    let name = simple_runner::docker::container_name("leftover", "dead-runner");
-    engine
-        .start_run_container(TEST_IMAGE, &name, "/workspace", vec![], orphan_labels, &settings().container)
-        .await
-        .unwrap();
-    assert_eq!(cleanup::remove_orphans(&engine, &client, &driver, "me").await, 1);
+    let js = async_nats::jetstream::new(client);
+    let (bucket, _) =
+        simple_runner::liveness::open_bucket(&js, std::time::Duration::from_secs(30)).await.unwrap();
+    let driver = unique_driver("metrics-test");
+    labelled_container(&engine, &driver, "dead-runner", "serve").await;
+    let swept = cleanup::sweep(&engine, &bucket, &driver, "me").await;
+    remove_all_of(&engine, &driver).await;
+    assert_eq!(swept.map(|s| s.removed.len()).unwrap_or_else(|e| panic!("{e}")), 1);
 
     scrape_when(
         addr,

@@ -138,3 +138,66 @@ pub async fn scrape_when(addr: std::net::SocketAddr, expected: &[(&str, f64)]) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A driver name no other test uses: sweeps and listings of a test see only its own
+/// containers.
+pub fn unique_driver(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Starts a container labelled as runner `owner` of `driver` in `mode` (`serve` or
+/// `run`) would have; returns its id.
+pub async fn labelled_container(engine: &Engine, driver: &str, owner: &str, mode: &str) -> String {
+    use simple_runner::docker::labels;
+    let labels = std::collections::HashMap::from([
+        (labels::RUN_ID.to_owned(), format!("run-of-{owner}-{mode}")),
+        (labels::DRIVER.to_owned(), driver.to_owned()),
+        (labels::RESOURCE.to_owned(), "leftover".to_owned()),
+        (labels::INSTANCE.to_owned(), owner.to_owned()),
+        (labels::MODE.to_owned(), mode.to_owned()),
+    ]);
+    let name = simple_runner::docker::container_name("leftover", owner);
+    engine
+        .start_run_container(TEST_IMAGE, &name, "/workspace", vec![], labels, &settings().container)
+        .await
+        .unwrap_or_else(|e| panic!("starting a container of {owner}: {e}"))
+        .id
+}
+
+/// The ids of the containers of `driver` on the engine.
+pub async fn container_ids(engine: &Engine, driver: &str) -> Vec<String> {
+    let containers = engine.containers_of(driver).await.unwrap_or_else(|e| panic!("{e}"));
+    containers.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Removes every container of `driver` (a test's own), so that a failed test leaves
+/// none behind.
+pub async fn remove_all_of(engine: &Engine, driver: &str) {
+    for id in container_ids(engine, driver).await {
+        engine.remove(&id).await;
+    }
+}
+
+/// Removes every container of its driver (a test's own) when dropped, even when the
+/// test fails half-way.
+pub struct RemovesOnDrop(pub String);
+
+impl Drop for RemovesOnDrop {
+    fn drop(&mut self) {
+        let driver = self.0.clone();
+        // A runtime of its own: the test's may be the one unwinding.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(engine) = Engine::connect().await {
+                    for (id, _) in engine.containers_of(&driver).await.unwrap_or_default() {
+                        engine.remove(&id).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
