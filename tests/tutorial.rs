@@ -169,3 +169,37 @@ async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
     reporter.shutdown().await.unwrap();
     services.stop.cancel();
 }
+
+#[tokio::test]
+async fn a_run_created_over_http_is_cancelled_over_http_and_its_log_says_so() {
+    let services = services().await;
+    let mut resource: Resource = serde_json::from_value(tutorial_resource()).unwrap();
+    resource.name = "cancel-over-http".into();
+    resource.spec["steps"] = json!([{"name": "wait", "command": "echo waiting; sleep 600"}]);
+    let created = services.client.create_resource(&resource).await.unwrap();
+    let mut live = services.client.stream_logs("command-runner", &created.runid).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m == "waiting") {
+        let line =
+            tokio::time::timeout(Duration::from_secs(30), live.next()).await.unwrap().unwrap().unwrap();
+        seen.push(line.message);
+    }
+
+    let reply = services.client.cancel_run("command-runner", &created.runid).await.unwrap();
+    assert_eq!(reply.state, conveyor_sdk::protocol::CancelState::Cancelling);
+    while seen.last().map(String::as_str) != Some("the run was cancelled on request") {
+        let next = tokio::time::timeout(Duration::from_secs(30), live.next()).await;
+        let line = next.expect("the log never said the run was cancelled").unwrap().unwrap();
+        seen.push(line.message);
+    }
+    assert!(
+        seen.iter().any(|m| m.starts_with("<== step 1/1 wait: the run was cancelled; stopping it")),
+        "{seen:?}"
+    );
+
+    let again = services.client.cancel_run("command-runner", &created.runid).await.unwrap();
+    assert_eq!(again.state, conveyor_sdk::protocol::CancelState::Finished);
+    let unknown = services.client.cancel_run("command-runner", "no-such-run").await.unwrap();
+    assert_eq!(unknown.state, conveyor_sdk::protocol::CancelState::NotRunning);
+    services.stop.cancel();
+}

@@ -47,7 +47,9 @@ pub struct PipelineSpec {
     /// [`DEFAULT_WORKDIR`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
-    /// The longest the whole run may take: seconds, or a duration like `"10m"`.
+    /// The longest the whole run may take, image pull and container start included:
+    /// seconds, or a duration like `"10m"`; at most the runner's `--run-timeout`, which
+    /// is also the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
     /// When to pull the image (default `if-not-present`).

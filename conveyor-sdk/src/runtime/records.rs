@@ -80,7 +80,7 @@ impl RunRecords {
                                 bucket = subjects::RUNS_BUCKET,
                                 error = %error_text(&error),
                                 "cannot create the bucket of run records: a run delivered again after it \
-                                 finished will run again, and shutdowns count as retries"
+                                 finished will run again, and retries are limited only by max_deliveries"
                             );
                             None
                         }

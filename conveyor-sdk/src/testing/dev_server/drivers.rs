@@ -1,15 +1,16 @@
-//! `/drivers/broadcast-message`: a message handed to the drivers over NATS.
+//! `/drivers/…`: a message handed to the drivers over NATS, and cancelling a run.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::error::{parse, ApiError};
 use super::ServerState;
-use crate::protocol::{subjects, DriverMessage};
+use crate::protocol::{subjects, CancelReply, CancelState, DriverMessage};
 use crate::testing::TestingError;
 
 /// `POST /drivers/broadcast-message`: publishes the message on `resources.<type>`,
@@ -43,6 +44,27 @@ pub(super) async fn broadcast(
         "id": message.id,
         "run_id": message.run_id,
     })))
+}
+
+/// `POST /drivers/{driver}/runs/{runid}/cancel`: asks the replica of `driver` that
+/// holds run `runid` to cancel it ([`cancel_run`](crate::runtime::cancel_run)). `202`
+/// with the [`CancelReply`](crate::protocol::CancelReply) when it is being cancelled;
+/// `200` with it when there was nothing to cancel (`finished`, `not_running`); `400`
+/// for a name that is not a subject token.
+pub(super) async fn cancel(
+    State(state): State<Arc<ServerState>>,
+    Path((driver, run_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<CancelReply>), ApiError> {
+    if !is_subject_token(&driver) || !is_subject_token(&run_id) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid driver {driver:?} or run id {run_id:?}: each must be without '.', '*', '>' or white space"
+        )));
+    }
+    let reply = crate::runtime::cancel_run(state.harness.client(), &driver, &run_id)
+        .await
+        .map_err(ApiError::Cancel)?;
+    let status = if reply.state == CancelState::Cancelling { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(reply)))
 }
 
 /// Whether `text` is one NATS subject token: not empty, no `.`, `*`, `>` or white space.

@@ -42,6 +42,9 @@ pub(super) enum ApiError {
     /// The request carries no valid token.
     #[error("unauthorized")]
     Unauthorized(#[source] AuthError),
+    /// A cancel request could not be sent to the drivers.
+    #[error("cannot send the cancel request")]
+    Cancel(#[source] crate::runtime::CancelError),
 }
 
 impl ApiError {
@@ -50,7 +53,7 @@ impl ApiError {
             Self::Store(StoreError::NotFound { .. } | StoreError::NoSuchVersion { .. }) => {
                 StatusCode::NOT_FOUND
             }
-            Self::Store(StoreError::Poisoned) | Self::Dispatch(_) | Self::Publish(_) => {
+            Self::Store(StoreError::Poisoned) | Self::Dispatch(_) | Self::Publish(_) | Self::Cancel(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -77,6 +80,7 @@ impl ApiError {
             Self::Store(error) => error.to_string(),
             Self::Dispatch(error) | Self::Publish(error) => error.to_string(),
             Self::Unauthorized(error) => format!("unauthorized: {error}"),
+            Self::Cancel(error) => crate::report::error_text(error),
         }
     }
 }

@@ -275,6 +275,7 @@ fn router(state: Arc<ServerState>) -> Router {
     app = route(app, "/logs/streams/{driver}/{runid}", get(logs::driver_stream));
     app = route(app, "/logs/pipeline/{runid}", get(logs::run_stream));
     app = route(app, "/drivers/broadcast-message", post(drivers::broadcast));
+    app = route(app, "/drivers/{driver}/runs/{runid}/cancel", post(drivers::cancel));
     app.with_state(state)
 }
 
