@@ -183,6 +183,10 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
 /// Empties the stream of results the loops fill.
 async fn purge_results(js: &Context) {
     js.get_stream(subjects::PIPELINE_STREAM).await.expect("stream").purge().await.expect("purge");
+    // The records of finished runs, which the runtime writes (its bucket's stream).
+    if let Ok(records) = js.get_stream(format!("KV_{}", subjects::RUNS_BUCKET)).await {
+        records.purge().await.expect("purge");
+    }
 }
 
 /// The runtime with a no-op driver, with or without its metrics (recorded and served

@@ -104,16 +104,30 @@ impl Harness {
     /// lines before it publishes the run's result, so once a result is here, the lines
     /// before it are at most the last sequence of the stream of log lines now.
     async fn logs_caught_up(&self, timeout: Duration) -> Result<(), TestingError> {
+        let started = tokio::time::Instant::now();
+        // Asked again while it fails: a stream of a NATS cluster may be electing its leader.
+        let last = loop {
+            match self.last_log_sequence().await {
+                Ok(last) => break last,
+                Err(error) if started.elapsed() >= timeout => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        self.wait_until(left, &format!("the log lines stored up to sequence {last} to be read"), |c| {
+            (c.logs_read_up_to >= last).then_some(())
+        })
+        .await
+    }
+
+    /// The sequence of the last line stored in the stream of log lines.
+    async fn last_log_sequence(&self) -> Result<u64, TestingError> {
         let stream = subjects::LOGS_STREAM;
         let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
             TestingError::nats(format!("reading the state of stream {stream}"), e)
         };
         let mut logs = self.js.get_stream(stream).await.map_err(|e| failed(e.into()))?;
-        let last = logs.info().await.map_err(|e| failed(e.into()))?.state.last_sequence;
-        self.wait_until(timeout, &format!("the log lines stored up to sequence {last} to be read"), |c| {
-            (c.logs_read_up_to >= last).then_some(())
-        })
-        .await
+        Ok(logs.info().await.map_err(|e| failed(e.into()))?.state.last_sequence)
     }
 
     /// Every result received so far for `run_id` (more than one means a duplicate).
