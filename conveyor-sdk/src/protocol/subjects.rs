@@ -9,6 +9,18 @@ pub const LOGS_STREAM: &str = "logs-engine";
 /// The subject a driver publishes its results to.
 pub const DRIVER_RESULT: &str = "pipelines.driver.result";
 
+/// Whether `text` is one NATS subject token, as a driver name, a resource type or a run
+/// id must be to stand in a subject: not empty, no `.`, `*`, `>` or white space.
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects::is_token;
+/// assert!(is_token("command-runner"));
+/// assert!(!is_token("a.b") && !is_token("") && !is_token("two words") && !is_token(">"));
+/// ```
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty() && !text.contains(['.', '*', '>']) && !text.contains(char::is_whitespace)
+}
+
 /// `resources.<type>`: a resource created outside any pipeline.
 ///
 /// ```

@@ -68,8 +68,7 @@ pub async fn cancel_run(
     driver: &str,
     run_id: &str,
 ) -> Result<CancelReply, CancelError> {
-    let token = |t: &str| !t.is_empty() && !t.contains(['.', '*', '>']) && !t.contains(char::is_whitespace);
-    if !token(driver) || !token(run_id) {
+    if !subjects::is_token(driver) || !subjects::is_token(run_id) {
         return Err(CancelError::InvalidName { driver: driver.to_owned(), run_id: run_id.to_owned() });
     }
     let request = client.request(subjects::cancel(driver, run_id), bytes::Bytes::new());

@@ -21,6 +21,7 @@ use super::records::RunRecords;
 use super::worker::{self, Shared};
 use super::{pull, setup, Config, Error};
 use crate::driver::Driver;
+use crate::protocol::subjects;
 use crate::validate::SpecValidator;
 
 /// Serves `driver` on `client` until `stop` is cancelled.
@@ -67,7 +68,7 @@ async fn prepare<D: Driver>(
     observer: Observer,
 ) -> Result<Option<Prepared<D>>, Error> {
     let name = driver.name().to_owned();
-    if name.is_empty() || name.contains(['.', '*', '>']) || name.contains(char::is_whitespace) {
+    if !subjects::is_token(&name) {
         return Err(Error::InvalidName(name));
     }
     let types = driver.resources();

@@ -23,7 +23,7 @@ pub(super) async fn broadcast(
 ) -> Result<Json<Value>, ApiError> {
     let mut message: DriverMessage = parse(&body)?;
     let resource_type = message.payload.resource.clone();
-    if !is_subject_token(&resource_type) {
+    if !subjects::is_token(&resource_type) {
         return Err(ApiError::BadRequest(format!(
             "invalid resource type {resource_type:?}: the payload needs a resource type without '.', \
              '*', '>' or white space"
@@ -55,7 +55,7 @@ pub(super) async fn cancel(
     State(state): State<Arc<ServerState>>,
     Path((driver, run_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<CancelReply>), ApiError> {
-    if !is_subject_token(&driver) || !is_subject_token(&run_id) {
+    if !subjects::is_token(&driver) || !subjects::is_token(&run_id) {
         return Err(ApiError::BadRequest(format!(
             "invalid driver {driver:?} or run id {run_id:?}: each must be without '.', '*', '>' or white space"
         )));
@@ -65,23 +65,4 @@ pub(super) async fn cancel(
         .map_err(ApiError::Cancel)?;
     let status = if reply.state == CancelState::Cancelling { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(reply)))
-}
-
-/// Whether `text` is one NATS subject token: not empty, no `.`, `*`, `>` or white space.
-pub(super) fn is_subject_token(text: &str) -> bool {
-    !text.is_empty() && !text.contains(['.', '*', '>']) && !text.contains(char::is_whitespace)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subject_tokens_are_single_words_without_wildcards() {
-        assert!(is_subject_token("pipeline"));
-        assert!(is_subject_token("fbdf5edf-66d4-46ce-859a-8ee44d6c9463"));
-        for bad in ["", "a.b", "a*", ">", "two words", "tab\t"] {
-            assert!(!is_subject_token(bad), "{bad:?}");
-        }
-    }
 }

@@ -16,11 +16,10 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use super::drivers::is_subject_token;
 use super::error::{parse, ApiError};
 use super::ServerState;
 use crate::client::types::LogQuery;
-use crate::protocol::Log;
+use crate::protocol::{subjects, Log};
 
 /// The query of `GET /logs`; an empty or missing filter lets everything through.
 #[derive(serde::Deserialize)]
@@ -43,7 +42,7 @@ pub(super) async fn stored(
 /// once it is among the stored lines and on the live streams of its run.
 pub(super) async fn create(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Response, ApiError> {
     let log: Log = parse(&body)?;
-    if !log.runid.split('.').all(is_subject_token) {
+    if !log.runid.split('.').all(subjects::is_token) {
         return Err(ApiError::BadRequest(format!(
             "invalid runid {:?}: a log entry needs a run id without white space, '*' or '>'",
             log.runid
