@@ -15,7 +15,9 @@
 //! The runtime does the rest: a durable consumer that outlives restarts, validation
 //! of every spec, several runs at once, log lines stored in order and relayed live,
 //! the result published before the message is acknowledged, redelivery on failure,
-//! and a graceful shutdown on SIGINT/SIGTERM.
+//! a deadline for every run, cancel requests, retries that the driver asks for
+//! ([`ReconcileError::retry_after`]), finished runs that are never run twice, and a
+//! graceful shutdown on SIGINT/SIGTERM.
 //!
 //! ```no_run
 //! use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run, Runtime};
@@ -52,7 +54,8 @@
 //! ```
 //!
 //! Where to look next:
-//! - [`driver`]: the [`Driver`] trait, [`Run`] and [`ResourceType`];
+//! - [`driver`]: the [`Driver`] trait, [`Run`] and [`ResourceType`], and why a run is
+//!   cancelled ([`driver::CancelReason`]);
 //! - [`runtime`]: [`Config`] and the lower-level entry points; its loop reads
 //!   top to bottom in `runtime/runner.rs`, one message's way in `runtime/worker.rs`;
 //! - [`protocol`]: the wire types ([`Resource`], [`DriverMessage`], [`Log`], results);
