@@ -8,13 +8,15 @@ use tokio::time::Instant;
 
 use crate::docker::Engine;
 use crate::report::{RunReport, StepRecord, StepsEnd};
-use crate::session::Session;
+use crate::session::{quote, Session};
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
 
-/// Runs the steps of `run` through `session`, the shell of container `container`, until
-/// one ends the run; logs each step's start and end. A step over its limit stops the
-/// container; a cancelled run ends at once with [`RunReport::Cancelled`].
+/// Runs the steps of `run` through `session`, the shell of container `container`;
+/// logs each step's start and end. After the first failure, only the steps that run
+/// `always` or `on_failure` run; the report names that first failure. A step over
+/// its limit stops the container and ends the run; a cancelled run ends at once with
+/// [`RunReport::Cancelled`]. `memory_bytes` is the run's memory limit.
 pub(crate) async fn run_steps(
     run: &Run<PipelineSpec>,
     mut session: Session,
@@ -22,6 +24,7 @@ pub(crate) async fn run_steps(
     container: &str,
     image: String,
     settings: &Settings,
+    memory_bytes: Option<i64>,
 ) -> RunReport {
     let spec = run.spec();
     let log = run.log();
@@ -32,13 +35,19 @@ pub(crate) async fn run_steps(
     let mut end = StepsEnd::Completed;
     for (index, step) in spec.steps.iter().enumerate() {
         let number = index + 1;
+        let failed = !matches!(end, StepsEnd::Completed);
+        if !step.when.runs(failed) {
+            let why = if failed { "a step before it failed" } else { "no step before it failed" };
+            log.log(format!("--- step {number}/{total} {} skipped: {why}", step.name)).await;
+            continue;
+        }
         log.log(format!("==> step {number}/{total} {}: {}", step.name, step.command)).await;
         let run_left = run_deadline
             .map(|(deadline, timeout)| (deadline.saturating_duration_since(Instant::now()), timeout));
         let limit = Limit::of(step.timeout.map(|t| t.as_duration()), run_left);
         let started = Instant::now();
-        let script = script(&step.command);
-        let env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let script = script(&step.command, step.workdir.as_deref());
+        let env = step_env(run, step, settings);
         let exec = session.run(&script, &env, log);
         let outcome = tokio::select! {
             outcome = within(limit, exec) => outcome,
@@ -62,26 +71,43 @@ pub(crate) async fn run_steps(
                     duration.as_secs_f64()
                 ))
                 .await;
+                if exit.oom_killed {
+                    log.log(format!("step {} had a process killed for memory", step.name)).await;
+                }
                 if exit.code != 0 {
                     if !step.continue_on_error {
-                        end = StepsEnd::Failed { step: step.name.clone(), exit_code: exit.code };
-                        break;
+                        if !failed {
+                            let (name, exit_code) = (step.name.clone(), exit.code);
+                            end = match exit.oom_killed {
+                                true => {
+                                    StepsEnd::KilledForMemory { step: name, exit_code, limit: memory_bytes }
+                                }
+                                false => StepsEnd::Failed { step: name, exit_code },
+                            };
+                        }
+                        continue;
                     }
                     log.log(format!("step {} may fail: going on", step.name)).await;
                 }
             }
             Ok(Err(error)) => {
-                end = StepsEnd::Broken { step: step.name.clone(), error };
-                if let Some(text) = end.failure() {
+                let broken = StepsEnd::Broken { step: step.name.clone(), error };
+                if let Some(text) = broken.failure() {
                     log.log(text).await;
+                }
+                if !failed {
+                    end = broken;
                 }
                 break;
             }
             Err(limit) => {
                 engine.stop(container, settings.container.stop_grace).await;
-                end = limit.reached_during(step.name.clone());
-                if let Some(text) = end.failure() {
+                let reached = limit.reached_during(step.name.clone());
+                if let Some(text) = reached.failure() {
                     log.log(format!("<== step {number}/{total} {}: {text}", step.name)).await;
+                }
+                if !failed {
+                    end = reached;
                 }
                 break;
             }
@@ -131,10 +157,30 @@ impl Limit {
     }
 }
 
-/// The script of a step: stop at the first failing command, and let a pipeline fail
-/// when any part fails where the shell knows `pipefail`.
-fn script(command: &str) -> String {
-    format!("set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n{command}")
+/// The script of a step: in its `workdir` (created when missing) if it has one, stop
+/// at the first failing command, and let a pipeline fail when any part fails where
+/// the shell knows `pipefail`.
+fn script(command: &str, workdir: Option<&str>) -> String {
+    let cd = match workdir {
+        Some(dir) => {
+            let dir = quote(dir);
+            format!("cd -- {dir} 2>/dev/null || {{ mkdir -p -- {dir} && cd -- {dir}; }} || exit 1\n")
+        }
+        None => String::new(),
+    };
+    format!("{cd}set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n{command}")
+}
+
+/// The environment a step adds to the container's: its own `env`, then the values of
+/// the run's and its own secrets (checked to exist while the run was prepared).
+fn step_env(run: &Run<PipelineSpec>, step: &crate::spec::Step, settings: &Settings) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for name in run.spec().secrets.iter().chain(&step.secrets) {
+        if let Some(value) = settings.secrets.get(name) {
+            env.push((name.clone(), value.to_owned()));
+        }
+    }
+    env
 }
 
 /// `work`'s output, or the limit it reached first.
@@ -151,9 +197,11 @@ mod tests {
 
     #[test]
     fn the_script_stops_at_the_first_failure() {
-        let s = script("false\necho after");
+        let s = script("false\necho after", None);
         assert!(s.starts_with("set -e\n"));
         assert!(s.ends_with("false\necho after"));
+        let s = script("pwd", Some("it's/here"));
+        assert!(s.starts_with(r"cd -- 'it'\''s/here' 2>/dev/null || { mkdir -p -- 'it'\''s/here' &&"), "{s}");
     }
 
     #[test]

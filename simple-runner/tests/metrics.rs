@@ -51,7 +51,7 @@ async fn a_scrape_counts_pulls_container_starts_removals_and_reaped_orphans() {
     ]);
     let name = simple_runner::docker::container_name("leftover", "dead-runner");
     engine
-        .start_run_container(TEST_IMAGE, &name, "/workspace", vec![], orphan_labels, &settings().container)
+        .start_run_container(TEST_IMAGE, &name, None, vec![], orphan_labels, &settings().container)
         .await
         .unwrap();
     assert_eq!(cleanup::remove_orphans(&engine, &client, &driver, "me").await, 1);

@@ -31,8 +31,10 @@ async fn the_seed_pipeline_runs_its_three_steps_and_leaves_no_container() {
     let at = |text: &str| {
         log.iter().position(|l| l == text).unwrap_or_else(|| panic!("no line {text:?} in {log:#?}"))
     };
-    assert!(at("==> step 1/3 print-working-directory: pwd") < at("/workspace"));
+    // The image's own working directory (the test image sets none: `/`) and its files.
+    assert!(at("==> step 1/3 print-working-directory: pwd") < at("/"));
     assert!(log.iter().any(|l| l.starts_with("total ")), "ls -l output: {log:#?}");
+    assert!(log.iter().any(|l| l.ends_with(" etc")), "ls -l shows the image's files: {log:#?}");
     assert!(at("NAME=\"Conveyor test image\"") > at("==> step 3/3 show-os-info: cat /etc/os-release"));
     assert!(log.iter().any(|l| l.starts_with("<== step 3/3 show-os-info exited with code 0 after ")));
     assert_no_container_left(&engine, &run.run_id).await;

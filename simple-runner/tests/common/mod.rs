@@ -138,3 +138,33 @@ pub async fn scrape_when(addr: std::net::SocketAddr, expected: &[(&str, f64)]) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Settings of a driver of its own (a unique name), with no network.
+pub fn own_settings() -> Settings {
+    Settings { name: format!("test-{}", uuid::Uuid::new_v4().simple()), ..settings() }
+}
+
+/// Validates `spec` as the runtime does and runs it with `runner`, outside any server:
+/// its report, its log lines and its run id, once its container is gone.
+pub async fn run_here(
+    runner: &CommandRunner,
+    spec: Value,
+) -> (simple_runner::RunReport, Vec<String>, String) {
+    use conveyor_sdk::validate::SpecValidator;
+    use conveyor_sdk::Driver;
+    let resource = pipeline("here", spec);
+    let validator = SpecValidator::new(&runner.resources()).expect("the definition compiles");
+    let decoded = validator.decode(&resource).unwrap_or_else(|e| panic!("invalid spec: {e}"));
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let (log, memory) = conveyor_sdk::LogHandle::memory();
+    let run = conveyor_sdk::Run::new(resource, decoded).with_log(log).with_run_id(run_id.clone());
+    let report = runner.execute(&run, simple_runner::image::PullProgress::Log(run.log())).await;
+    runner.finish_removals().await;
+    assert_no_container_left(runner.engine(), &run_id).await;
+    (report, memory.lines(), run_id)
+}
+
+/// Whether `lines` has exactly `text`.
+pub fn has(lines: &[String], text: &str) -> bool {
+    lines.iter().any(|l| l == text)
+}
