@@ -306,3 +306,29 @@ async fn a_shutdown_mid_step_removes_the_container_and_leaves_the_run_for_redeli
     assert_no_container_left(&engine, &run.run_id).await;
     serving.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_served_runs_secret_is_masked_in_the_lines_stored_on_nats() {
+    let (nats, harness) = setup().await;
+    let engine = engine().await;
+    let secrets = simple_runner::secrets::Secrets::default().with("API_KEY", "nats-secret-6e0f").unwrap();
+    let settings = simple_runner::Settings { secrets, ..settings() };
+    let serving = serve(CommandRunner::new(engine.clone(), settings), config(&nats), &harness).await;
+
+    let run = harness
+        .create(pipeline(
+            "secret",
+            json!({"image": TEST_IMAGE, "secrets": ["API_KEY"], "steps": [
+                {"name": "leak", "command": "echo \"key=$API_KEY\"; echo \"$API_KEY\" >&2"}
+            ]}),
+        ))
+        .await
+        .unwrap();
+    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert!(result.success, "{}", result.message);
+    let log = lines(&harness, &run.run_id);
+    assert!(log.iter().any(|l| l == "key=***") && log.iter().any(|l| l == "***"), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("nats-secret-6e0f")), "{log:#?}");
+    assert_no_container_left(&engine, &run.run_id).await;
+    serving.shutdown().await.unwrap();
+}

@@ -170,7 +170,8 @@ async fn a_secret_reaches_its_step_and_never_the_log_however_it_is_printed() {
 
 #[tokio::test]
 async fn a_run_naming_an_unknown_secret_fails_before_any_container_starts() {
-    let runner = runner_with(with_secrets(Secrets::default().with("KNOWN", "known-value").unwrap()), engine().await);
+    let runner =
+        runner_with(with_secrets(Secrets::default().with("KNOWN", "known-value").unwrap()), engine().await);
     let (report, log, run_id) = run_here(
         &runner,
         json!({"image": TEST_IMAGE, "secrets": ["KNOWN"], "steps": [
