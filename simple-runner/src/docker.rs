@@ -221,6 +221,26 @@ impl Engine {
         }
     }
 
+    /// Whether the engine saw the kernel kill a process of `container` for memory:
+    /// its `OOMKilled` state. An engine that cannot say counts as no.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine, id: &str) {
+    /// if engine.oom_killed(id).await {
+    ///     eprintln!("{id} ran out of memory");
+    /// }
+    /// # }
+    /// ```
+    pub async fn oom_killed(&self, container: &str) -> bool {
+        match self.docker.inspect_container(container, None).await {
+            Ok(inspected) => inspected.state.and_then(|state| state.oom_killed).unwrap_or(false),
+            Err(error) => {
+                tracing::debug!(%error, container, "inspecting the container failed");
+                false
+            }
+        }
+    }
+
     /// Removes a container whatever its state; returns whether it is gone (a container
     /// already gone is fine).
     ///

@@ -7,6 +7,7 @@ use conveyor_sdk::Run;
 use tokio::time::Instant;
 
 use crate::docker::Engine;
+use crate::error::EngineError;
 use crate::report::{RunReport, StepRecord, StepsEnd};
 use crate::session::{quote, Session};
 use crate::settings::Settings;
@@ -89,6 +90,21 @@ pub(crate) async fn run_steps(
                     }
                     log.log(format!("step {} may fail: going on", step.name)).await;
                 }
+            }
+            Ok(Err(EngineError::ContainerStopped)) if engine.oom_killed(container).await => {
+                // The kernel killed the container's own shell for memory.
+                let killed = StepsEnd::KilledForMemory {
+                    step: step.name.clone(),
+                    exit_code: 137,
+                    limit: memory_bytes,
+                };
+                if let Some(text) = killed.failure() {
+                    log.log(text).await;
+                }
+                if !failed {
+                    end = killed;
+                }
+                break;
             }
             Ok(Err(error)) => {
                 let broken = StepsEnd::Broken { step: step.name.clone(), error };

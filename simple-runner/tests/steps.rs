@@ -276,7 +276,7 @@ async fn a_step_over_its_memory_is_reported_killed_for_memory_and_the_runner_goe
     let runner = runner_with(own_settings(), engine().await);
     let (report, log, _) = run_here(
         &runner,
-        json!({"image": TEST_IMAGE, "memory": "24m", "steps": [
+        json!({"image": TEST_IMAGE, "memory": "64m", "steps": [
             {"name": "hog", "command": "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"},
             {"name": "cleanup", "command": "echo cleanup-ran", "when": "always"}
         ]}),
@@ -285,7 +285,7 @@ async fn a_step_over_its_memory_is_reported_killed_for_memory_and_the_runner_goe
     let message = report.message();
     assert_eq!(
         message,
-        "step hog was killed for memory (exit code 137): it went over the run's limit of 24m"
+        "step hog was killed for memory (exit code 137): it went over the run's limit of 64m"
     );
     assert!(!report.succeeded());
     assert!(!has(&log, "survived") && has(&log, "cleanup-ran"), "{log:#?}");
@@ -293,6 +293,24 @@ async fn a_step_over_its_memory_is_reported_killed_for_memory_and_the_runner_goe
     let (report, _, _) =
         run_here(&runner, json!({"image": TEST_IMAGE, "steps": [{"name": "next", "command": "true"}]})).await;
     assert!(report.succeeded(), "the runner runs the next run: {}", report.message());
+}
+
+#[tokio::test]
+async fn a_step_whose_memory_kills_the_containers_shell_is_reported_killed_for_memory() {
+    let runner = runner_with(own_settings(), engine().await);
+    // The step makes the container's shell, its parent, the kernel's first choice.
+    let (report, log, _) = run_here(
+        &runner,
+        json!({"image": TEST_IMAGE, "memory": "24m", "steps": [
+            {"name": "hog", "command": "echo 1000 > /proc/$PPID/oom_score_adj; x=$(head -c 200000000 /dev/zero | tr '\\0' a)"}
+        ]}),
+    )
+    .await;
+    assert_eq!(
+        report.message(),
+        "step hog was killed for memory (exit code 137): it went over the run's limit of 24m",
+        "{log:#?}"
+    );
 }
 
 #[tokio::test]
