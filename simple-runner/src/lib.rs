@@ -18,8 +18,11 @@
 //!   Containers are removed on every path (`removal.rs`), and those of runners that
 //!   died by the next runner to start ([`cleanup`]).
 //! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
-//!   `workdir`, `timeout`, `pull` and a step's `continue_on_error`).
-//! - [`Settings`] ([`settings`]): what the operator decides for every run.
+//!   `workdir`, `secrets`, `cpus`, `memory`, `pids`, `platform`, `timeout`, `pull`,
+//!   and a step's `env`, `workdir`, `secrets`, `timeout`, `continue_on_error` and
+//!   `when`).
+//! - [`Settings`] ([`settings`]): what the operator decides for every run: limits and
+//!   their maxima (`limits.rs`), [`secrets`], [`registry`] credentials, the log cap.
 //! - [`Engine`] ([`docker`]): the Docker engine as the runner uses it;
 //!   [`EngineError`] ([`error`]): what can go wrong with it; what it counts,
 //!   [`metrics::RunnerMetrics`], is served beside the runtime's metrics.
