@@ -96,7 +96,7 @@ impl Secrets {
     ///
     /// ```
     /// # fn demo() -> Result<(), simple_runner::secrets::SecretError> {
-    /// let secrets = simple_runner::secrets::Secrets::default().with_file("/etc/conveyor/secrets")?;
+    /// let secrets = simple_runner::secrets::Secrets::default().with_file("/etc/conveyor/secrets".as_ref())?;
     /// # Ok(()) }
     /// ```
     pub fn with_file(mut self, path: &Path) -> Result<Self, SecretError> {
