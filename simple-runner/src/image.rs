@@ -129,12 +129,23 @@ impl Engine {
         progress: &PullProgress<'_>,
     ) -> Result<(), EngineError> {
         let present = match self.docker().inspect_image(image).await {
-            Ok(_) => true,
+            // An image of another platform is not the one asked for.
+            Ok(found) => options.platform.as_deref().is_none_or(|wanted| {
+                is_platform(
+                    wanted,
+                    found.os.as_deref(),
+                    found.architecture.as_deref(),
+                    found.variant.as_deref(),
+                )
+            }),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
             Err(e) => return Err(docker_error(format!("cannot inspect image {image}"))(e)),
         };
         match (policy, present) {
-            (PullPolicy::Never, false) => Err(EngineError::ImageMissing(image.to_owned())),
+            (PullPolicy::Never, false) => Err(EngineError::ImageMissing(match &options.platform {
+                Some(platform) => format!("{image} for {platform}"),
+                None => image.to_owned(),
+            })),
             (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
             (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
                 let pulled = self.pull(image, options, progress).await;
@@ -179,6 +190,14 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether an image of `os`, `architecture` and `variant` is of platform `wanted`
+/// (`os/architecture[/variant]`).
+fn is_platform(wanted: &str, os: Option<&str>, architecture: Option<&str>, variant: Option<&str>) -> bool {
+    let mut parts = wanted.split('/');
+    let (want_os, want_arch, want_variant) = (parts.next(), parts.next(), parts.next());
+    want_os == os && want_arch == architecture && want_variant.is_none_or(|v| Some(v) == variant)
 }
 
 /// Which of a pull's status updates become lines: every change of a layer's stage,
@@ -249,6 +268,15 @@ fn megabytes(bytes: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_is_of_a_platform_by_its_os_architecture_and_variant() {
+        assert!(is_platform("linux/amd64", Some("linux"), Some("amd64"), None));
+        assert!(is_platform("linux/arm64", Some("linux"), Some("arm64"), Some("v8")));
+        assert!(is_platform("linux/arm64/v8", Some("linux"), Some("arm64"), Some("v8")));
+        assert!(!is_platform("linux/arm64", Some("linux"), Some("amd64"), None));
+        assert!(!is_platform("linux/arm/v7", Some("linux"), Some("arm"), Some("v6")));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_layers_progress_is_shown_at_most_once_per_interval_and_every_stage_change() {

@@ -314,7 +314,7 @@ async fn a_step_whose_memory_kills_the_containers_shell_is_reported_killed_for_m
 }
 
 #[tokio::test]
-async fn a_platform_the_engine_has_runs_and_reaches_the_engine() {
+async fn a_run_gets_the_image_of_its_platform_or_none() {
     let runner = runner_with(own_settings(), engine().await);
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -329,4 +329,16 @@ async fn a_platform_the_engine_has_runs_and_reaches_the_engine() {
     .await;
     assert!(report.succeeded(), "{} {log:#?}", report.message());
     assert!(has(&log, std::env::consts::ARCH), "{log:#?}");
+
+    let other = if arch == "arm64" { "linux/amd64" } else { "linux/arm64" };
+    let (report, _, _) = run_here(
+        &runner,
+        json!({"image": TEST_IMAGE, "platform": other, "pull": "never", "steps": [{"name": "arch", "command": "uname -m"}]}),
+    )
+    .await;
+    assert_eq!(
+        report.message(),
+        format!("image {TEST_IMAGE} for {other} is not present and the pull policy is `never`"),
+        "an image of another platform is not the one asked for"
+    );
 }
