@@ -48,33 +48,6 @@ fn run_exits_non_zero_when_a_step_fails() {
 }
 
 #[test]
-fn run_takes_secrets_from_its_environment_and_a_file_and_masks_them() {
-    let file = write(serde_json::json!({"name": "secretive", "resource": "pipeline", "spec": {
-        "image": "conveyor-test/busybox:latest",
-        "secrets": ["CLI_TOKEN"],
-        "steps": [{"name": "show", "command": "echo \"$CLI_TOKEN / $FILE_TOKEN\"", "secrets": ["FILE_TOKEN"]}]
-    }}));
-    let secrets = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(secrets.path(), "# deploy\nFILE_TOKEN=file-secret-9c2e\n").unwrap();
-    let output = simple_runner()
-        .args(["run", "--network", "none", "--secret", "CLI_TOKEN", "--secrets-file"])
-        .arg(secrets.path())
-        .arg(file.path())
-        .env("CLI_TOKEN", "env-secret-4b7d")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.lines().any(|l| l == "*** / ***"), "{stdout}");
-    assert!(!stdout.contains("env-secret-4b7d") && !stdout.contains("file-secret-9c2e"), "{stdout}");
-
-    let output = simple_runner().args(["run", "--network", "none"]).arg(file.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("the spec names secret CLI_TOKEN, which the runner does not have"), "{stdout}");
-}
-
-#[test]
 fn run_refuses_an_invalid_resource_with_every_violation() {
     let file =
         write(serde_json::json!({"name": "bad", "resource": "pipeline", "spec": {"steps": [{"name": 5}]}}));
