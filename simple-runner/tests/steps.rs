@@ -274,10 +274,11 @@ async fn a_read_only_root_and_another_user_are_the_operators_to_choose() {
 #[tokio::test]
 async fn a_step_over_its_memory_is_reported_killed_for_memory_and_the_runner_goes_on() {
     let runner = runner_with(own_settings(), engine().await);
+    // The step makes itself the kernel's first choice, before the container's shell.
     let (report, log, _) = run_here(
         &runner,
         json!({"image": TEST_IMAGE, "memory": "64m", "steps": [
-            {"name": "hog", "command": "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"},
+            {"name": "hog", "command": "echo 1000 > /proc/self/oom_score_adj; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"},
             {"name": "cleanup", "command": "echo cleanup-ran", "when": "always"}
         ]}),
     )
