@@ -4,7 +4,9 @@
 #     Debian's 2.9 ignores the filter subjects a driver's consumer needs);
 #   - the Docker engine (Debian's docker.io), dockerd started in the background;
 #   - the local test image conveyor-test/busybox:latest, built FROM scratch with
-#     Debian's busybox-static (no registry is needed).
+#     Debian's busybox-static (no registry is needed);
+#   - Debian's docker-registry and apache2-utils (htpasswd), for the tests that start
+#     their own registry on loopback to pull with credentials.
 # Prints where each service listens. Run it as often as you like.
 set -euo pipefail
 
@@ -84,7 +86,11 @@ fi
 
 # --- Docker -----------------------------------------------------------------------
 if [ "${CONVEYOR_SKIP_DOCKER:-}" != "1" ]; then
-  apt_install docker.io busybox-static
+  apt_install docker.io busybox-static docker-registry apache2-utils
+  # The tests start registries of their own; the packaged service is not needed.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    as_root systemctl stop docker-registry || true
+  fi
   if docker info >/dev/null 2>&1; then
     say "Docker engine already running"
   else

@@ -78,8 +78,8 @@ async fn the_tutorial_runs_and_its_log_is_watched_live_over_websocket() {
     let position = |text: &str| {
         messages.iter().position(|m| *m == text).unwrap_or_else(|| panic!("{text:?} not in {messages:#?}"))
     };
-    assert!(position("==> step 1/3 print-working-directory: pwd") < position("/workspace"));
-    assert!(position("/workspace") < position("==> step 2/3 list-files: ls -l"));
+    assert!(position("==> step 1/3 print-working-directory: pwd") < position("/"));
+    assert!(position("/") < position("==> step 2/3 list-files: ls -l"));
     assert!(
         position("==> step 3/3 show-os-info: cat /etc/os-release") < position("NAME=\"Conveyor test image\"")
     );

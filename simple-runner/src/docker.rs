@@ -49,7 +49,7 @@ pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::er
 /// # async fn demo(engine: simple_runner::Engine, settings: simple_runner::ContainerSettings)
 /// # -> Result<(), simple_runner::EngineError> {
 /// let container = engine
-///     .start_run_container("alpine:3.20", "conveyor-demo", "/workspace", vec![], Default::default(), &settings)
+///     .start_run_container("alpine:3.20", "conveyor-demo", None, vec![], Default::default(), &settings)
 ///     .await?;
 /// println!("{} is {}", container.name, container.id);
 /// engine.remove(&container.id).await;
@@ -146,8 +146,11 @@ impl Engine {
     }
 
     /// Creates and starts the container of a run: kept alive by a shell waiting on its
-    /// open stdin (any image with `/bin/sh` works), with an init process, labelled, no
-    /// privileges and no host mounts. A container that does not start is removed.
+    /// open stdin (any image with `/bin/sh` works), with an init process, labelled,
+    /// never privileged, with `no-new-privileges`, a pids limit and no host mounts,
+    /// and the network, limits, user and read-only root of `settings`. Its working
+    /// directory is `workdir`, created when missing, or else the image's own. A
+    /// container that does not start is removed.
     ///
     /// ```no_run
     /// use std::collections::HashMap;
@@ -159,7 +162,7 @@ impl Engine {
     /// let env = vec!["CI=true".to_owned()];
     /// let settings = ContainerSettings { network: "none".into(), ..ContainerSettings::default() };
     /// let container =
-    ///     engine.start_run_container("alpine:3.20", "conveyor-demo", "/workspace", env, labels, &settings).await?;
+    ///     engine.start_run_container("alpine:3.20", "conveyor-demo", Some("/src"), env, labels, &settings).await?;
     /// engine.remove(&container.id).await;
     /// # Ok(())
     /// # }
@@ -168,19 +171,12 @@ impl Engine {
         &self,
         image: &str,
         name: &str,
-        workdir: &str,
+        workdir: Option<&str>,
         env: Vec<String>,
         labels: HashMap<String, String>,
         settings: &ContainerSettings,
     ) -> Result<RunContainer, EngineError> {
-        let host_config = HostConfig {
-            init: Some(true),
-            network_mode: Some(settings.network.clone()),
-            memory: settings.memory_bytes,
-            nano_cpus: settings.cpus.map(|c| (c * 1e9) as i64),
-            privileged: Some(false),
-            ..Default::default()
-        };
+        let host_config = host_config(settings);
         let config = ContainerCreateBody {
             image: Some(image.to_owned()),
             entrypoint: Some(vec!["/bin/sh".to_owned()]),
@@ -188,13 +184,17 @@ impl Engine {
             open_stdin: Some(true),
             stdin_once: Some(false),
             tty: Some(false),
-            working_dir: Some(workdir.to_owned()),
+            working_dir: workdir.map(str::to_owned),
+            user: settings.user.clone(),
             env: Some(env),
             labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
         };
-        let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+        let options = CreateContainerOptions {
+            name: Some(name.to_owned()),
+            platform: settings.platform.clone().unwrap_or_default(),
+        };
         let starting = std::time::Instant::now();
         let created = self
             .docker
@@ -256,6 +256,26 @@ impl Engine {
         }
     }
 
+    /// Whether the engine saw the kernel kill a process of `container` for memory:
+    /// its `OOMKilled` state. An engine that cannot say counts as no.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: simple_runner::Engine, id: &str) {
+    /// if engine.oom_killed(id).await {
+    ///     eprintln!("{id} ran out of memory");
+    /// }
+    /// # }
+    /// ```
+    pub async fn oom_killed(&self, container: &str) -> bool {
+        match self.docker.inspect_container(container, None).await {
+            Ok(inspected) => inspected.state.and_then(|state| state.oom_killed).unwrap_or(false),
+            Err(error) => {
+                tracing::debug!(%error, container, "inspecting the container failed");
+                false
+            }
+        }
+    }
+
     /// Removes a container whatever its state; returns whether it is gone (a container
     /// already gone is fine).
     ///
@@ -306,6 +326,26 @@ impl Engine {
     }
 }
 
+/// The host side of a run container: an init process, never privileged,
+/// `no-new-privileges`, a pids limit, no host mounts, no swap beyond the memory
+/// limit, and the network, limits and read-only root of `settings`.
+fn host_config(settings: &ContainerSettings) -> HostConfig {
+    HostConfig {
+        init: Some(true),
+        network_mode: Some(settings.network.clone()),
+        memory: settings.memory_bytes,
+        // No swap beyond the memory limit: over it, a step is killed.
+        memory_swap: settings.memory_bytes,
+        nano_cpus: settings.cpus.map(|c| (c * 1e9) as i64),
+        pids_limit: Some(settings.pids_limit),
+        privileged: Some(false),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        readonly_rootfs: Some(settings.read_only),
+        tmpfs: settings.read_only.then(|| HashMap::from([("/tmp".to_owned(), "rw,nosuid,nodev".to_owned())])),
+        ..Default::default()
+    }
+}
+
 /// A container name derived from a resource name: `conveyor-<name>-<run>-<random>`,
 /// with anything but `[a-zA-Z0-9_.-]` replaced and the name shortened.
 ///
@@ -330,6 +370,27 @@ pub fn container_name(resource: &str, run_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_containers_are_hardened_whatever_the_settings() {
+        let settings = ContainerSettings {
+            memory_bytes: Some(64 << 20),
+            cpus: Some(0.5),
+            pids_limit: 100,
+            read_only: true,
+            ..ContainerSettings::default()
+        };
+        let host = host_config(&settings);
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!((host.binds, host.mounts, host.volumes_from), (None, None, None), "no host mounts");
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!((host.memory, host.memory_swap), (Some(64 << 20), Some(64 << 20)));
+        assert_eq!((host.nano_cpus, host.pids_limit), (Some(500_000_000), Some(100)));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert!(host.tmpfs.unwrap().contains_key("/tmp"));
+        assert_eq!(host_config(&ContainerSettings::default()).pids_limit, Some(1024));
+    }
 
     #[test]
     fn container_names_are_safe_for_docker() {

@@ -19,8 +19,11 @@
 //!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
 //!   who is alive from their liveness records ([`liveness`]).
 //! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
-//!   `workdir`, `timeout`, `pull` and a step's `continue_on_error`).
-//! - [`Settings`] ([`settings`]): what the operator decides for every run.
+//!   `workdir`, `secrets`, `cpus`, `memory`, `pids`, `platform`, `timeout`, `pull`,
+//!   and a step's `env`, `workdir`, `secrets`, `timeout`, `continue_on_error` and
+//!   `when`).
+//! - [`Settings`] ([`settings`]): what the operator decides for every run: limits and
+//!   their maxima (`limits.rs`), [`secrets`], [`registry`] credentials, the log cap.
 //! - [`Engine`] ([`docker`]): the Docker engine as the runner uses it;
 //!   [`EngineError`] ([`error`]): what can go wrong with it; what it counts,
 //!   [`metrics::RunnerMetrics`], is served beside the runtime's metrics.
@@ -33,15 +36,19 @@ pub mod cleanup;
 pub mod docker;
 pub mod error;
 pub mod image;
+mod limits;
 pub mod liveness;
 mod marker;
 pub mod metrics;
 mod prepare;
+pub mod registry;
 mod removal;
 pub mod report;
 pub mod runner;
+pub mod secrets;
 pub mod session;
 pub mod settings;
+pub mod size;
 pub mod spec;
 mod steps;
 
@@ -50,4 +57,4 @@ pub use error::EngineError;
 pub use report::RunReport;
 pub use runner::CommandRunner;
 pub use settings::{ContainerSettings, Mode, Settings, DEFAULT_RUN_TIMEOUT, DRIVER_NAME};
-pub use spec::{PipelineSpec, PullPolicy, Step, Timeout, RESOURCE_TYPE};
+pub use spec::{PipelineSpec, PullPolicy, Step, Timeout, When, RESOURCE_TYPE};

@@ -13,6 +13,10 @@ use conveyor_sdk::validate::SpecValidator;
 use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
 use simple_runner::image::PullProgress;
 use simple_runner::liveness::Liveness;
+use simple_runner::registry::RegistryAuth;
+use simple_runner::secrets::Secrets;
+use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT};
+use simple_runner::size::ByteSize;
 use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Mode, Settings, DRIVER_NAME};
 
 mod spinner;
@@ -136,15 +140,49 @@ enum LogFormat {
 /// What the operator decides, not a resource.
 #[derive(Args)]
 struct RunnerArgs {
-    /// The network of run containers (`bridge`, `none`, or a network's name).
-    #[arg(long, env = "CONVEYOR_NETWORK", default_value = "bridge")]
+    /// The network of run containers: `none` (no network), `bridge`, or a network's
+    /// name.
+    #[arg(long, env = "CONVEYOR_NETWORK", default_value = "none")]
     network: String,
-    /// A memory limit per run container, e.g. `512m` or `2g`.
+    /// The memory limit of a run whose spec sets none, e.g. `512m` or `2g`.
     #[arg(long, env = "CONVEYOR_MEMORY", value_parser = parse_bytes)]
     memory: Option<i64>,
-    /// A CPU limit per run container, e.g. `1.5`.
-    #[arg(long, env = "CONVEYOR_CPUS")]
+    /// The CPU limit of a run whose spec sets none, e.g. `1.5`.
+    #[arg(long, env = "CONVEYOR_CPUS", value_parser = parse_cpus)]
     cpus: Option<f64>,
+    /// The process limit of a run whose spec sets none.
+    #[arg(long, env = "CONVEYOR_PIDS", default_value_t = DEFAULT_PIDS_LIMIT, value_parser = clap::value_parser!(i64).range(1..))]
+    pids: i64,
+    /// The most memory a spec may ask for, e.g. `4g`; also the limit of a run that
+    /// sets none when `--memory` is not given.
+    #[arg(long, env = "CONVEYOR_MAX_MEMORY", value_parser = parse_bytes)]
+    max_memory: Option<i64>,
+    /// The most CPUs a spec may ask for.
+    #[arg(long, env = "CONVEYOR_MAX_CPUS", value_parser = parse_cpus)]
+    max_cpus: Option<f64>,
+    /// The most processes a spec may ask for.
+    #[arg(long, env = "CONVEYOR_MAX_PIDS", value_parser = clap::value_parser!(i64).range(1..))]
+    max_pids: Option<i64>,
+    /// The user steps run as (`uid[:gid]` or a user of the image); default: the image's.
+    #[arg(long, env = "CONVEYOR_USER")]
+    user: Option<String>,
+    /// Run containers with a read-only root filesystem (`/tmp` is a tmpfs).
+    #[arg(long, env = "CONVEYOR_READ_ONLY")]
+    read_only: bool,
+    /// A secret resources may name: its value is this variable of the runner's own
+    /// environment. Once per secret.
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
+    /// A file of secrets resources may name, one `NAME=VALUE` per line.
+    #[arg(long, env = "CONVEYOR_SECRETS_FILE", value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+    /// A Docker `config.json` whose `auths` hold the registry credentials for pulls.
+    #[arg(long, env = "CONVEYOR_DOCKER_CONFIG", value_name = "FILE")]
+    docker_config: Option<PathBuf>,
+    /// The most bytes of step output one run logs, e.g. `16m`; past it, output is
+    /// dropped with one line saying so.
+    #[arg(long, env = "CONVEYOR_MAX_LOG_BYTES", default_value_t = ByteSize::new(DEFAULT_MAX_LOG_BYTES), value_parser = parse_size)]
+    max_log_bytes: ByteSize,
     /// The timeout of a run whose spec sets none, and the most a spec may set, e.g.
     /// `30m`: image pull, container start and steps.
     #[arg(long, alias = "default-timeout", env = "CONVEYOR_RUN_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -155,19 +193,41 @@ struct RunnerArgs {
 }
 
 impl RunnerArgs {
-    fn settings(&self, name: &str) -> Settings {
-        Settings {
+    /// The settings, with the secrets and registry credentials read.
+    fn settings(&self, name: &str) -> Result<Settings, String> {
+        let mut secrets = Secrets::default();
+        if let Some(file) = &self.secrets_file {
+            secrets = secrets.with_file(file).map_err(|e| conveyor_sdk::error_text(&e))?;
+        }
+        for secret in &self.secrets {
+            secrets = secrets.with_env_var(secret).map_err(|e| conveyor_sdk::error_text(&e))?;
+        }
+        let registry_auth = match &self.docker_config {
+            Some(file) => RegistryAuth::from_file(file)
+                .map_err(|e| format!("{}: {}", file.display(), conveyor_sdk::error_text(&e)))?,
+            None => RegistryAuth::default(),
+        };
+        Ok(Settings {
             name: name.to_owned(),
             container: ContainerSettings {
                 network: self.network.clone(),
                 memory_bytes: self.memory,
                 cpus: self.cpus,
+                pids_limit: self.pids,
+                max_memory_bytes: self.max_memory,
+                max_cpus: self.max_cpus,
+                max_pids: self.max_pids,
+                user: self.user.clone(),
+                read_only: self.read_only,
                 ..ContainerSettings::default()
             },
             run_timeout: self.run_timeout,
             default_image: self.default_image.clone(),
+            secrets,
+            max_log_bytes: self.max_log_bytes.bytes(),
+            registry_auth,
             ..Settings::default()
-        }
+        })
     }
 }
 
@@ -187,18 +247,20 @@ fn parse_sweep_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+fn parse_size(text: &str) -> Result<ByteSize, String> {
+    text.parse()
+}
+
 fn parse_bytes(text: &str) -> Result<i64, String> {
-    let text = text.trim().to_ascii_lowercase();
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let value: i64 = digits.parse().map_err(|_| format!("not a size: {text:?} (try 512m or 2g)"))?;
-    let factor = match unit.trim_end_matches('b').trim_end_matches('i') {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        _ => return Err(format!("unknown size unit in {text:?} (use k, m or g)")),
-    };
-    value.checked_mul(factor).ok_or_else(|| format!("size too large: {text:?}"))
+    let size: ByteSize = text.parse()?;
+    i64::try_from(size.bytes()).map_err(|_| format!("size too large: {text:?}"))
+}
+
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(cpus) if cpus.is_finite() && cpus > 0.0 => Ok(cpus),
+        _ => Err(format!("not a number of CPUs above zero: {text:?}")),
+    }
 }
 
 #[tokio::main]
@@ -242,7 +304,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // `Mode::Serve`: other replicas remove its containers once its liveness record is gone.
-    let settings = Settings { mode: Mode::Serve, ..args.runner.settings(&args.name) };
+    let settings = Settings { mode: Mode::Serve, ..args.runner.settings(&args.name)? };
     let engine = Engine::connect().await?;
     let runner = CommandRunner::new(engine.clone(), settings.clone());
     tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
@@ -341,8 +403,12 @@ async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs) -> ExitCode {
         Ok(engine) => engine,
         Err(error) => return fail(conveyor_sdk::error_text(&error)),
     };
+    let settings = match args.settings(name) {
+        Ok(settings) => settings,
+        Err(error) => return fail(error),
+    };
     // `Mode::Run`: no serving runner's sweep ever removes its container.
-    let runner = CommandRunner::new(engine, Settings { mode: Mode::Run, ..args.settings(name) });
+    let runner = CommandRunner::new(engine, Settings { mode: Mode::Run, ..settings });
     let spec = match SpecValidator::new(&runner.resources()).map(|v| v.decode(&resource)) {
         Ok(Ok(spec)) => spec,
         Ok(Err(error)) => return fail(error.to_string()),
@@ -389,13 +455,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_units() {
+    fn sizes_and_cpus_parse() {
         assert_eq!(parse_bytes("512m"), Ok(512 << 20));
-        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("1gib"), Ok(1 << 30));
         assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("5t").is_err());
+        assert_eq!(parse_cpus("1.5"), Ok(1.5));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("NaN").is_err());
+    }
+
+    #[test]
+    fn containers_get_no_network_and_documented_limits_by_default() {
+        let args = serve_args(&[]);
+        let settings = args.runner.settings("d").unwrap();
+        if std::env::var_os("CONVEYOR_NETWORK").is_none() {
+            assert_eq!(settings.container.network, "none");
+        }
+        assert_eq!(settings.container.pids_limit, DEFAULT_PIDS_LIMIT);
+        assert_eq!(settings.max_log_bytes, 16 << 20);
+        let capped = serve_args(&["--max-memory", "1g", "--max-pids", "50", "--read-only", "--user", "1000"]);
+        let settings = capped.runner.settings("d").unwrap();
+        assert_eq!(settings.container.max_memory_bytes, Some(1 << 30));
+        assert_eq!(settings.container.max_pids, Some(50));
+        assert!(settings.container.read_only);
+        assert_eq!(settings.container.user.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn a_secret_missing_from_the_environment_is_an_error_naming_it() {
+        let args = serve_args(&["--secret", "CONVEYOR_TEST_SURELY_UNSET_SECRET"]);
+        let error = args.runner.settings("d").unwrap_err();
+        assert!(error.contains("CONVEYOR_TEST_SURELY_UNSET_SECRET"), "{error}");
     }
 
     fn serve_args(flags: &[&str]) -> ServeArgs {

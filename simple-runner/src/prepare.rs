@@ -7,12 +7,13 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{LogHandle, Run};
 
 use crate::docker::{container_name, labels, Engine};
-use crate::image::PullProgress;
+use crate::image::{PullOptions, PullProgress};
 use crate::removal::{ContainerGuard, Removals};
 use crate::report::{Refusal, RunReport};
+use crate::secrets::valid_name;
 use crate::session::Session;
 use crate::settings::Settings;
-use crate::spec::{PipelineSpec, DEFAULT_WORKDIR};
+use crate::spec::PipelineSpec;
 
 /// A run ready for its steps.
 pub(crate) struct Prepared {
@@ -24,11 +25,14 @@ pub(crate) struct Prepared {
     pub(crate) container: ContainerGuard,
     /// The container's shell.
     pub(crate) session: Session,
+    /// The run's memory limit, in bytes.
+    pub(crate) memory_bytes: Option<i64>,
 }
 
-/// Prepares `run`, in the order a failure is reported: the image named, the image
-/// present (the only wait a cancellation cuts short), the environment valid, the
-/// container started, its shell attached. A failure is logged before it is returned.
+/// Prepares `run`, in the order a failure is reported: the image named, every secret
+/// it names known (their values masked in its log from then on), the image present
+/// (the only wait a cancellation cuts short), the environment valid, the container
+/// started, its shell attached. A failure is logged before it is returned.
 pub(crate) async fn prepare(
     engine: &Engine,
     settings: &Settings,
@@ -41,8 +45,24 @@ pub(crate) async fn prepare(
     let Some(image) = spec.image.clone().or_else(|| settings.default_image.clone()) else {
         return Err(logged(log, RunReport::Refused(Refusal::NoImage)).await);
     };
+    for name in secret_names(spec) {
+        match settings.secrets.get(name) {
+            Some(value) => log.mask(value),
+            None => {
+                return Err(logged(log, RunReport::Refused(Refusal::UnknownSecret(name.to_owned()))).await)
+            }
+        }
+    }
+    let (container_settings, notes) = settings.container.for_run(spec);
+    for note in notes {
+        log.log(note).await;
+    }
+    let pull = PullOptions {
+        platform: container_settings.platform.clone(),
+        credentials: settings.registry_auth.for_image(&image),
+    };
     let pulled = tokio::select! {
-        pulled = engine.ensure_image(&image, spec.pull, progress) => pulled,
+        pulled = engine.ensure_image(&image, spec.pull, &pull, progress) => pulled,
         _ = run.cancelled() => return Err(interrupted(run)),
     };
     if let Err(error) = pulled {
@@ -52,16 +72,15 @@ pub(crate) async fn prepare(
         return Err(logged(log, RunReport::Refused(Refusal::InvalidEnvName(name))).await);
     }
 
-    let workdir = spec.workdir.as_deref().unwrap_or(DEFAULT_WORKDIR);
     let name = container_name(&run.resource().name, run.run_id());
     let started = engine
         .start_run_container(
             &image,
             &name,
-            workdir,
+            spec.workdir.as_deref(),
             env(run),
             container_labels(run, settings),
-            &settings.container,
+            &container_settings,
         )
         .await;
     let container = match started {
@@ -71,7 +90,13 @@ pub(crate) async fn prepare(
     // From here the container goes with the guard, even if this future is dropped.
     let guard = removals.guard(container.id.clone());
     match Session::attach(engine.docker(), &container.id).await {
-        Ok(session) => Ok(Prepared { image, container_id: container.id, container: guard, session }),
+        Ok(session) => Ok(Prepared {
+            image,
+            container_id: container.id,
+            container: guard,
+            session: session.limit_output(settings.max_log_bytes),
+            memory_bytes: container_settings.memory_bytes,
+        }),
         Err(error) => Err(logged(log, RunReport::NoContainer { image, error }).await),
     }
 }
@@ -115,12 +140,12 @@ fn container_labels(run: &Run<PipelineSpec>, settings: &Settings) -> HashMap<Str
 /// The first environment variable name, of the run or of a step, that is not a shell
 /// name.
 fn invalid_env_name(spec: &PipelineSpec) -> Option<String> {
-    let valid = |name: &str| {
-        let mut chars = name.chars();
-        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    spec.env.keys().chain(spec.steps.iter().flat_map(|s| s.env.keys())).find(|k| !valid(k)).cloned()
+    spec.env.keys().chain(spec.steps.iter().flat_map(|s| s.env.keys())).find(|k| !valid_name(k)).cloned()
+}
+
+/// The secrets the run names, of the run and of its steps.
+fn secret_names(spec: &PipelineSpec) -> impl Iterator<Item = &str> {
+    spec.secrets.iter().chain(spec.steps.iter().flat_map(|s| s.secrets.iter())).map(String::as_str)
 }
 
 #[cfg(test)]

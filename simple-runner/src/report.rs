@@ -74,6 +74,9 @@ pub enum Refusal {
     /// An environment variable's name is not a shell name.
     #[error("{0:?} is not a valid environment variable name (letters, digits and _, not first a digit)")]
     InvalidEnvName(String),
+    /// The spec names a secret the runner's operator has not given it.
+    #[error("the spec names secret {0}, which the runner does not have (see --secret and --secrets-file)")]
+    UnknownSecret(String),
 }
 
 /// One step that started: its line in the result's data.
@@ -117,6 +120,16 @@ pub enum StepsEnd {
         /// Its exit code.
         exit_code: i64,
     },
+    /// A step that may not fail was killed for memory: a process of it went over the
+    /// run's memory limit.
+    KilledForMemory {
+        /// The step's name.
+        step: String,
+        /// Its exit code.
+        exit_code: i64,
+        /// The run's memory limit in bytes, if it had one.
+        limit: Option<i64>,
+    },
     /// A step could not run: the engine or the container's shell failed.
     Broken {
         /// The step's name.
@@ -159,6 +172,13 @@ impl StepsEnd {
         Some(match self {
             StepsEnd::Completed => return None,
             StepsEnd::Failed { step, exit_code } => format!("step {step} failed with exit code {exit_code}"),
+            StepsEnd::KilledForMemory { step, exit_code, limit } => match limit {
+                Some(limit) => format!(
+                    "step {step} was killed for memory (exit code {exit_code}): it went over the run's limit of {}",
+                    crate::size::ByteSize::new(u64::try_from(*limit).unwrap_or(0))
+                ),
+                None => format!("step {step} was killed for memory (exit code {exit_code})"),
+            },
             StepsEnd::Broken { step, error } => format!("step {step} could not run: {}", error_text(error)),
             StepsEnd::StepTimedOut { step, after } => {
                 format!("step {step} timed out after {}", human(*after))
@@ -310,6 +330,15 @@ mod tests {
         let result = ran(vec![step("slow", None)], run_end);
         assert!(!result.success);
         assert_eq!(result.message, "timed out after 1s during step slow");
+    }
+
+    #[test]
+    fn a_step_killed_for_memory_says_so_with_the_limit() {
+        let end = StepsEnd::KilledForMemory { step: "hog".into(), exit_code: 137, limit: Some(32 << 20) };
+        assert_eq!(
+            ran(vec![step("hog", Some(137))], end).message,
+            "step hog was killed for memory (exit code 137): it went over the run's limit of 32m"
+        );
     }
 
     #[test]

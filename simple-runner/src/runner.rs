@@ -130,11 +130,12 @@ impl CommandRunner {
     /// ```
     pub async fn execute(&self, run: &Run<PipelineSpec>, progress: PullProgress<'_>) -> RunReport {
         let prepared = prepare(&self.engine, &self.settings, &self.removals, run, progress).await;
-        let Prepared { image, container_id, container, session } = match prepared {
+        let Prepared { image, container_id, container, session, memory_bytes } = match prepared {
             Ok(prepared) => prepared,
             Err(report) => return report,
         };
-        let report = run_steps(run, session, &self.engine, &container_id, image, &self.settings).await;
+        let report =
+            run_steps(run, session, &self.engine, &container_id, image, &self.settings, memory_bytes).await;
         if let RunReport::Cancelled = report {
             // The run goes back to the queue: its container goes now.
             container.remove_now(self.settings.container.stop_grace).await;

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::registry::RegistryAuth;
+use crate::secrets::Secrets;
+
 /// The driver's default name: its consumer, its subjects, the `driver` of its logs and
 /// results.
 pub const DRIVER_NAME: &str = "command-runner";
@@ -36,6 +39,13 @@ pub struct Settings {
     pub run_timeout: Duration,
     /// The image of a run whose spec names none.
     pub default_image: Option<String>,
+    /// The values of the secrets a resource may name (default: none).
+    pub secrets: Secrets,
+    /// The most bytes of step output one run logs (default [`DEFAULT_MAX_LOG_BYTES`]);
+    /// past it further output is dropped, with one line saying so.
+    pub max_log_bytes: u64,
+    /// Registry credentials for pulls (default: none, anonymous pulls).
+    pub registry_auth: RegistryAuth,
     /// How this process owns its containers, and so whether other runners may ever
     /// remove them (default [`Mode::Run`]: never).
     pub mode: Mode,
@@ -61,6 +71,12 @@ impl Settings {
     }
 }
 
+/// The default of [`Settings::max_log_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// The default of [`ContainerSettings::pids_limit`].
+pub const DEFAULT_PIDS_LIMIT: i64 = 1024;
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -69,6 +85,9 @@ impl Default for Settings {
             container: ContainerSettings::default(),
             run_timeout: DEFAULT_RUN_TIMEOUT,
             default_image: None,
+            secrets: Secrets::default(),
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            registry_auth: RegistryAuth::default(),
             mode: Mode::Run,
         }
     }
@@ -113,7 +132,12 @@ impl Mode {
     }
 }
 
-/// How run containers are made.
+/// How run containers are made. Every container has `no-new-privileges`, is never
+/// privileged and has no host mounts, whatever these say.
+///
+/// The limits here are the operator's: `memory_bytes`, `cpus` and `pids_limit` are
+/// those of a run whose spec sets none, the `max_` fields cap what a spec asks for
+/// (see [`ContainerSettings::for_run`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -122,25 +146,57 @@ impl Mode {
 /// let limited = ContainerSettings {
 ///     memory_bytes: Some(512 << 20),
 ///     cpus: Some(1.5),
+///     max_memory_bytes: Some(2 << 30),
 ///     ..ContainerSettings::default()
 /// };
-/// assert_eq!(limited.network, "bridge");
+/// assert_eq!(limited.network, "none");
+/// assert_eq!(limited.pids_limit, 1024);
 /// assert_eq!(limited.stop_grace, Duration::from_secs(2));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ContainerSettings {
-    /// The network of run containers (`bridge`, `none`, …; default `bridge`).
+    /// The network of run containers (`none`, `bridge`, or a network's name; default
+    /// `none`: no network unless the operator allows one).
     pub network: String,
-    /// A memory limit in bytes.
+    /// The memory limit in bytes of a run that sets none (default: none).
     pub memory_bytes: Option<i64>,
-    /// A CPU limit, in CPUs.
+    /// The CPU limit, in CPUs, of a run that sets none (default: none).
     pub cpus: Option<f64>,
+    /// The process limit of a run that sets none (default [`DEFAULT_PIDS_LIMIT`]).
+    pub pids_limit: i64,
+    /// The most memory a spec may ask for, in bytes (default: no maximum).
+    pub max_memory_bytes: Option<i64>,
+    /// The most CPUs a spec may ask for (default: no maximum).
+    pub max_cpus: Option<f64>,
+    /// The most processes a spec may ask for (default: no maximum).
+    pub max_pids: Option<i64>,
+    /// The user steps run as, `uid[:gid]` or a name of the image (default: the
+    /// image's).
+    pub user: Option<String>,
+    /// Whether the container's root filesystem is read-only; `/tmp` is then a tmpfs
+    /// (default `false`).
+    pub read_only: bool,
+    /// The platform of the container's image, e.g. `linux/arm64` (default: the
+    /// engine's); set from a run's spec.
+    pub platform: Option<String>,
     /// How long a stopped container has between SIGTERM and SIGKILL (default 2 s).
     pub stop_grace: Duration,
 }
 
 impl Default for ContainerSettings {
     fn default() -> Self {
-        Self { network: "bridge".into(), memory_bytes: None, cpus: None, stop_grace: Duration::from_secs(2) }
+        Self {
+            network: "none".into(),
+            memory_bytes: None,
+            cpus: None,
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            max_memory_bytes: None,
+            max_cpus: None,
+            max_pids: None,
+            user: None,
+            read_only: false,
+            platform: None,
+            stop_grace: Duration::from_secs(2),
+        }
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::size::ByteSize;
+
 /// The resource type the runner owns.
 pub const RESOURCE_TYPE: &str = "pipeline";
-/// Where steps run when the spec names no `workdir`.
-pub const DEFAULT_WORKDIR: &str = "/workspace";
 
 /// The spec of a `pipeline` resource.
 ///
@@ -43,10 +43,35 @@ pub struct PipelineSpec {
     /// Environment variables of every step.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// The directory steps run in, shared by all of them (default
-    /// [`DEFAULT_WORKDIR`]).
+    /// The directory steps run in, shared by all of them, created when missing
+    /// (default: the image's own working directory, `/` when it sets none, as
+    /// `docker run` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
     pub workdir: Option<String>,
+    /// The names of the secrets every step gets as environment variables; their
+    /// values come from the runner's operator, never from the resource, and no log
+    /// line shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")))]
+    pub secrets: Vec<String>,
+    /// The CPUs the run may use, e.g. `1.5` (capped by the runner's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub cpus: Option<f64>,
+    /// The memory the run may use: bytes, or a size like `"512m"` or `"2g"` (capped
+    /// by the runner's maximum). A step over it is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// The most processes the run may have at once (capped by the runner's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pids: Option<u32>,
+    /// The platform of the image, e.g. `linux/amd64` or `linux/arm64/v8` (default:
+    /// the engine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"))]
+    pub platform: Option<String>,
     /// The longest the whole run may take, image pull and container start included:
     /// seconds, or a duration like `"10m"`; at most the runner's `--run-timeout`, which
     /// is also the default.
@@ -80,12 +105,71 @@ pub struct Step {
     /// Environment variables of this step, over the run's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The directory this step runs in, created when missing; relative to the run's
+    /// (default: the run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub workdir: Option<String>,
+    /// The names of secrets this step gets, besides the run's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")))]
+    pub secrets: Vec<String>,
+    /// When the step runs: `on_success` (default: while no step has failed),
+    /// `always` (cleanup) or `on_failure` (only once a step has failed).
+    #[serde(default, skip_serializing_if = "When::is_default")]
+    pub when: When,
     /// The longest this step may take: seconds, or a duration like `"90s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
     /// Whether the run goes on when this step fails (default `false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_error: bool,
+}
+
+/// When a step runs, given how the steps before it went.
+///
+/// ```
+/// use simple_runner::spec::When;
+///
+/// let cleanup: When = serde_json::from_str("\"always\"")?;
+/// assert!(cleanup.runs(true) && cleanup.runs(false));
+/// assert!(!When::OnFailure.runs(false));
+/// assert_eq!(When::default(), When::OnSuccess);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// While no step has failed.
+    #[default]
+    OnSuccess,
+    /// Whatever happened before: cleanup.
+    Always,
+    /// Only once a step has failed: a notification.
+    OnFailure,
+}
+
+impl When {
+    /// Whether a step with this condition runs when `failed` says whether a step
+    /// before it has failed the run.
+    ///
+    /// ```
+    /// use simple_runner::spec::When;
+    ///
+    /// assert!(When::OnSuccess.runs(false));
+    /// assert!(!When::OnSuccess.runs(true));
+    /// ```
+    pub fn runs(self, failed: bool) -> bool {
+        match self {
+            When::OnSuccess => !failed,
+            When::Always => true,
+            When::OnFailure => failed,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == When::OnSuccess
+    }
 }
 
 /// When the image is pulled.
@@ -239,6 +323,64 @@ mod tests {
         let error = validator().decode::<PipelineSpec>(&r).unwrap_err().to_string();
         assert!(error.contains("/spec/pull"), "{error}");
         assert!(error.contains("/spec/steps/0/timeout"), "{error}");
+    }
+
+    #[test]
+    fn every_new_field_refuses_an_invalid_value_with_its_path() {
+        let r = Resource::new(
+            "r",
+            "pipeline",
+            json!({
+                "workdir": "relative/dir",
+                "secrets": ["1BAD"],
+                "cpus": 0,
+                "memory": "lots",
+                "pids": 0,
+                "platform": "amd64",
+                "steps": [{"name": "a", "command": "x", "when": "sometimes", "workdir": "", "secrets": ["A-B"]}]
+            }),
+        );
+        let error = validator().decode::<PipelineSpec>(&r).unwrap_err().to_string();
+        for path in [
+            "/spec/workdir",
+            "/spec/secrets/0",
+            "/spec/cpus",
+            "/spec/memory",
+            "/spec/pids",
+            "/spec/platform",
+            "/spec/steps/0/when",
+            "/spec/steps/0/workdir",
+            "/spec/steps/0/secrets/0",
+        ] {
+            assert!(error.contains(path), "{path} missing from: {error}");
+        }
+    }
+
+    #[test]
+    fn every_new_field_decodes_from_a_valid_spec() {
+        let r = Resource::new(
+            "r",
+            "pipeline",
+            json!({
+                "workdir": "/src",
+                "secrets": ["DEPLOY_TOKEN"],
+                "cpus": 1.5,
+                "memory": "512m",
+                "pids": 256,
+                "platform": "linux/arm64/v8",
+                "steps": [
+                    {"name": "a", "command": "x", "workdir": "sub", "secrets": ["NPM_TOKEN"]},
+                    {"name": "b", "command": "y", "when": "always"},
+                    {"name": "c", "command": "z", "when": "on_failure"}
+                ]
+            }),
+        );
+        let spec: PipelineSpec = validator().decode(&r).unwrap();
+        assert_eq!(spec.memory.map(|m| m.bytes()), Some(512 << 20));
+        assert_eq!((spec.cpus, spec.pids), (Some(1.5), Some(256)));
+        let whens: Vec<When> = spec.steps.iter().map(|s| s.when).collect();
+        assert_eq!(whens, [When::OnSuccess, When::Always, When::OnFailure]);
+        assert_eq!(spec.steps[0].workdir.as_deref(), Some("sub"));
     }
 
     #[test]

@@ -12,15 +12,17 @@ use tokio::time::Instant;
 use crate::docker::Engine;
 use crate::error::EngineError;
 use crate::report::{human, RunReport, StepRecord, StepsEnd};
-use crate::session::{Session, StepExit};
+use crate::session::{quote, Session, StepExit};
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
 
-/// Runs the steps of `run` through `session`, the shell of container `container`, until
-/// one ends the run; logs each step's start and end. A step over its timeout, or a run
-/// cancelled by its deadline or on request, has its step stopped (SIGTERM, SIGKILL
-/// after the stop grace); a run cancelled by a shutdown ends at once with
-/// [`RunReport::Cancelled`].
+/// Runs the steps of `run` through `session`, the shell of container `container`;
+/// logs each step's start and end. After the first failure, only the steps that run
+/// `always` or `on_failure` run; the report names that first failure. A step over its
+/// timeout is stopped (SIGTERM, SIGKILL after the stop grace); a run cancelled by its
+/// deadline or on request has its step stopped the same way and ends; a run cancelled
+/// by a shutdown ends at once with [`RunReport::Cancelled`]. `memory_bytes` is the
+/// run's memory limit.
 pub(crate) async fn run_steps(
     run: &Run<PipelineSpec>,
     mut session: Session,
@@ -28,6 +30,7 @@ pub(crate) async fn run_steps(
     container: &str,
     image: String,
     settings: &Settings,
+    memory_bytes: Option<i64>,
 ) -> RunReport {
     let spec = run.spec();
     let log = run.log();
@@ -37,10 +40,16 @@ pub(crate) async fn run_steps(
     let mut end = StepsEnd::Completed;
     for (index, step) in spec.steps.iter().enumerate() {
         let number = index + 1;
+        let failed = !matches!(end, StepsEnd::Completed);
+        if !step.when.runs(failed) {
+            let why = if failed { "a step before it failed" } else { "no step before it failed" };
+            log.log(format!("--- step {number}/{total} {} skipped: {why}", step.name)).await;
+            continue;
+        }
         log.log(format!("==> step {number}/{total} {}: {}", step.name, step.command)).await;
         let started = Instant::now();
-        let script = script(&step.command);
-        let env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let script = script(&step.command, step.workdir.as_deref());
+        let env = step_env(run, step, settings);
         let exec = session.run(&script, &env, log);
         tokio::pin!(exec);
         let limit = step.timeout.map(|t| t.as_duration());
@@ -72,12 +81,21 @@ pub(crate) async fn run_steps(
                 let exit = stop_step(engine, container, grace, &mut exec).await;
                 let exit_code = exit.map(|e| e.code);
                 records.push(StepRecord { name: step.name.clone(), exit_code, duration: started.elapsed() });
-                end = why.end(step.name.clone());
-                if let Some(text) = end.failure() {
+                let stopped = why.end(step.name.clone());
+                if let Some(text) = stopped.failure() {
                     let code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
                     log.log(format!("<== step {number}/{total} {}: {text}{code}", step.name)).await;
                 }
-                break;
+                if !failed {
+                    end = stopped;
+                }
+                // A step stopped for its own timeout leaves the shell: the steps that
+                // run after a failure still run. A killed shell or a run that is over
+                // ends here.
+                if why.ends_the_run() || exit.is_none() {
+                    break;
+                }
+                continue;
             }
         };
         let duration = started.elapsed();
@@ -92,18 +110,47 @@ pub(crate) async fn run_steps(
                     duration.as_secs_f64()
                 ))
                 .await;
+                if exit.oom_killed {
+                    log.log(format!("step {} had a process killed for memory", step.name)).await;
+                }
                 if exit.code != 0 {
                     if !step.continue_on_error {
-                        end = StepsEnd::Failed { step: step.name.clone(), exit_code: exit.code };
-                        break;
+                        if !failed {
+                            let (name, exit_code) = (step.name.clone(), exit.code);
+                            end = match exit.oom_killed {
+                                true => {
+                                    StepsEnd::KilledForMemory { step: name, exit_code, limit: memory_bytes }
+                                }
+                                false => StepsEnd::Failed { step: name, exit_code },
+                            };
+                        }
+                        continue;
                     }
                     log.log(format!("step {} may fail: going on", step.name)).await;
                 }
             }
-            Err(error) => {
-                end = StepsEnd::Broken { step: step.name.clone(), error };
-                if let Some(text) = end.failure() {
+            Err(EngineError::ContainerStopped) if engine.oom_killed(container).await => {
+                // The kernel killed the container's own shell for memory.
+                let killed = StepsEnd::KilledForMemory {
+                    step: step.name.clone(),
+                    exit_code: 137,
+                    limit: memory_bytes,
+                };
+                if let Some(text) = killed.failure() {
                     log.log(text).await;
+                }
+                if !failed {
+                    end = killed;
+                }
+                break;
+            }
+            Err(error) => {
+                let broken = StepsEnd::Broken { step: step.name.clone(), error };
+                if let Some(text) = broken.failure() {
+                    log.log(text).await;
+                }
+                if !failed {
+                    end = broken;
                 }
                 break;
             }
@@ -133,6 +180,11 @@ impl Interruption {
             Interruption::RunTimeout(after) => format!("the run's timeout of {} is over", human(after)),
             Interruption::Cancelled => "the run was cancelled".into(),
         }
+    }
+
+    /// Whether the run is over: its deadline passed or it was cancelled.
+    fn ends_the_run(self) -> bool {
+        matches!(self, Interruption::RunTimeout(_) | Interruption::Cancelled)
     }
 
     /// How the steps end when this happens during `step`.
@@ -168,10 +220,30 @@ where
     }
 }
 
-/// The script of a step: stop at the first failing command, and let a pipeline fail
-/// when any part fails where the shell knows `pipefail`.
-fn script(command: &str) -> String {
-    format!("set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n{command}")
+/// The script of a step: in its `workdir` (created when missing) if it has one, stop
+/// at the first failing command, and let a pipeline fail when any part fails where
+/// the shell knows `pipefail`.
+fn script(command: &str, workdir: Option<&str>) -> String {
+    let cd = match workdir {
+        Some(dir) => {
+            let dir = quote(dir);
+            format!("cd -- {dir} 2>/dev/null || {{ mkdir -p -- {dir} && cd -- {dir}; }} || exit 1\n")
+        }
+        None => String::new(),
+    };
+    format!("{cd}set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n{command}")
+}
+
+/// The environment a step adds to the container's: its own `env`, then the values of
+/// the run's and its own secrets (checked to exist while the run was prepared).
+fn step_env(run: &Run<PipelineSpec>, step: &crate::spec::Step, settings: &Settings) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for name in run.spec().secrets.iter().chain(&step.secrets) {
+        if let Some(value) = settings.secrets.get(name) {
+            env.push((name.clone(), value.to_owned()));
+        }
+    }
+    env
 }
 
 /// `work`'s output, or the limit it reached first.
@@ -188,9 +260,11 @@ mod tests {
 
     #[test]
     fn the_script_stops_at_the_first_failure() {
-        let s = script("false\necho after");
+        let s = script("false\necho after", None);
         assert!(s.starts_with("set -e\n"));
         assert!(s.ends_with("false\necho after"));
+        let s = script("pwd", Some("it's/here"));
+        assert!(s.starts_with(r"cd -- 'it'\''s/here' 2>/dev/null || { mkdir -p -- 'it'\''s/here' &&"), "{s}");
     }
 
     #[test]

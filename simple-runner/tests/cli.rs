@@ -29,7 +29,7 @@ fn run_executes_the_example_pipeline_and_exits_zero() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "==> step 1/3 print-working-directory: pwd");
-    assert_eq!(lines[1], "/workspace");
+    assert_eq!(lines[1], "/", "the image's own working directory");
     assert!(lines.contains(&"NAME=\"Conveyor test image\""), "{stdout}");
     assert_eq!(lines.last(), Some(&"result: success: 3 steps succeeded"));
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use simple_runner::image::{PullProgress, PullUpdate};
+use simple_runner::image::{PullOptions, PullProgress, PullUpdate};
 use simple_runner::liveness::Liveness;
 use simple_runner::{cleanup, CommandRunner, Engine, EngineError, PullPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -234,14 +234,22 @@ async fn a_pull_watcher_hears_the_end_whether_or_not_an_image_was_pulled() {
     let heard = std::sync::Mutex::new(Vec::new());
     let watch = |update: PullUpdate| heard.lock().unwrap().push(update);
 
-    let present =
-        engine.ensure_image(TEST_IMAGE, PullPolicy::IfNotPresent, PullProgress::Callback(&watch)).await;
+    let present = engine
+        .ensure_image(
+            TEST_IMAGE,
+            PullPolicy::IfNotPresent,
+            &PullOptions::default(),
+            PullProgress::Callback(&watch),
+        )
+        .await;
     assert!(present.is_ok(), "{present:?}");
     assert_eq!(*heard.lock().unwrap(), [PullUpdate::Finished], "a present image needs no pull");
 
     heard.lock().unwrap().clear();
     let missing = "conveyor-test/never-built:0";
-    let refused = engine.ensure_image(missing, PullPolicy::Never, PullProgress::Callback(&watch)).await;
+    let refused = engine
+        .ensure_image(missing, PullPolicy::Never, &PullOptions::default(), PullProgress::Callback(&watch))
+        .await;
     assert!(matches!(refused, Err(EngineError::ImageMissing(ref image)) if image == missing), "{refused:?}");
     assert_eq!(*heard.lock().unwrap(), [PullUpdate::Finished]);
 }

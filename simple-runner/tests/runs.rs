@@ -31,8 +31,10 @@ async fn the_seed_pipeline_runs_its_three_steps_and_leaves_no_container() {
     let at = |text: &str| {
         log.iter().position(|l| l == text).unwrap_or_else(|| panic!("no line {text:?} in {log:#?}"))
     };
-    assert!(at("==> step 1/3 print-working-directory: pwd") < at("/workspace"));
+    // The image's own working directory (the test image sets none: `/`) and its files.
+    assert!(at("==> step 1/3 print-working-directory: pwd") < at("/"));
     assert!(log.iter().any(|l| l.starts_with("total ")), "ls -l output: {log:#?}");
+    assert!(log.iter().any(|l| l.ends_with(" etc")), "ls -l shows the image's files: {log:#?}");
     assert!(at("NAME=\"Conveyor test image\"") > at("==> step 3/3 show-os-info: cat /etc/os-release"));
     assert!(log.iter().any(|l| l.starts_with("<== step 3/3 show-os-info exited with code 0 after ")));
     assert_no_container_left(&engine, &run.run_id).await;
@@ -301,6 +303,32 @@ async fn a_shutdown_mid_step_removes_the_container_and_leaves_the_run_for_redeli
     let result = harness.result(&run.run_id).await.unwrap().driverresult;
     assert!(result.success, "{}", result.message);
     assert!(lines(&harness, &run.run_id).contains(&"attempt 2".to_owned()));
+    assert_no_container_left(&engine, &run.run_id).await;
+    serving.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_served_runs_secret_is_masked_in_the_lines_stored_on_nats() {
+    let (nats, harness) = setup().await;
+    let engine = engine().await;
+    let secrets = simple_runner::secrets::Secrets::default().with("API_KEY", "nats-secret-6e0f").unwrap();
+    let settings = simple_runner::Settings { secrets, ..settings() };
+    let serving = serve(CommandRunner::new(engine.clone(), settings), config(&nats), &harness).await;
+
+    let run = harness
+        .create(pipeline(
+            "secret",
+            json!({"image": TEST_IMAGE, "secrets": ["API_KEY"], "steps": [
+                {"name": "leak", "command": "echo \"key=$API_KEY\"; echo \"$API_KEY\" >&2"}
+            ]}),
+        ))
+        .await
+        .unwrap();
+    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert!(result.success, "{}", result.message);
+    let log = lines(&harness, &run.run_id);
+    assert!(log.iter().any(|l| l == "key=***") && log.iter().any(|l| l == "***"), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("nats-secret-6e0f")), "{log:#?}");
     assert_no_container_left(&engine, &run.run_id).await;
     serving.shutdown().await.unwrap();
 }

@@ -158,7 +158,7 @@ pub async fn labelled_container(engine: &Engine, driver: &str, owner: &str, mode
     ]);
     let name = simple_runner::docker::container_name("leftover", owner);
     engine
-        .start_run_container(TEST_IMAGE, &name, "/workspace", vec![], labels, &settings().container)
+        .start_run_container(TEST_IMAGE, &name, None, vec![], labels, &settings().container)
         .await
         .unwrap_or_else(|e| panic!("starting a container of {owner}: {e}"))
         .id
@@ -200,4 +200,34 @@ impl Drop for RemovesOnDrop {
         })
         .join();
     }
+}
+
+/// Settings of a driver of its own (a unique name), with no network.
+pub fn own_settings() -> Settings {
+    Settings { name: format!("test-{}", uuid::Uuid::new_v4().simple()), ..settings() }
+}
+
+/// Validates `spec` as the runtime does and runs it with `runner`, outside any server:
+/// its report, its log lines and its run id, once its container is gone.
+pub async fn run_here(
+    runner: &CommandRunner,
+    spec: Value,
+) -> (simple_runner::RunReport, Vec<String>, String) {
+    use conveyor_sdk::validate::SpecValidator;
+    use conveyor_sdk::Driver;
+    let resource = pipeline("here", spec);
+    let validator = SpecValidator::new(&runner.resources()).expect("the definition compiles");
+    let decoded = validator.decode(&resource).unwrap_or_else(|e| panic!("invalid spec: {e}"));
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let (log, memory) = conveyor_sdk::LogHandle::memory();
+    let run = conveyor_sdk::Run::new(resource, decoded).with_log(log).with_run_id(run_id.clone());
+    let report = runner.execute(&run, simple_runner::image::PullProgress::Log(run.log())).await;
+    runner.finish_removals().await;
+    assert_no_container_left(runner.engine(), &run_id).await;
+    (report, memory.lines(), run_id)
+}
+
+/// Whether `lines` has exactly `text`.
+pub fn has(lines: &[String], text: &str) -> bool {
+    lines.iter().any(|l| l == text)
 }
