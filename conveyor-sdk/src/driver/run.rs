@@ -132,7 +132,7 @@ impl RunCancellation {
     }
 }
 
-/// One resource event handed to [`Driver::reconcile`]: the resource (raw and its typed
+/// One resource event handed to [`Driver::reconcile`](crate::Driver::reconcile): the resource (raw and its typed
 /// spec), the event, the run, a log handle and a cancellation signal.
 ///
 /// The runtime makes one per delivery; [`Run::new`] makes one for a local run or a test.
@@ -170,7 +170,7 @@ impl<S: fmt::Debug> fmt::Debug for Run<S> {
 }
 
 impl<S> Run<S> {
-    /// A run of `resource`, for calling [`Driver::reconcile`] yourself (a local run, a
+    /// A run of `resource`, for calling [`Driver::reconcile`](crate::Driver::reconcile) yourself (a local run, a
     /// test): event `create`, a new run id, attempt 1, logging to standard output.
     ///
     /// ```

@@ -117,14 +117,33 @@ impl RunRecords {
         }
     }
 
-    /// Remembers that `run_id` ended as `success` with `message`.
-    pub(crate) async fn finished(&self, run_id: &str, retries: u32, success: bool, message: &str) {
+    /// Remembers that `run_id` ended as `success` with `message`. Sent, not awaited:
+    /// the record goes out before the message's acknowledgement on the same connection,
+    /// so a crash after the acknowledgement finds it; a record that is lost on the way
+    /// (NATS went away just then) only means that a redelivery would run again. Waiting
+    /// for it would cost every run a round trip.
+    pub(crate) async fn finished(
+        &self,
+        client: &async_nats::Client,
+        run_id: &str,
+        retries: u32,
+        success: bool,
+        message: &str,
+    ) {
+        if self.store.is_none() {
+            return;
+        }
         let record = RunRecord {
             retries,
             retry_reason: None,
             finished: Some(Finished { at: now(), success, message: message.to_owned() }),
         };
-        self.write(run_id, &record, "that the run finished").await;
+        let Ok(value) = serde_json::to_vec(&record) else { return };
+        let subject =
+            format!("$KV.{}.{}", subjects::RUNS_BUCKET, subjects::run_record_key(run_id, &self.driver));
+        if let Err(error) = client.publish(subject, value.into()).await {
+            tracing::warn!(%error, "cannot record that the run finished");
+        }
     }
 
     /// Remembers that `run_id` asked to be tried again for the `retries`-th time.

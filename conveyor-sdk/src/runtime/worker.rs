@@ -117,7 +117,10 @@ async fn process<D: Driver>(
                 match publish_result(&shared, &delivery, result).await {
                     Ok(()) => {
                         // Before the ack: a delivery after a crash here finds it.
-                        shared.records.finished(&delivery.run_id, retries, success, &text).await;
+                        shared
+                            .records
+                            .finished(&shared.client, &delivery.run_id, retries, success, &text)
+                            .await;
                         let ending =
                             if outcome == RunOutcome::GivenUp { Ending::GivenUp } else { Ending::Finished };
                         (ending, outcome)
