@@ -36,6 +36,9 @@ pub mod labels {
     /// How that process owns it: `serve` (reaped once the process is gone) or `run`
     /// (never reaped), see [`crate::Mode`].
     pub const MODE: &str = "conveyor.mode";
+    /// `true` on a warm container, made before its run: it has no run's labels (see
+    /// [`crate::WarmSettings`]).
+    pub const WARM: &str = "conveyor.warm";
 }
 
 pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {

@@ -96,7 +96,9 @@ impl PullProgress<'_> {
 
 impl Engine {
     /// Makes sure the engine has `image`, pulling it as `policy` says with `options`;
-    /// `progress` hears [`PullUpdate::Finished`] last, whether a pull was needed or not.
+    /// returns the id of the image present (`sha256:…`), which changes when the tag is
+    /// moved to another image. `progress` hears [`PullUpdate::Finished`] last, whether
+    /// a pull was needed or not.
     ///
     /// ```no_run
     /// use simple_runner::image::{PullOptions, PullProgress};
@@ -105,7 +107,8 @@ impl Engine {
     /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {
     /// let log = conveyor_sdk::LogHandle::stdout();
     /// let options = PullOptions::default();
-    /// engine.ensure_image("alpine:3.20", PullPolicy::IfNotPresent, &options, PullProgress::Log(&log)).await?;
+    /// let id = engine.ensure_image("alpine:3.20", PullPolicy::IfNotPresent, &options, PullProgress::Log(&log)).await?;
+    /// assert!(id.starts_with("sha256:"));
     /// # Ok(())
     /// # }
     /// ```
@@ -115,7 +118,7 @@ impl Engine {
         policy: PullPolicy,
         options: &PullOptions,
         progress: PullProgress<'_>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<String, EngineError> {
         let ensured = self.ensure_image_with(image, policy, options, &progress).await;
         progress.update(PullUpdate::Finished);
         ensured
@@ -127,30 +130,40 @@ impl Engine {
         policy: PullPolicy,
         options: &PullOptions,
         progress: &PullProgress<'_>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<String, EngineError> {
         let present = match self.docker().inspect_image(image).await {
             // An image of another platform is not the one asked for.
-            Ok(found) => options.platform.as_deref().is_none_or(|wanted| {
-                is_platform(
-                    wanted,
-                    found.os.as_deref(),
-                    found.architecture.as_deref(),
-                    found.variant.as_deref(),
-                )
-            }),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
+            Ok(found)
+                if options.platform.as_deref().is_none_or(|wanted| {
+                    is_platform(
+                        wanted,
+                        found.os.as_deref(),
+                        found.architecture.as_deref(),
+                        found.variant.as_deref(),
+                    )
+                }) =>
+            {
+                Some(found.id.unwrap_or_default())
+            }
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => None,
             Err(e) => return Err(docker_error(format!("cannot inspect image {image}"))(e)),
         };
         match (policy, present) {
-            (PullPolicy::Never, false) => Err(EngineError::ImageMissing(match &options.platform {
+            (PullPolicy::Never, None) => Err(EngineError::ImageMissing(match &options.platform {
                 Some(platform) => format!("{image} for {platform}"),
                 None => image.to_owned(),
             })),
-            (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
+            (PullPolicy::Never, Some(id)) | (PullPolicy::IfNotPresent, Some(id)) => Ok(id),
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => {
                 let pulled = self.pull(image, options, progress).await;
                 self.metrics().pull_finished(pulled.is_ok());
-                pulled
+                pulled?;
+                let found = self
+                    .docker()
+                    .inspect_image(image)
+                    .await
+                    .map_err(docker_error(format!("cannot inspect image {image} after its pull")))?;
+                Ok(found.id.unwrap_or_default())
             }
         }
     }

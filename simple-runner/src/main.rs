@@ -15,9 +15,9 @@ use simple_runner::image::PullProgress;
 use simple_runner::liveness::Liveness;
 use simple_runner::registry::RegistryAuth;
 use simple_runner::secrets::Secrets;
-use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT};
+use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT, DEFAULT_WARM_IMAGES};
 use simple_runner::size::ByteSize;
-use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Mode, Settings, DRIVER_NAME};
+use simple_runner::{cleanup, CommandRunner, ContainerSettings, Engine, Mode, Settings, WarmSettings, DRIVER_NAME};
 
 mod spinner;
 
@@ -117,11 +117,30 @@ struct ServeArgs {
     /// How often this runner sweeps for containers of runners that are gone.
     #[arg(long, env = "CONVEYOR_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_sweep_interval)]
     sweep_interval: Duration,
+    /// Warm containers kept ready per image (and settings) run recently: a run that
+    /// finds one ready starts without waiting for a container to start. One is enough
+    /// unless runs of the same image come faster than a container starts; each costs
+    /// an idle shell. 0: none, every run starts cold.
+    #[arg(long, env = "CONVEYOR_WARM", default_value_t = 1)]
+    warm: usize,
+    /// The most images (with their settings) kept warm at once; past it the least
+    /// recently run one's warm containers are removed.
+    #[arg(long, env = "CONVEYOR_WARM_IMAGES", default_value_t = DEFAULT_WARM_IMAGES, value_parser = parse_warm_images)]
+    warm_images: usize,
+    /// An image (with its settings) not run for this long has its warm containers
+    /// removed.
+    #[arg(long, env = "CONVEYOR_WARM_IDLE", default_value = "10m", value_parser = humantime::parse_duration)]
+    warm_idle: Duration,
     #[command(flatten)]
     runner: RunnerArgs,
 }
 
 impl ServeArgs {
+    /// The warm containers asked for.
+    fn warm(&self) -> WarmSettings {
+        WarmSettings { per_image: self.warm, max_images: self.warm_images, idle: self.warm_idle }
+    }
+
     /// The root CA of the API server: `--api-ca`, else `--tls-ca`.
     fn api_root_ca(&self) -> Option<PathBuf> {
         self.api_ca.clone().or_else(|| self.tls_ca.clone())
@@ -247,6 +266,13 @@ fn parse_sweep_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+fn parse_warm_images(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(images) if images > 0 => Ok(images),
+        _ => Err(format!("not a number of images above zero: {text:?}")),
+    }
+}
+
 fn parse_size(text: &str) -> Result<ByteSize, String> {
     text.parse()
 }
@@ -304,7 +330,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // `Mode::Serve`: other replicas remove its containers once its liveness record is gone.
-    let settings = Settings { mode: Mode::Serve, ..args.runner.settings(&args.name)? };
+    let settings = Settings { mode: Mode::Serve, warm: args.warm(), ..args.runner.settings(&args.name)? };
     let engine = Engine::connect().await?;
     let runner = CommandRunner::new(engine.clone(), settings.clone());
     tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
@@ -478,6 +504,19 @@ mod tests {
         assert_eq!(settings.container.max_pids, Some(50));
         assert!(settings.container.read_only);
         assert_eq!(settings.container.user.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn serving_keeps_one_warm_container_per_image_unless_told_otherwise() {
+        if std::env::var_os("CONVEYOR_WARM").is_none() {
+            let warm = serve_args(&[]).warm();
+            assert_eq!((warm.per_image, warm.max_images, warm.idle), (1, 4, Duration::from_secs(600)));
+        }
+        let warm = serve_args(&["--warm", "2", "--warm-images", "8", "--warm-idle", "90s"]).warm();
+        assert_eq!((warm.per_image, warm.max_images, warm.idle), (2, 8, Duration::from_secs(90)));
+        assert_eq!(serve_args(&["--warm", "0"]).warm().per_image, 0);
+        let argv = ["simple-runner", "serve", "--warm-images", "0"];
+        assert!(Cli::try_parse_from(argv).is_err(), "at least one image");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use conveyor_sdk::prometheus_client::metrics::counter::Counter;
 use conveyor_sdk::prometheus_client::metrics::family::Family;
+use conveyor_sdk::prometheus_client::metrics::gauge::Gauge;
 use conveyor_sdk::prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use conveyor_sdk::prometheus_client::registry::Unit;
 use conveyor_sdk::runtime::Metrics;
@@ -17,6 +18,8 @@ use conveyor_sdk::runtime::Metrics;
 /// | `simple_runner_container_start_seconds` | histogram of the time to create and start a run container |
 /// | `simple_runner_containers_removed_total` | containers the runner removed |
 /// | `simple_runner_orphans_reaped_total` | containers of runners that are gone, removed |
+/// | `simple_runner_run_starts_total{start}` | runs given a container, `warm` (ready before the run) or `cold` (made for it) |
+/// | `simple_runner_warm_containers` | warm containers ready now |
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), simple_runner::EngineError> {
@@ -35,6 +38,10 @@ pub struct RunnerMetrics {
     container_start: Histogram,
     removed: Counter,
     orphans_reaped: Counter,
+    starts: Family<[(&'static str, &'static str); 1], Counter>,
+    warm_starts: Counter,
+    cold_starts: Counter,
+    warm_ready: Gauge,
 }
 
 impl std::fmt::Debug for RunnerMetrics {
@@ -48,6 +55,9 @@ impl Default for RunnerMetrics {
         let pulls = Family::<[(&'static str, &'static str); 1], Counter>::default();
         let pulled = pulls.get_or_create(&[("outcome", "success")]).clone();
         let pull_failed = pulls.get_or_create(&[("outcome", "failure")]).clone();
+        let starts = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let warm_starts = starts.get_or_create(&[("start", "warm")]).clone();
+        let cold_starts = starts.get_or_create(&[("start", "cold")]).clone();
         Self {
             pulls,
             pulled,
@@ -56,6 +66,10 @@ impl Default for RunnerMetrics {
             container_start: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             removed: Counter::default(),
             orphans_reaped: Counter::default(),
+            starts,
+            warm_starts,
+            cold_starts,
+            warm_ready: Gauge::default(),
         }
     }
 }
@@ -86,6 +100,12 @@ impl RunnerMetrics {
             "Containers of runners that are gone, removed",
             self.orphans_reaped.clone(),
         );
+        metrics.register(
+            "simple_runner_run_starts",
+            "Runs given a container: warm (ready before the run) or cold (made for it)",
+            self.starts.clone(),
+        );
+        metrics.register("simple_runner_warm_containers", "Warm containers ready", self.warm_ready.clone());
     }
 
     pub(crate) fn pull_finished(&self, succeeded: bool) {
@@ -98,6 +118,14 @@ impl RunnerMetrics {
 
     pub(crate) fn container_removed(&self) {
         self.removed.inc();
+    }
+
+    pub(crate) fn run_started(&self, warm: bool) {
+        if warm { &self.warm_starts } else { &self.cold_starts }.inc();
+    }
+
+    pub(crate) fn warm_ready(&self, ready: usize) {
+        self.warm_ready.set(i64::try_from(ready).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn orphan_reaped(&self) {

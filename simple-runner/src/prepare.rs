@@ -8,38 +8,43 @@ use conveyor_sdk::{LogHandle, Run};
 
 use crate::docker::{container_name, labels, Engine};
 use crate::image::{PullOptions, PullProgress};
+use crate::pool::{PoolKey, Warm, WarmPool};
 use crate::removal::{ContainerGuard, Removals};
 use crate::report::{Refusal, RunReport};
 use crate::secrets::valid_name;
 use crate::session::Session;
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
+use crate::steps::Shell;
 
 /// A run ready for its steps.
 pub(crate) struct Prepared {
-    /// The image the container runs.
-    pub(crate) image: String,
-    /// The container's id.
-    pub(crate) container_id: String,
     /// The container, removed when this goes.
     pub(crate) container: ContainerGuard,
-    /// The container's shell.
-    pub(crate) session: Session,
-    /// The run's memory limit, in bytes.
-    pub(crate) memory_bytes: Option<i64>,
+    /// What the steps need of it.
+    pub(crate) shell: Shell,
+}
+
+/// Where a run's container comes from.
+pub(crate) struct Containers<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) removals: &'a Removals,
+    pub(crate) pool: &'a WarmPool,
 }
 
 /// Prepares `run`, in the order a failure is reported: the image named, every secret
 /// it names known (their values masked in its log from then on), the image present
-/// (the only wait a cancellation cuts short), the environment valid, the container
-/// started, its shell attached. A failure is logged before it is returned.
+/// (the only wait a cancellation cuts short), the environment valid, a container
+/// taken from the warm ones or else started, its shell attached; the warm containers
+/// of its image and settings are then topped up. A failure is logged before it is
+/// returned.
 pub(crate) async fn prepare(
-    engine: &Engine,
+    containers: Containers<'_>,
     settings: &Settings,
-    removals: &Removals,
     run: &Run<PipelineSpec>,
     progress: PullProgress<'_>,
 ) -> Result<Prepared, RunReport> {
+    let Containers { engine, removals, pool } = containers;
     let spec = run.spec();
     let log = run.log();
     let Some(image) = spec.image.clone().or_else(|| settings.default_image.clone()) else {
@@ -65,40 +70,62 @@ pub(crate) async fn prepare(
         pulled = engine.ensure_image(&image, spec.pull, &pull, progress) => pulled,
         _ = run.cancelled() => return Err(interrupted(run)),
     };
-    if let Err(error) = pulled {
-        return Err(logged(log, RunReport::NoContainer { image, error }).await);
-    }
+    let image_id = match pulled {
+        Ok(image_id) => image_id,
+        Err(error) => return Err(logged(log, RunReport::NoContainer { image, error }).await),
+    };
     if let Some(name) = invalid_env_name(spec) {
         return Err(logged(log, RunReport::Refused(Refusal::InvalidEnvName(name))).await);
     }
 
-    let name = container_name(&run.resource().name, run.run_id());
-    let started = engine
-        .start_run_container(
-            &image,
-            &name,
-            spec.workdir.as_deref(),
-            env(run),
-            container_labels(run, settings),
-            &container_settings,
-        )
-        .await;
-    let container = match started {
-        Ok(container) => container,
-        Err(error) => return Err(logged(log, RunReport::NoContainer { image, error }).await),
+    let workdir = spec.workdir.as_deref();
+    let key = PoolKey::new(&image, workdir, &container_settings);
+    let warm = pool.take(&key, &image_id).await;
+    engine.metrics().run_started(warm.is_some());
+    let taken = match warm {
+        Some(warm) => {
+            tracing::debug!(container = %warm.id, "the run takes a warm container");
+            Ok(warm)
+        }
+        None => {
+            let name = container_name(&run.resource().name, run.run_id());
+            let labels = container_labels(run, settings);
+            cold(engine, removals, &image, &name, workdir, labels, &container_settings).await
+        }
     };
-    // From here the container goes with the guard, even if this future is dropped.
-    let guard = removals.guard(container.id.clone());
-    match Session::attach(engine.docker(), &container.id).await {
-        Ok(session) => Ok(Prepared {
-            image,
-            container_id: container.id,
+    // The next run of this image and settings finds one ready.
+    pool.refill(&key, &image, &image_id, &container_settings, workdir);
+    match taken {
+        Ok(Warm { id, guard, session }) => Ok(Prepared {
             container: guard,
-            session: session.limit_output(settings.max_log_bytes),
-            memory_bytes: container_settings.memory_bytes,
+            shell: Shell {
+                image,
+                container_id: id,
+                session: session.limit_output(settings.max_log_bytes),
+                memory_bytes: container_settings.memory_bytes,
+                env: env(run),
+            },
         }),
         Err(error) => Err(logged(log, RunReport::NoContainer { image, error }).await),
     }
+}
+
+/// A container made for the run, started, its shell attached.
+async fn cold(
+    engine: &Engine,
+    removals: &Removals,
+    image: &str,
+    name: &str,
+    workdir: Option<&str>,
+    labels: HashMap<String, String>,
+    settings: &crate::settings::ContainerSettings,
+) -> Result<Warm, crate::error::EngineError> {
+    // The environment reaches the steps through the steps, as for a warm container.
+    let container = engine.start_run_container(image, name, workdir, Vec::new(), labels, settings).await?;
+    // From here the container goes with the guard, even if this future is dropped.
+    let guard = removals.guard(container.id.clone());
+    let session = Session::attach(engine.docker(), &container.id).await?;
+    Ok(Warm { id: container.id, guard, session })
 }
 
 /// The report of a run cancelled before its steps: a shutdown gives it back, a
@@ -116,14 +143,14 @@ async fn logged(log: &LogHandle, report: RunReport) -> RunReport {
 }
 
 /// The environment of every step: the run's identity, then the spec's.
-fn env(run: &Run<PipelineSpec>) -> Vec<String> {
-    let mut env: Vec<String> = vec![
-        "CI=true".into(),
-        format!("CONVEYOR_RUN_ID={}", run.run_id()),
-        format!("CONVEYOR_RESOURCE={}", run.resource().name),
-        format!("CONVEYOR_ATTEMPT={}", run.attempt()),
+fn env(run: &Run<PipelineSpec>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("CI".into(), "true".into()),
+        ("CONVEYOR_RUN_ID".into(), run.run_id().to_owned()),
+        ("CONVEYOR_RESOURCE".into(), run.resource().name.clone()),
+        ("CONVEYOR_ATTEMPT".into(), run.attempt().to_string()),
     ];
-    env.extend(run.spec().env.iter().map(|(k, v)| format!("{k}={v}")));
+    env.extend(run.spec().env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
 }
 
@@ -169,8 +196,9 @@ mod tests {
         let spec: PipelineSpec =
             serde_json::from_value(json!({"steps": [], "env": {"CI": "false", "A": "1"}})).unwrap();
         let run = Run::new(Resource::new("web", "pipeline", json!({})), spec).with_run_id("r-1");
+        let env: Vec<String> = env(&run).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
-            env(&run),
+            env,
             [
                 "CI=true",
                 "CONVEYOR_RUN_ID=r-1",

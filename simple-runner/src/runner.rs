@@ -6,7 +6,8 @@ use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceDefinition, Res
 use crate::docker::Engine;
 use crate::error::EngineError;
 use crate::image::PullProgress;
-use crate::prepare::{prepare, Prepared};
+use crate::pool::WarmPool;
+use crate::prepare::{prepare, Containers, Prepared};
 use crate::removal::Removals;
 use crate::report::RunReport;
 use crate::settings::Settings;
@@ -32,6 +33,8 @@ pub struct CommandRunner {
     settings: Settings,
     /// Containers being removed after their run's result.
     removals: Removals,
+    /// The warm containers.
+    pool: WarmPool,
 }
 
 impl CommandRunner {
@@ -51,12 +54,14 @@ impl CommandRunner {
     /// ```
     pub fn new(engine: Engine, settings: Settings) -> Self {
         let removals = Removals::new(engine.clone());
-        Self { engine, settings, removals }
+        let pool = WarmPool::new(engine.clone(), removals.clone(), &settings);
+        Self { engine, settings, removals, pool }
     }
 
-    /// Waits until the containers of finished runs are removed. A finished run's
-    /// container is removed in the background so that its result is not delayed; call
-    /// this before the process exits.
+    /// Removes the warm containers ([`Settings::warm`]), and waits until they and the
+    /// containers of finished runs are removed. A finished run's container is removed
+    /// in the background so that its result is not delayed; call this before the
+    /// process exits. Runs after it start cold.
     ///
     /// ```no_run
     /// # async fn demo(runner: simple_runner::CommandRunner) {
@@ -65,7 +70,22 @@ impl CommandRunner {
     /// # }
     /// ```
     pub async fn finish_removals(&self) {
+        self.pool.close().await;
         self.removals.finish().await;
+    }
+
+    /// How many warm containers are ready ([`Settings::warm`]), as it changes: to wait
+    /// for the next run of an image to start warm.
+    ///
+    /// ```no_run
+    /// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), tokio::sync::watch::error::RecvError> {
+    /// let mut ready = runner.warm_containers();
+    /// ready.wait_for(|ready| *ready >= 1).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn warm_containers(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.pool.ready()
     }
 
     /// The resource definition it registers: upstream's, extended, derived from
@@ -129,13 +149,13 @@ impl CommandRunner {
     /// # }
     /// ```
     pub async fn execute(&self, run: &Run<PipelineSpec>, progress: PullProgress<'_>) -> RunReport {
-        let prepared = prepare(&self.engine, &self.settings, &self.removals, run, progress).await;
-        let Prepared { image, container_id, container, session, memory_bytes } = match prepared {
+        let containers = Containers { engine: &self.engine, removals: &self.removals, pool: &self.pool };
+        let prepared = prepare(containers, &self.settings, run, progress).await;
+        let Prepared { container, shell } = match prepared {
             Ok(prepared) => prepared,
             Err(report) => return report,
         };
-        let report =
-            run_steps(run, session, &self.engine, &container_id, image, &self.settings, memory_bytes).await;
+        let report = run_steps(run, shell, &self.engine, &self.settings).await;
         if let RunReport::Cancelled = report {
             // The run goes back to the queue: its container goes now.
             container.remove_now(self.settings.container.stop_grace).await;

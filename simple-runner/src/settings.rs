@@ -49,6 +49,10 @@ pub struct Settings {
     /// How this process owns its containers, and so whether other runners may ever
     /// remove them (default [`Mode::Run`]: never).
     pub mode: Mode,
+    /// The warm containers kept ready for the images run recently (default: none).
+    /// Only a [`Mode::Serve`] runner keeps them: its containers are reaped when it
+    /// dies, a local run's are not.
+    pub warm: WarmSettings,
 }
 
 impl Settings {
@@ -89,7 +93,55 @@ impl Default for Settings {
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             registry_auth: RegistryAuth::default(),
             mode: Mode::Run,
+            warm: WarmSettings::default(),
         }
+    }
+}
+
+/// The default of [`WarmSettings::max_images`].
+pub const DEFAULT_WARM_IMAGES: usize = 4;
+
+/// The default of [`WarmSettings::idle`]: 10 minutes.
+pub const DEFAULT_WARM_IDLE: Duration = Duration::from_secs(10 * 60);
+
+/// How many started, never used containers a serving runner keeps ready, so that a
+/// run of an image it ran recently starts without waiting for a container to start.
+///
+/// Containers are kept per image and container settings (the run's limits, user,
+/// platform, network and working directory): a run takes one only when all of these
+/// match, and only if the image's tag still names the image the container was made
+/// of. Every run still gets a container no run has used; after its run it is removed,
+/// whatever the outcome, and a new one is started in the background to take its place.
+///
+/// ```
+/// use std::time::Duration;
+/// use simple_runner::{Mode, Settings, WarmSettings};
+///
+/// let settings = Settings {
+///     mode: Mode::Serve,
+///     warm: WarmSettings { per_image: 2, ..WarmSettings::default() },
+///     ..Settings::default()
+/// };
+/// assert_eq!(settings.warm.max_images, 4);
+/// assert_eq!(settings.warm.idle, Duration::from_secs(600));
+/// assert_eq!(WarmSettings::default().per_image, 0, "off unless asked for");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmSettings {
+    /// Ready containers per image and settings (default 0: none; `simple-runner
+    /// serve` keeps 1, see its `--warm`).
+    pub per_image: usize,
+    /// The most images (with their settings) kept warm at once; past it, the least
+    /// recently run one's containers are removed (default [`DEFAULT_WARM_IMAGES`]).
+    pub max_images: usize,
+    /// An image (with its settings) not run for this long has its containers removed
+    /// (default [`DEFAULT_WARM_IDLE`]).
+    pub idle: Duration,
+}
+
+impl Default for WarmSettings {
+    fn default() -> Self {
+        Self { per_image: 0, max_images: DEFAULT_WARM_IMAGES, idle: DEFAULT_WARM_IDLE }
     }
 }
 

@@ -16,22 +16,34 @@ use crate::session::{quote, Session, StepExit};
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
 
-/// Runs the steps of `run` through `session`, the shell of container `container`;
+/// A run's container as its steps need it.
+pub(crate) struct Shell {
+    /// The image the container runs.
+    pub(crate) image: String,
+    /// The container's id.
+    pub(crate) container_id: String,
+    /// The container's shell.
+    pub(crate) session: Session,
+    /// The run's memory limit, in bytes.
+    pub(crate) memory_bytes: Option<i64>,
+    /// The environment of every step: the run's identity, then the spec's.
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// Runs the steps of `run` through the shell of its container;
 /// logs each step's start and end. After the first failure, only the steps that run
 /// `always` or `on_failure` run; the report names that first failure. A step over its
 /// timeout is stopped (SIGTERM, SIGKILL after the stop grace); a run cancelled by its
 /// deadline or on request has its step stopped the same way and ends; a run cancelled
-/// by a shutdown ends at once with [`RunReport::Cancelled`]. `memory_bytes` is the
-/// run's memory limit.
+/// by a shutdown ends at once with [`RunReport::Cancelled`].
 pub(crate) async fn run_steps(
     run: &Run<PipelineSpec>,
-    mut session: Session,
+    shell: Shell,
     engine: &Engine,
-    container: &str,
-    image: String,
     settings: &Settings,
-    memory_bytes: Option<i64>,
 ) -> RunReport {
+    let Shell { image, container_id, mut session, memory_bytes, env: run_env } = shell;
+    let container = container_id.as_str();
     let spec = run.spec();
     let log = run.log();
     let grace = settings.container.stop_grace;
@@ -49,7 +61,7 @@ pub(crate) async fn run_steps(
         log.log(format!("==> step {number}/{total} {}: {}", step.name, step.command)).await;
         let started = Instant::now();
         let script = script(&step.command, step.workdir.as_deref());
-        let env = step_env(run, step, settings);
+        let env = step_env(&run_env, run, step, settings);
         let exec = session.run(&script, &env, log);
         tokio::pin!(exec);
         let limit = step.timeout.map(|t| t.as_duration());
@@ -234,10 +246,18 @@ fn script(command: &str, workdir: Option<&str>) -> String {
     format!("{cd}set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n{command}")
 }
 
-/// The environment a step adds to the container's: its own `env`, then the values of
-/// the run's and its own secrets (checked to exist while the run was prepared).
-fn step_env(run: &Run<PipelineSpec>, step: &crate::spec::Step, settings: &Settings) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+/// The environment of a step, given to it alone (never to its container, which may
+/// have been made before its run): the run's, its own `env`, then the values of the
+/// run's and its own secrets (checked to exist while the run was prepared); a later
+/// value of a name wins.
+fn step_env(
+    run_env: &[(String, String)],
+    run: &Run<PipelineSpec>,
+    step: &crate::spec::Step,
+    settings: &Settings,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = run_env.to_vec();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     for name in run.spec().secrets.iter().chain(&step.secrets) {
         if let Some(value) = settings.secrets.get(name) {
             env.push((name.clone(), value.to_owned()));

@@ -242,7 +242,9 @@ async fn a_pull_watcher_hears_the_end_whether_or_not_an_image_was_pulled() {
             PullProgress::Callback(&watch),
         )
         .await;
-    assert!(present.is_ok(), "{present:?}");
+    let id = present.expect("the test image is present");
+    let inspected = engine.docker().inspect_image(TEST_IMAGE).await.expect("inspect");
+    assert_eq!(Some(id), inspected.id, "the id of the image present");
     assert_eq!(*heard.lock().unwrap(), [PullUpdate::Finished], "a present image needs no pull");
 
     heard.lock().unwrap().clear();
