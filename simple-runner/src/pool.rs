@@ -126,12 +126,7 @@ impl WarmPool {
                 engine,
                 removals,
                 warm: settings.warm.clone(),
-                labels: HashMap::from([
-                    (labels::DRIVER.to_owned(), settings.name.clone()),
-                    (labels::INSTANCE.to_owned(), settings.instance.clone()),
-                    (labels::MODE.to_owned(), settings.mode.label().to_owned()),
-                    (labels::WARM.to_owned(), "true".to_owned()),
-                ]),
+                labels: warm_labels(settings),
                 state: Mutex::new(State::default()),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
@@ -237,6 +232,16 @@ impl WarmPool {
 /// serves, so that its containers are reaped if it dies.
 fn keeps_warm(settings: &Settings) -> bool {
     settings.warm.per_image > 0 && settings.mode == Mode::Serve
+}
+
+/// The labels of a warm container: its owner's, none of a run.
+fn warm_labels(settings: &Settings) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::DRIVER.to_owned(), settings.name.clone()),
+        (labels::INSTANCE.to_owned(), settings.instance.clone()),
+        (labels::MODE.to_owned(), settings.mode.label().to_owned()),
+        (labels::WARM.to_owned(), "true".to_owned()),
+    ])
 }
 
 impl Entry {
@@ -441,6 +446,16 @@ mod tests {
         assert_eq!(least_recently_used(&entries, 2), vec![key("a")]);
         assert_eq!(least_recently_used(&entries, 1), vec![key("a"), key("b")]);
         assert!(least_recently_used(&entries, 3).is_empty());
+    }
+
+    #[test]
+    fn a_warm_container_of_a_runner_that_is_gone_is_an_orphan_to_the_sweep() {
+        use crate::cleanup::{verdict, Verdict};
+        use std::collections::HashSet;
+        let settings = Settings { mode: Mode::Serve, instance: "gone".into(), ..Settings::default() };
+        let labels = warm_labels(&settings);
+        assert_eq!(verdict(&labels, &settings.name, "me", &HashSet::new()), Verdict::Orphan);
+        assert_eq!(verdict(&labels, &settings.name, "gone", &HashSet::new()), Verdict::Own);
     }
 
     #[test]

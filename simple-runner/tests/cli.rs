@@ -1,6 +1,10 @@
 //! The command line, as a user runs it.
 
+mod common;
+
 use std::process::Command;
+
+use common::RemovesOnDrop;
 
 fn simple_runner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_simple-runner"))
@@ -68,40 +72,48 @@ async fn serve_takes_runs_from_nats_and_exits_cleanly_on_sigterm() {
     let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let harness = Harness::start(&nats.url()).await.unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let driver = format!("cli-serve-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let _cleanup = RemovesOnDrop(driver.clone());
     let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_simple-runner"))
-        .args(["serve", "--network", "none", "--concurrency", "2"])
+        .args(["serve", "--network", "none", "--concurrency", "2", "--name", &driver])
         .env("CONVEYOR_NATS_URL", nats.url())
         .env("CONVEYOR_API_URL", format!("http://127.0.0.1:{closed}"))
+        .env_remove("CONVEYOR_WARM")
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    harness.wait_for_pull_requests("command-runner", 1, std::time::Duration::from_secs(30)).await.unwrap();
+    harness.wait_for_pull_requests(&driver, 1, std::time::Duration::from_secs(30)).await.unwrap();
 
     let mut seed: conveyor_sdk::Resource =
         serde_json::from_str(include_str!("../../conveyor-sdk/tests/fixtures/resource.seed.json")).unwrap();
     seed.spec["image"] = serde_json::json!("conveyor-test/busybox:latest");
     let run = harness.create(seed).await.unwrap();
-    let result = harness.result(&run.run_id).await.unwrap().driverresult;
+    let result = harness.result_of_driver(&run.run_id, &driver, std::time::Duration::from_secs(30)).await;
+    let result = result.unwrap().driverresult;
     assert!(result.success, "{}", result.message);
+    // By default a serving runner keeps a warm container of the image it ran.
+    let engine = simple_runner::Engine::connect().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while warm_containers(&engine, &driver).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no warm container after the run");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let pid = serve.id().unwrap().to_string();
     assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
     let status =
         tokio::time::timeout(std::time::Duration::from_secs(30), serve.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
-    // The container went with the run, before the process exited.
-    let engine = simple_runner::Engine::connect().await.unwrap();
-    let filters = std::collections::HashMap::from([(
-        "label".to_owned(),
-        vec![format!("conveyor.run_id={}", run.run_id)],
-    )]);
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    assert!(engine.docker().list_containers(Some(options)).await.unwrap().is_empty());
+    // The run's container and the warm one went before the process exited.
+    let left = engine.containers_of(&driver).await.unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The warm containers of `driver` on the engine.
+async fn warm_containers(engine: &simple_runner::Engine, driver: &str) -> usize {
+    let containers = engine.containers_of(driver).await.unwrap();
+    containers.iter().filter(|(_, labels)| labels.get("conveyor.warm").map(String::as_str) == Some("true")).count()
 }
 
 #[tokio::test]
