@@ -149,7 +149,9 @@ impl Engine {
     }
 
     /// Creates and starts the container of a run: kept alive by a shell waiting on its
-    /// open stdin (any image with `/bin/sh` works), with an init process, labelled,
+    /// open stdin (any image with `/bin/sh` works) until the one client attached to it
+    /// ([`Session`](crate::session::Session)) goes: then the shell reads the end of its
+    /// input and the container exits by itself. With an init process, labelled,
     /// never privileged, with `no-new-privileges`, a pids limit and no host mounts,
     /// and the network, limits, user and read-only root of `settings`. Its working
     /// directory is `workdir`, created when missing, or else the image's own. A
@@ -185,7 +187,9 @@ impl Engine {
             entrypoint: Some(vec!["/bin/sh".to_owned()]),
             cmd: Some(Vec::new()),
             open_stdin: Some(true),
-            stdin_once: Some(false),
+            // Its end is the shell's: a container that exited is removed faster than
+            // one the engine must kill first.
+            stdin_once: Some(true),
             tty: Some(false),
             working_dir: workdir.map(str::to_owned),
             user: settings.user.clone(),
