@@ -45,16 +45,17 @@ async fn raw_run(docker: &bollard::Docker) -> (f64, f64) {
     let body = ContainerCreateBody {
         image: Some(IMAGE.into()),
         cmd: Some(vec!["true".into()]),
-        host_config: Some(HostConfig { init: Some(true), network_mode: Some("none".into()), ..Default::default() }),
+        host_config: Some(HostConfig {
+            init: Some(true),
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let created = docker.create_container(None, body).await.expect("create (run scripts/services.sh)");
     docker.start_container(&created.id, None).await.expect("start");
-    let waited: Vec<_> = docker
-        .wait_container(&created.id, None::<WaitContainerOptions>)
-        .try_collect()
-        .await
-        .expect("wait");
+    let waited: Vec<_> =
+        docker.wait_container(&created.id, None::<WaitContainerOptions>).try_collect().await.expect("wait");
     assert_eq!(waited.last().map(|w| w.status_code), Some(0));
     let exited = t.elapsed().as_secs_f64();
     let options = RemoveContainerOptions { force: true, ..Default::default() };
@@ -98,7 +99,13 @@ struct Served {
 }
 
 impl Served {
-    async fn start(engine: &Engine, nats: &NatsServer, harness: &Harness, warm: usize, concurrency: usize) -> Self {
+    async fn start(
+        engine: &Engine,
+        nats: &NatsServer,
+        harness: &Harness,
+        warm: usize,
+        concurrency: usize,
+    ) -> Self {
         let settings = Settings {
             name: DRIVER.into(),
             mode: Mode::Serve,
@@ -145,7 +152,8 @@ async fn main() {
     let harness = Harness::start(&nats.url()).await.expect("harness");
 
     // 1. Latency, one run at a time.
-    let (mut raw_exit, mut raw_removed, mut cli, mut cold, mut warm) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut raw_exit, mut raw_removed, mut cli, mut cold, mut warm) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let served = Served::start(&engine, &nats, &harness, 0, 1).await;
     our_run(&harness).await; // the first run of the process pays for its connections
     for _ in 0..samples {
@@ -187,10 +195,18 @@ async fn main() {
 
     // 2. Throughput: `runs` runs at once, 8 at a time.
     let t = Instant::now();
-    futures_util::stream::iter(0..runs).for_each_concurrent(8, |_| async { let _ = raw_run(&docker).await; }).await;
+    futures_util::stream::iter(0..runs)
+        .for_each_concurrent(8, |_| async {
+            let _ = raw_run(&docker).await;
+        })
+        .await;
     let raw_rate = runs as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    futures_util::stream::iter(0..runs).for_each_concurrent(8, |_| async { let _ = cli_run().await; }).await;
+    futures_util::stream::iter(0..runs)
+        .for_each_concurrent(8, |_| async {
+            let _ = cli_run().await;
+        })
+        .await;
     let cli_rate = runs as f64 / t.elapsed().as_secs_f64();
     let mut ours = Vec::new();
     for warm in [1, 0] {

@@ -316,8 +316,10 @@ async fn make(
     workdir: Option<&str>,
 ) -> Option<(Warm, String)> {
     let name = format!("conveyor-warm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let started =
-        inner.engine.start_run_container(image, &name, workdir, Vec::new(), inner.labels.clone(), settings).await;
+    let started = inner
+        .engine
+        .start_run_container(image, &name, workdir, Vec::new(), inner.labels.clone(), settings)
+        .await;
     let container = match started {
         Ok(container) => container,
         Err(error) => {
@@ -419,7 +421,8 @@ mod tests {
         assert_ne!(PoolKey::new("img", None, &base), key, "another workdir");
         assert_ne!(PoolKey::new("other", Some("/src"), &base), key, "another image");
         // What only matters once a run has its container does not.
-        let grace = ContainerSettings { stop_grace: Duration::from_secs(9), max_pids: Some(5), ..base.clone() };
+        let grace =
+            ContainerSettings { stop_grace: Duration::from_secs(9), max_pids: Some(5), ..base.clone() };
         assert_eq!(PoolKey::new("img", Some("/src"), &grace), key);
     }
 

@@ -113,7 +113,10 @@ async fn serve_takes_runs_from_nats_and_exits_cleanly_on_sigterm() {
 /// The warm containers of `driver` on the engine.
 async fn warm_containers(engine: &simple_runner::Engine, driver: &str) -> usize {
     let containers = engine.containers_of(driver).await.unwrap();
-    containers.iter().filter(|(_, labels)| labels.get("conveyor.warm").map(String::as_str) == Some("true")).count()
+    containers
+        .iter()
+        .filter(|(_, labels)| labels.get("conveyor.warm").map(String::as_str) == Some("true"))
+        .count()
 }
 
 #[tokio::test]

@@ -237,8 +237,8 @@ async fn a_local_run_beside_a_serving_runner_of_the_same_driver_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_container_of_a_runner_killed_with_sigkill_is_removed_by_another_replica_within_ttl_and_interval()
-{
+async fn the_containers_of_a_runner_killed_with_sigkill_run_and_warm_are_removed_by_another_replica_within_ttl_and_interval(
+) {
     const TTL: Duration = Duration::from_secs(3);
     const INTERVAL: Duration = Duration::from_secs(1);
     /// Time for the NATS server to expire the record and for Docker to remove a
@@ -261,6 +261,12 @@ async fn the_container_of_a_runner_killed_with_sigkill_is_removed_by_another_rep
     harness.wait_for_pull_requests(&driver, 1, Duration::from_secs(30)).await.unwrap();
     let run = harness.step(&driver, Event::Create, sleeping_run("killed", 120), None).await.unwrap();
     harness.wait_for_log(&run.run_id, "started", Duration::from_secs(30)).await.unwrap();
+    // The run's container, and the warm container made to take its place.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while container_ids(&engine, &driver).await.len() < 2 {
+        assert!(Instant::now() < deadline, "no warm container beside the run's");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Another replica (its own engine connection, so its own counts).
     let replica = simple_runner::Engine::connect().await.unwrap();
@@ -268,7 +274,7 @@ async fn the_container_of_a_runner_killed_with_sigkill_is_removed_by_another_rep
     replica.metrics().register(&metrics);
     let bucket = bucket_of_another_replica(nats.url(), TTL).await;
     let before = cleanup::sweep(&replica, &bucket, &driver, "replica-b").await.unwrap();
-    assert_eq!(before.count(Verdict::OwnerAlive), 1, "while the runner lives: {before:?}");
+    assert_eq!(before.count(Verdict::OwnerAlive), 2, "while the runner lives: {before:?}");
     let stop = CancellationToken::new();
     let sweeping = tokio::spawn(cleanup::sweep_every(
         replica.clone(),
@@ -283,15 +289,21 @@ async fn the_container_of_a_runner_killed_with_sigkill_is_removed_by_another_rep
     killed.wait().await.unwrap();
     let killed_at = Instant::now();
     let bound = TTL + INTERVAL + SLACK;
-    while containers_of_run(&engine, &run.run_id).await > 0 {
-        assert!(killed_at.elapsed() < bound, "the killed runner's container is still there after {bound:?}");
+    while !container_ids(&engine, &driver).await.is_empty() {
+        assert!(
+            killed_at.elapsed() < bound,
+            "the killed runner's containers are still there after {bound:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = killed_at.elapsed();
-    eprintln!("the killed runner's container was removed {took:?} after SIGKILL (bound {bound:?})");
+    eprintln!(
+        "the killed runner's run and warm containers were removed {took:?} after SIGKILL (bound {bound:?})"
+    );
+    assert_eq!(containers_of_run(&engine, &run.run_id).await, 0);
     stop.cancel();
     sweeping.await.unwrap();
-    assert_eq!(series_value(&metrics.encode(), "simple_runner_orphans_reaped_total"), Some(1.0));
+    assert_eq!(series_value(&metrics.encode(), "simple_runner_orphans_reaped_total"), Some(2.0));
 }
 
 #[tokio::test]
