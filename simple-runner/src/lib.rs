@@ -9,8 +9,9 @@
 //!
 //! - [`CommandRunner`] (`runner.rs`): the driver, usable with [`conveyor_sdk::Runtime`]
 //!   or on its own through [`CommandRunner::execute`]. A run goes:
-//!   1. prepared (`prepare.rs`): image present ([`image`]), container started
-//!      ([`docker`]), its shell attached ([`session`]);
+//!   1. prepared (`prepare.rs`): image present ([`image`]), a warm container taken
+//!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`docker`]), its shell
+//!      attached ([`session`]);
 //!   2. its steps run (`steps.rs`), each through that shell;
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
 //!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
