@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p simple-runner --bench live_logs            # 10 s per rate and viewer
 //! cargo bench -p simple-runner --bench live_logs -- quick   # 2 s per rate and viewer
+//! cargo bench -p simple-runner --bench live_logs -- 20000 sse  # one rate, one viewer
 //! ```
 //!
 //! Everything runs in this process on a nats-server of its own: the dev server, the
@@ -175,6 +176,41 @@ async fn connect_viewer(
     }
 }
 
+/// Notes the lines of `run_id` at two points on their way to the viewer: the driver's
+/// live subject (core NATS) and the harness's reading of the stored path (JetStream),
+/// which feeds the dev server's streams.
+fn tap(server: &DevServer, run_id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<(Seen, Seen)> {
+    let client = server.harness().client().clone();
+    let subject = format!("live.logs.{run_id}.{DRIVER}");
+    let mut stored = server.harness().subscribe_logs();
+    let run_id = run_id.to_owned();
+    tokio::spawn(async move {
+        let mut live = client.subscribe(subject).await.expect("subscribe to the live subject");
+        client.flush().await.expect("flush the subscription");
+        let (mut on_live, mut on_stored) = (Seen::default(), Seen::default());
+        loop {
+            tokio::select! {
+                message = live.next() => {
+                    let Some(message) = message else { break };
+                    let at = now();
+                    if let Ok(log) = serde_json::from_slice::<conveyor_sdk::Log>(&message.payload) {
+                        on_live.note(at, &log.message);
+                    }
+                }
+                log = stored.recv() => match log {
+                    Ok(log) if log.runid == run_id => {
+                        on_stored.note(now(), &log.message);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                () = stop.cancelled() => break,
+            }
+        }
+        (on_live, on_stored)
+    })
+}
+
 /// Percentile `p` (0–100) of sorted `values`.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -267,6 +303,7 @@ async fn through_the_dev_server(server: &DevServer, case: &Case, viewer: Viewer)
     let stop = CancellationToken::new();
     let connected_at = now();
     let watching = connect_viewer(viewer, &server.url(), &run_id, stop.clone()).await;
+    let tapping = tap(server, &run_id, stop.clone());
     let resource = Resource::new(
         "live-logs",
         "pipeline",
@@ -285,6 +322,7 @@ async fn through_the_dev_server(server: &DevServer, case: &Case, viewer: Viewer)
     });
     let seen = watching.await.expect("the viewer");
     stop.cancel();
+    let (on_live, on_stored) = tapping.await.expect("the taps");
 
     let total = case.total();
     let stored: Vec<u64> = harness
@@ -308,6 +346,11 @@ async fn through_the_dev_server(server: &DevServer, case: &Case, viewer: Viewer)
         if seen.ended { "came" } else { "missing" },
         stored.len(),
         latency.line()
+    );
+    println!("    on the way, the driver's live subject: {}", Latency::of(&on_live.arrivals).line());
+    println!(
+        "    on the way, the harness reading the stored path: {}",
+        Latency::of(&on_stored.arrivals).line()
     );
     latency
 }
@@ -446,11 +489,23 @@ async fn main() {
     println!(
         "live-log latency, {seconds} s per rate and viewer; latency = arrival − the time printed in the line"
     );
-    for rate in [1_000, 20_000] {
+    // Arguments naming rates or viewers pick those; none picks all.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let picked = |all: &[&str], name: &str| {
+        !args.iter().any(|a| all.contains(&a.as_str())) || args.iter().any(|a| a == name)
+    };
+    let rates: Vec<u64> =
+        [1_000, 20_000].into_iter().filter(|r| picked(&["1000", "20000"], &r.to_string())).collect();
+    let viewers: Vec<Viewer> = [(Viewer::WebSocket, "ws"), (Viewer::Sse, "sse")]
+        .into_iter()
+        .filter(|(_, name)| picked(&["ws", "sse"], name))
+        .map(|(viewer, _)| viewer)
+        .collect();
+    for rate in rates {
         let case = Case { rate, seconds };
         let docker_raw = raw_docker(&docker, &case).await;
         let nats_raw = raw_nats(&nats.url(), &case).await;
-        for viewer in [Viewer::WebSocket, Viewer::Sse] {
+        for viewer in viewers.iter().copied() {
             let ours = through_the_dev_server(&server, &case, viewer).await;
             ratio("raw docker exec", &ours, &docker_raw);
             ratio("raw core NATS", &ours, &nats_raw);
