@@ -413,7 +413,15 @@ async fn raw_nats(nats_url: &str, case: &Case) -> Latency {
     let subscriber = async_nats::connect(nats_url).await.expect("nats-server");
     let subject = format!("bench.raw.{}", uuid::Uuid::new_v4());
     let mut messages = subscriber.subscribe(subject.clone()).await.expect("subscribe");
-    subscriber.flush().await.expect("flush the subscription");
+    // A flush does not wait for the server to have the subscription: publish until one
+    // comes through, so that the first line is not published before it.
+    loop {
+        publisher.publish(subject.clone(), "ready".into()).await.expect("publish");
+        publisher.flush().await.expect("flush");
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), messages.next()).await {
+            break;
+        }
+    }
     let (rate, total) = (case.rate, case.total());
     let publishing = tokio::spawn(async move {
         let start = now();
