@@ -282,6 +282,33 @@ async fn a_posted_log_line_is_stored_and_reaches_the_live_stream_of_its_run() {
 }
 
 #[tokio::test]
+async fn a_viewer_joining_a_run_gets_its_stored_lines_once_in_order_then_the_new_ones() {
+    let (_nats, _server, client) = dev_server().await;
+    let line = |run: &str, second: u32, message: &str| conveyor_sdk::Log {
+        runid: run.into(),
+        driver: "builder".into(),
+        pipeline: None,
+        timestamp: format!("2026-11-23T21:30:{second:02}.000000000Z"),
+        message: message.into(),
+    };
+    // Stored out of timestamp order, with a line of another run in between.
+    for log in [line("run-8", 2, "second"), line("run-9", 1, "other run"), line("run-8", 1, "first")] {
+        client.create_log(&log).await.unwrap();
+    }
+    let mut live = client.stream_logs_with("builder", "run-8", Transport::ServerSentEvents).await.unwrap();
+    client.create_log(&line("run-8", 3, "third")).await.unwrap();
+    let mut streamed = Vec::new();
+    while streamed.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), live.next()).await;
+        let log = next.expect("the stream's next line within 10 s").expect("a line").expect("no error");
+        streamed.push(log.message);
+    }
+    assert_eq!(streamed, ["first", "second", "third"]);
+    let more = tokio::time::timeout(Duration::from_millis(200), live.next()).await;
+    assert!(more.is_err(), "nothing more, in particular no line twice and none of run-9: {more:?}");
+}
+
+#[tokio::test]
 async fn a_broadcast_message_reaches_every_driver_of_its_resource_type() {
     let (_nats, server, client) = dev_server().await;
     let nats = server.harness().client();

@@ -142,7 +142,7 @@ fn follow(state: Arc<ServerState>, query: LogQuery) -> mpsc::Receiver<Log> {
         let mut sent: HashSet<(String, String)> = HashSet::new();
         loop {
             let mut stored: Vec<Log> =
-                state.harness.all_logs().into_iter().filter(|l| matches(&query, l)).collect();
+                stored_of(&state, &query).into_iter().filter(|l| matches(&query, l)).collect();
             stored.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
             for log in stored {
                 if sent.insert((log.driver.clone(), log.timestamp.clone())) && tx.send(log).await.is_err() {
@@ -167,6 +167,16 @@ fn follow(state: Arc<ServerState>, query: LogQuery) -> mpsc::Receiver<Log> {
         }
     });
     rx
+}
+
+/// The stored lines `query` may match: those of its run when it names one (a stream is
+/// of one run, and every run's lines would be copied and sorted at each connection and
+/// each catch-up), else all.
+fn stored_of(state: &ServerState, query: &LogQuery) -> Vec<Log> {
+    match query.runid.as_deref() {
+        Some(run_id) if !run_id.is_empty() => state.harness.logs(run_id),
+        _ => state.harness.all_logs(),
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post, MethodRouter};
-use axum::serve::Listener;
+use axum::serve::{Listener, ListenerExt, TapIo};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -99,7 +99,7 @@ impl DevServer {
         verifier: Option<TokenVerifier>,
     ) -> Result<Self, TestingError> {
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(TestingError::Spawn)?;
-        Self::serve_on(listener, "http", harness, verifier)
+        Self::serve_on(plain(listener), "http", harness, verifier)
     }
 
     /// [`start_with`](Self::start_with), serving HTTPS (and WSS) with the certificate
@@ -240,6 +240,22 @@ impl DevServer {
     }
 }
 
+/// The plain listener: its connections send small writes at once (see [`no_delay`]).
+fn plain(
+    listener: tokio::net::TcpListener,
+) -> TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    listener.tap_io(no_delay)
+}
+
+/// Sends what is written at once (`TCP_NODELAY`), as Go's servers do: a log stream
+/// writes many small pieces, and Nagle's algorithm would hold one back until the
+/// client's delayed acknowledgement of the one before, some 40 ms.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "the dev server could not set TCP_NODELAY on a connection");
+    }
+}
+
 /// Routes with and without a trailing slash, as the real server routes them.
 fn route(
     router: Router<Arc<ServerState>>,
@@ -284,4 +300,22 @@ async fn health() -> Json<Value> {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Json(json!({"status": "healthy", "time": now}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = tcp.local_addr().expect("its address");
+        let mut listener = plain(tcp);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await;
+        assert!(
+            accepted.nodelay().expect("TCP_NODELAY readable"),
+            "a log stream's small writes would wait for the client's delayed acknowledgement"
+        );
+    }
 }

@@ -61,7 +61,7 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         let accepting = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
+                let (mut stream, peer) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: let it pass.
@@ -70,6 +70,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                super::no_delay(&mut stream);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
