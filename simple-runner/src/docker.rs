@@ -9,8 +9,10 @@ use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
+use futures_util::StreamExt;
 
 use crate::error::EngineError;
 use crate::metrics::RunnerMetrics;
@@ -306,6 +308,20 @@ impl Engine {
                 false
             }
         }
+    }
+
+    /// Removes a container once it has exited by itself, as a run's does when its
+    /// session ends, waiting at most `within` before it is removed anyway: removing an
+    /// exited container costs the engine less than killing a running one first.
+    /// Returns whether it is gone.
+    pub(crate) async fn remove_once_exited(&self, container: &str, within: Duration) -> bool {
+        let mut exited = self.docker.wait_container(container, None::<WaitContainerOptions>);
+        if let Ok(Some(Err(error))) = tokio::time::timeout(within, exited.next()).await {
+            // Already gone, or an exit status the engine reports as an error: either
+            // way the removal below settles it.
+            tracing::trace!(%error, container, "waiting for the container to exit");
+        }
+        self.remove(container).await
     }
 
     /// The containers of driver `driver`, running or not: id and labels.

@@ -9,6 +9,10 @@ use tracing::Instrument;
 
 use crate::docker::Engine;
 
+/// How long a container whose session has ended has to exit by itself before it is
+/// removed anyway.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
 /// The background removals of one runner.
 #[derive(Clone)]
 pub(crate) struct Removals {
@@ -35,7 +39,8 @@ impl Removals {
 }
 
 /// A run container, removed in the background when dropped, whether after its run
-/// or when its run is abandoned half-way.
+/// or when its run is abandoned half-way: once it has exited by itself (its session
+/// gone, its shell ends), or after [`EXIT_WAIT`].
 pub(crate) struct ContainerGuard {
     removals: Removals,
     id: Option<String>,
@@ -60,9 +65,11 @@ impl Drop for ContainerGuard {
         if let (Some(id), Ok(handle)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
             let engine = self.removals.engine.clone();
             // Its diagnostics belong to the run that had the container.
+            // Its session goes with the run, so its shell reads the end of its input
+            // and the container exits by itself.
             self.removals.tasks.spawn_on(
                 async move {
-                    engine.remove(&id).await;
+                    engine.remove_once_exited(&id, EXIT_WAIT).await;
                 }
                 .instrument(tracing::Span::current()),
                 &handle,
