@@ -64,9 +64,9 @@ impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if let (Some(id), Ok(handle)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
             let engine = self.removals.engine.clone();
-            // Its diagnostics belong to the run that had the container.
             // Its session goes with the run, so its shell reads the end of its input
-            // and the container exits by itself.
+            // and the container exits by itself. The removal's diagnostics belong to
+            // the run that had the container.
             self.removals.tasks.spawn_on(
                 async move {
                     engine.remove_once_exited(&id, EXIT_WAIT).await;
