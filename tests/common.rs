@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
 
 /// simple-runner serving with `config` until `stop`, its containers without network;
-/// returns once its definition can be read from the server through `client`.
+/// returns once its definition can be read from the server through `client`. Once
+/// stopped, the task ends when the containers of its runs are removed: await it.
 pub async fn serve_simple_runner(
     config: Config,
     client: &Client,
@@ -27,10 +28,13 @@ pub async fn serve_simple_runner(
         container: ContainerSettings { network: "none".into(), ..Default::default() },
         ..Default::default()
     };
-    let serving = tokio::spawn(
-        Runtime::with_config(CommandRunner::new(engine, settings), config)
-            .run_until(stop.clone().cancelled_owned()),
-    );
+    let runner = CommandRunner::new(engine, settings);
+    let served = Runtime::with_config(runner.clone(), config).run_until(stop.clone().cancelled_owned());
+    let serving = tokio::spawn(async move {
+        let served = served.await;
+        runner.finish_removals().await;
+        served
+    });
     // simple-runner registers its definition once its consumer exists.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while client.get_definition("pipeline").await.is_err() {

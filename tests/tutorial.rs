@@ -22,6 +22,15 @@ struct Services {
     server: DevServer,
     client: Client,
     stop: CancellationToken,
+    serving: tokio::task::JoinHandle<Result<(), conveyor_sdk::runtime::Error>>,
+}
+
+impl Services {
+    /// Stops simple-runner and waits until the containers of its runs are removed.
+    async fn finish(self) {
+        self.stop.cancel();
+        self.serving.await.expect("simple-runner's task").expect("simple-runner served");
+    }
 }
 
 /// NATS, the dev server, and simple-runner serving against both.
@@ -31,8 +40,8 @@ async fn services() -> Services {
     let client = Client::new(server.url()).unwrap();
     let stop = CancellationToken::new();
     let config = Config::default().nats_url(nats.url()).api_url(server.url());
-    common::serve_simple_runner(config, &client, &stop).await;
-    Services { _nats: nats, server, client, stop }
+    let serving = common::serve_simple_runner(config, &client, &stop).await;
+    Services { _nats: nats, server, client, stop, serving }
 }
 
 #[tokio::test]
@@ -99,7 +108,7 @@ async fn the_tutorial_runs_and_its_log_is_watched_live_over_websocket() {
         let line = tokio::time::timeout(Duration::from_secs(10), sse.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(line.message, *expected);
     }
-    services.stop.cancel();
+    services.finish().await;
 }
 
 /// The second step of the pipeline: reads what the first left in the metadata.
@@ -167,7 +176,7 @@ async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
     }
     assert_eq!(drivers.into_iter().collect::<Vec<_>>(), ["command-runner", "reporter"]);
     reporter.shutdown().await.unwrap();
-    services.stop.cancel();
+    services.finish().await;
 }
 
 #[tokio::test]
@@ -201,5 +210,5 @@ async fn a_run_created_over_http_is_cancelled_over_http_and_its_log_says_so() {
     assert_eq!(again.state, conveyor_sdk::protocol::CancelState::Finished);
     let unknown = services.client.cancel_run("command-runner", "no-such-run").await.unwrap();
     assert_eq!(unknown.state, conveyor_sdk::protocol::CancelState::NotRunning);
-    services.stop.cancel();
+    services.finish().await;
 }
