@@ -8,7 +8,6 @@
 pub(crate) mod clock;
 mod lines;
 mod mask;
-pub(crate) mod nats;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::Backoff;
+
 /// How a [`Runtime`](crate::Runtime) connects and runs. Every setter states its default.
 ///
 /// ```
@@ -32,6 +34,8 @@ pub struct Config {
     pub(crate) legacy_live_logs: bool,
     pub(crate) log_window: usize,
     pub(crate) log_retry: Duration,
+    pub(crate) store_backoff: Backoff,
+    pub(crate) register_backoff: Backoff,
     pub(crate) pull_expiry: Duration,
     pub(crate) retry_interval: Duration,
     pub(crate) nats_root_ca: Option<PathBuf>,
@@ -66,6 +70,8 @@ impl Default for Config {
             legacy_live_logs: true,
             log_window: 1024,
             log_retry: Duration::from_secs(60),
+            store_backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
+            register_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             pull_expiry: Duration::from_secs(5),
             retry_interval: Duration::from_secs(2),
             nats_root_ca: None,
@@ -315,6 +321,37 @@ impl Config {
     #[must_use]
     pub fn log_retry(mut self, retry: Duration) -> Self {
         self.log_retry = retry;
+        self
+    }
+
+    /// The pauses between tries to store a log line, a result or an acknowledgement
+    /// that JetStream did not confirm (default 50 ms, doubled up to 2 s), tried for up
+    /// to [`log_retry`](Self::log_retry) (the acknowledgement for up to the ack wait).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor_sdk::runtime::Backoff;
+    /// let config = conveyor_sdk::Config::default()
+    ///     .store_backoff(Backoff::new(Duration::from_millis(100), Duration::from_secs(5)));
+    /// ```
+    #[must_use]
+    pub fn store_backoff(mut self, backoff: Backoff) -> Self {
+        self.store_backoff = backoff;
+        self
+    }
+
+    /// The pauses between tries to register the resource definitions with the API
+    /// server while it refuses or cannot be reached (default 1 s, doubled up to 30 s).
+    /// The driver serves meanwhile.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor_sdk::runtime::Backoff;
+    /// let config = conveyor_sdk::Config::default().register_backoff(Backoff::constant(Duration::from_secs(5)));
+    /// ```
+    #[must_use]
+    pub fn register_backoff(mut self, backoff: Backoff) -> Self {
+        self.register_backoff = backoff;
         self
     }
 

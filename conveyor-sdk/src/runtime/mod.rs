@@ -12,13 +12,15 @@
 //! `ack.rs`.
 
 mod ack;
+mod backoff;
 mod cancel;
 mod config;
 #[cfg(feature = "metrics")]
 mod health;
+mod log_sink;
 #[cfg(feature = "metrics")]
 mod metrics;
-pub(crate) mod observe;
+mod observe;
 mod pull;
 mod records;
 #[cfg(feature = "client")]
@@ -32,6 +34,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use backoff::{Backoff, Delays};
 pub use cancel::{cancel_run, CancelError, CANCEL_ANSWER_WAIT};
 pub use config::Config;
 #[cfg(feature = "metrics")]

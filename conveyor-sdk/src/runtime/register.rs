@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Config, Error};
+use super::{Backoff, Config, Error};
 use crate::client::Client;
 use crate::driver::ResourceType;
 use crate::protocol::ResourceDefinition;
@@ -36,16 +36,21 @@ pub(super) fn start(
         None => builder,
     };
     let client = builder.build().map_err(Error::ApiClient)?;
-    tasks.spawn(register_until_done(client, definitions, stop.clone()));
+    tasks.spawn(register_until_done(client, definitions, config.register_backoff, stop.clone()));
     Ok(())
 }
 
 /// Applies each definition (`POST /resource-definitions/apply`) until every one is
 /// accepted or `stop` is cancelled. The driver keeps serving meanwhile.
-async fn register_until_done(client: Client, definitions: Vec<ResourceDefinition>, stop: CancellationToken) {
+async fn register_until_done(
+    client: Client,
+    definitions: Vec<ResourceDefinition>,
+    backoff: Backoff,
+    stop: CancellationToken,
+) {
     let url = format!("{}/resource-definitions/apply", client.base_url());
     let mut pending = definitions;
-    let mut delay = Duration::from_secs(1);
+    let mut pauses = backoff.delays();
     loop {
         let mut failed = Vec::new();
         for definition in pending {
@@ -68,8 +73,7 @@ async fn register_until_done(client: Client, definitions: Vec<ResourceDefinition
         pending = failed;
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(pauses.next().unwrap_or(backoff.max())) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }

@@ -16,11 +16,11 @@ use tracing::Instrument;
 
 use super::ack::{ack_kind, keep_alive, progress_interval, Ending};
 use super::cancel::InFlight;
+use super::log_sink::{NatsLogOptions, NatsLogSink};
 use super::observe::{Observer, RunOutcome};
 use super::records::{RunRecord, RunRecords};
 use super::Config;
 use crate::driver::{CancelReason, Driver, Run, RunCancellation};
-use crate::log::nats::{NatsLogOptions, NatsLogSink};
 use crate::log::LogHandle;
 use crate::protocol::{subjects, DriverMessage, DriverResult, PipelineEvent};
 use crate::report::error_text;
@@ -173,6 +173,7 @@ async fn run<D: Driver>(
             window: config.log_window,
             legacy_live: config.legacy_live_logs,
             retry_for: config.log_retry,
+            backoff: config.store_backoff,
             observer: shared.observer.clone(),
         },
     ));

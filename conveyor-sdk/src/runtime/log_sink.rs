@@ -9,11 +9,11 @@ use async_nats::Subject;
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
-use super::{LogError, LogSink, RunClock};
+use super::observe::Observer;
+use super::Backoff;
+use crate::log::{LogError, LogSink, RunClock};
 use crate::protocol::subjects;
-use crate::runtime::observe::Observer;
 
 /// How a run's lines are published.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub(crate) struct NatsLogOptions {
     pub(crate) legacy_live: bool,
     /// How long a line whose publish failed is retried before it is given up.
     pub(crate) retry_for: Duration,
+    /// The pauses between those tries.
+    pub(crate) backoff: Backoff,
     /// Where stored and failed lines are counted.
     pub(crate) observer: Observer,
 }
@@ -134,49 +136,42 @@ impl NatsLogSink {
         self.js.publish(self.stored_subject.clone(), payload).await
     }
 
-    /// Waits for one line's acknowledgement; on failure publishes it again until
-    /// `retry_for` has passed. A line whose acknowledgement alone was lost may thus be
-    /// stored twice (a per-line message id would prevent that, at a quarter of the
-    /// throughput).
+    /// Waits for one line's acknowledgement; on failure publishes it again, pausing
+    /// as the options' back-off says, until `retry_for` has passed. A line whose
+    /// acknowledgement alone was lost may thus be stored twice (a per-line message id
+    /// would prevent that, at a quarter of the throughput).
     async fn settle(&self, line: InFlight, state: &mut State) {
-        let deadline = Instant::now() + self.options.retry_for;
-        let mut ack = line.ack;
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let reason = match ack {
-                Ok(pending) => match pending.await {
-                    Ok(_) => {
-                        self.options.observer.log_line_published();
-                        return;
+        let observer = &self.options.observer;
+        let mut first = Some(line.ack);
+        let payload = &line.payload;
+        let stored = self
+            .options
+            .backoff
+            .retry_within(
+                self.options.retry_for,
+                || {
+                    let sent = first.take();
+                    async move {
+                        let pending = match sent {
+                            Some(sent) => sent?,
+                            None => self.publish(payload.clone()).await?,
+                        };
+                        pending.await.map(drop)
                     }
-                    Err(error) => error,
                 },
-                Err(error) => error,
-            };
-            self.options.observer.log_publish_failed();
-            if Instant::now() >= deadline {
+                |reason| {
+                    observer.log_publish_failed();
+                    tracing::warn!(run_id = %self.run_id, %reason, "storing a log line failed; retrying");
+                },
+            )
+            .await;
+        match stored {
+            Ok(()) => observer.log_line_published(),
+            Err(reason) => {
+                observer.log_publish_failed();
                 tracing::error!(run_id = %self.run_id, %reason, "a log line could not be stored");
                 state.error.get_or_insert(Arc::new(reason));
-                return;
             }
-            tracing::warn!(run_id = %self.run_id, %reason, "storing a log line failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-            ack = loop {
-                match self.publish(line.payload.clone()).await {
-                    Ok(pending) => break Ok(pending),
-                    Err(reason) if Instant::now() >= deadline => {
-                        self.options.observer.log_publish_failed();
-                        state.error.get_or_insert(Arc::new(reason));
-                        return;
-                    }
-                    Err(_) => {
-                        self.options.observer.log_publish_failed();
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                    }
-                }
-            };
         }
     }
 }
