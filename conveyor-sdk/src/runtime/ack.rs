@@ -1,44 +1,40 @@
-//! How a message ends: the acknowledgement each ending calls for, and the
-//! keep-alive that holds a message while its run is in progress.
+//! Acknowledging a message: the final acknowledgement (which one is
+//! [`Outcome::ack`](super::outcome::Outcome::ack)'s to say), and the keep-alive that
+//! holds a message while its run is in progress.
 
 use std::future::Future;
 use std::time::Duration;
 
-use async_nats::jetstream::AckKind;
+use async_nats::jetstream::{AckKind, Message};
 
-/// How the handling of one message ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    /// The run's result is stored.
-    Finished,
-    /// The run was given up after too many deliveries; its failure result is stored.
-    GivenUp,
-    /// The message is not a `DriverMessage`: no later delivery can do better.
-    Undecodable,
-    /// The run's log or result could not be stored; a later delivery may succeed.
-    Failed,
-    /// A shutdown cancelled the run before it had a result.
-    Cancelled,
-    /// The run asked to be tried again after this delay.
-    Retry(Duration),
+use super::Backoff;
+
+/// Acknowledges `message` as `kind` says. A final ack is confirmed by JetStream,
+/// asked again as `backoff` paces while it is not (a NATS node went away, the consumer
+/// is electing its leader), for up to `within`: once the ack wait is over the message
+/// is delivered again anyway, and that delivery finds the run's record.
+pub(crate) async fn acknowledge(message: &Message, kind: AckKind, backoff: Backoff, within: Duration) {
+    let acked = match kind {
+        AckKind::Ack => {
+            backoff
+                .retry_within(
+                    within,
+                    || message.double_ack(),
+                    |error| tracing::debug!(%error, "acknowledging a message not confirmed; retrying"),
+                )
+                .await
+        }
+        kind => message.ack_with(kind).await,
+    };
+    if let Err(error) = acked {
+        tracing::warn!(%error, "acknowledging a message failed; JetStream will deliver it again");
+    }
 }
 
-/// The acknowledgement for `ending`:
-///
-/// - a stored result: ack;
-/// - a given-up run, or a message that cannot be a run: terminate (never again);
-/// - a run whose log or result could not be stored: nak, delivered again after
-///   `nak_delay`;
-/// - a run cancelled by shutdown: nak without delay, so that another process of the
-///   driver may take it at once;
-/// - a run that asked to be tried again: nak with the delay it asked for.
-pub(crate) fn ack_kind(ending: Ending, nak_delay: Duration) -> AckKind {
-    match ending {
-        Ending::Finished => AckKind::Ack,
-        Ending::GivenUp | Ending::Undecodable => AckKind::Term,
-        Ending::Failed => AckKind::Nak(Some(nak_delay)),
-        Ending::Cancelled => AckKind::Nak(None),
-        Ending::Retry(delay) => AckKind::Nak(Some(delay)),
+/// Tells JetStream that the run of `message` is in progress.
+pub(crate) async fn progress(message: &Message) {
+    if let Err(error) = message.ack_with(AckKind::Progress).await {
+        tracing::debug!(%error, "a progress acknowledgement failed");
     }
 }
 
@@ -71,34 +67,6 @@ mod tests {
     use tokio::time::{sleep, Instant};
 
     use super::*;
-
-    #[test]
-    fn a_stored_result_is_acked() {
-        assert!(matches!(ack_kind(Ending::Finished, Duration::from_secs(5)), AckKind::Ack));
-    }
-
-    #[test]
-    fn given_up_and_undecodable_messages_are_terminated() {
-        assert!(matches!(ack_kind(Ending::GivenUp, Duration::from_secs(5)), AckKind::Term));
-        assert!(matches!(ack_kind(Ending::Undecodable, Duration::from_secs(5)), AckKind::Term));
-    }
-
-    #[test]
-    fn a_run_that_could_not_be_stored_is_delivered_again_after_the_nak_delay() {
-        let kind = ack_kind(Ending::Failed, Duration::from_millis(1500));
-        assert!(matches!(kind, AckKind::Nak(Some(d)) if d == Duration::from_millis(1500)), "{kind:?}");
-    }
-
-    #[test]
-    fn a_run_cancelled_by_shutdown_is_delivered_again_at_once() {
-        assert!(matches!(ack_kind(Ending::Cancelled, Duration::from_secs(5)), AckKind::Nak(None)));
-    }
-
-    #[test]
-    fn a_run_that_asked_to_be_retried_is_delivered_again_after_its_delay() {
-        let kind = ack_kind(Ending::Retry(Duration::from_secs(30)), Duration::from_secs(5));
-        assert!(matches!(kind, AckKind::Nak(Some(d)) if d == Duration::from_secs(30)), "{kind:?}");
-    }
 
     #[test]
     fn progress_is_reported_three_times_per_ack_wait() {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use super::observe::RunOutcome;
+use super::outcome::Outcome;
 
 /// The `Content-Type` of [`Metrics::encode`]'s text: the OpenMetrics text format,
 /// which Prometheus scrapes.
@@ -71,7 +71,7 @@ pub struct Metrics {
 struct Inner {
     registry: Mutex<Registry>,
     runs_started: Counter,
-    /// One counter per [`RunOutcome`], in its order.
+    /// One counter per [`Outcome`], in its order.
     runs_finished: Vec<Counter>,
     runs_in_flight: Gauge,
     run_duration: Histogram,
@@ -122,10 +122,8 @@ impl Metrics {
         let runs_started = Counter::default();
         registry.register("conveyor_runs_started", "Deliveries taken up as a run", runs_started.clone());
         let finished = Family::<[(&'static str, &'static str); 1], Counter>::default();
-        let runs_finished = RunOutcome::ALL
-            .iter()
-            .map(|o| finished.get_or_create(&[("outcome", o.label())]).clone())
-            .collect();
+        let runs_finished =
+            Outcome::ALL.iter().map(|o| finished.get_or_create(&[("outcome", o.label())]).clone()).collect();
         registry.register("conveyor_runs_finished", "Runs finished, by outcome", finished);
         let runs_in_flight = Gauge::default();
         registry.register("conveyor_runs_in_flight", "Runs started and not finished", runs_in_flight.clone());
@@ -318,9 +316,9 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn run_finished(&self, outcome: RunOutcome, took: Duration) {
+    pub(crate) fn run_finished(&self, outcome: Outcome, took: Duration) {
         self.inner.runs_in_flight.dec();
-        if let Some(counter) = self.inner.runs_finished.get(outcome as usize) {
+        if let Some(counter) = self.inner.runs_finished.get(outcome.index()) {
             counter.inc();
         }
         self.inner.run_duration.observe(took.as_secs_f64());

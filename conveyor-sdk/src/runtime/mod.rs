@@ -21,7 +21,9 @@ mod log_sink;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod observe;
+mod outcome;
 mod pull;
+mod reconcile;
 mod records;
 #[cfg(feature = "client")]
 mod register;

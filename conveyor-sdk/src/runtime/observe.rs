@@ -3,66 +3,8 @@
 
 use std::time::Duration;
 
+use super::outcome::Outcome;
 use super::Config;
-
-/// How a run ended, as its metrics count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunOutcome {
-    /// Its successful result is stored.
-    Success,
-    /// Its failed result is stored (the driver's failure, error or panic).
-    Failure,
-    /// Its spec is invalid; its failure result is stored.
-    InvalidSpec,
-    /// Delivered too often; its failure result is stored and the message terminated.
-    GivenUp,
-    /// Cancelled by shutdown; delivered again.
-    Cancelled,
-    /// Its log or result could not be stored; delivered again.
-    NotStored,
-    /// Its deadline passed; its failure result is stored.
-    TimedOut,
-    /// Cancelled on request; its failure result is stored.
-    CancelRequested,
-    /// It asked to be tried again later; delivered again after its delay.
-    Retried,
-    /// Delivered again after it had finished; acknowledged without running again.
-    AlreadyFinished,
-}
-
-impl RunOutcome {
-    /// Every outcome, in the order of their discriminants.
-    #[cfg(feature = "metrics")]
-    pub(crate) const ALL: [RunOutcome; 10] = [
-        RunOutcome::Success,
-        RunOutcome::Failure,
-        RunOutcome::InvalidSpec,
-        RunOutcome::GivenUp,
-        RunOutcome::Cancelled,
-        RunOutcome::NotStored,
-        RunOutcome::TimedOut,
-        RunOutcome::CancelRequested,
-        RunOutcome::Retried,
-        RunOutcome::AlreadyFinished,
-    ];
-
-    /// The value of the metrics' `outcome` label.
-    #[cfg(feature = "metrics")]
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            RunOutcome::Success => "success",
-            RunOutcome::Failure => "failure",
-            RunOutcome::InvalidSpec => "invalid_spec",
-            RunOutcome::GivenUp => "given_up",
-            RunOutcome::Cancelled => "cancelled",
-            RunOutcome::NotStored => "not_stored",
-            RunOutcome::TimedOut => "timed_out",
-            RunOutcome::CancelRequested => "cancel_requested",
-            RunOutcome::Retried => "retried",
-            RunOutcome::AlreadyFinished => "already_finished",
-        }
-    }
-}
 
 /// The runtime's reports, to its metrics when it has any.
 #[derive(Debug, Clone, Default)]
@@ -116,7 +58,7 @@ impl NoMetrics {
     fn set_consumer_bound(&self) {}
     fn set_stopping(&self) {}
     fn run_started(&self, _: bool) {}
-    fn run_finished(&self, _: RunOutcome, _: Duration) {}
+    fn run_finished(&self, _: Outcome, _: Duration) {}
     fn undecodable(&self) {}
     fn log_line_published(&self) {}
     fn log_publish_failed(&self) {}
@@ -145,7 +87,7 @@ impl Observer {
     }
 
     /// A run ended with `outcome`, `took` after it started.
-    pub(crate) fn run_finished(&self, outcome: RunOutcome, took: Duration) {
+    pub(crate) fn run_finished(&self, outcome: Outcome, took: Duration) {
         self.each(|m| m.run_finished(outcome, took));
     }
 
