@@ -402,3 +402,46 @@ async fn a_result_that_cannot_be_stored_is_nakd_and_the_run_delivered_again() {
     wait_until_settled(&harness).await;
     serving.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn no_more_runs_than_the_bound_publish_while_results_are_not_stored_and_pulling_goes_on() {
+    let (nats, harness) = setup().await;
+    let concurrency = 2;
+    let driver = TestDriver::new();
+    let serving = serve(driver.clone(), config(&nats).concurrency(concurrency), &harness).await;
+    // Results reach a subscriber that never answers: each publish waits for its
+    // acknowledgement until it times out, and is tried again.
+    harness.jetstream().delete_stream("pipeline-engine").await.unwrap();
+    let mut silent =
+        harness.client().subscribe(conveyor_sdk::protocol::subjects::DRIVER_RESULT).await.unwrap();
+    harness.client().flush().await.unwrap();
+
+    let mut runs = Vec::new();
+    for i in 0..4 * concurrency {
+        runs.push(harness.create(job(&format!("stuck-{i}"), json!({"mode": "ok"}))).await.unwrap().run_id);
+    }
+    // Until each publishing run has published twice (its first try timed out), the
+    // runs publishing are counted; every other run has had time to start publishing.
+    let mut tries: std::collections::HashMap<String, usize> = Default::default();
+    while tries.len() < concurrency || tries.values().any(|&n| n < 2) {
+        let message = tokio::time::timeout(Duration::from_secs(30), silent.next())
+            .await
+            .expect("results are published")
+            .expect("subscription open");
+        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).expect("a message id");
+        *tries.entry(id.to_string()).or_default() += 1;
+        assert!(tries.len() <= concurrency, "more runs publish at once than the bound: {tries:?}");
+    }
+    // The reconcile slots were handed back: runs went on being pulled and reconciled
+    // while the first ones published, up to the bound of those waiting to publish.
+    assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 2 * concurrency);
+
+    conveyor_sdk::testing::create_server_streams(harness.jetstream()).await.unwrap();
+    drop(silent);
+    for run_id in &runs {
+        let result = harness.result(run_id).await.unwrap().driverresult;
+        assert!(result.success, "{run_id}: {}", result.message);
+    }
+    wait_until_settled(&harness).await;
+    serving.shutdown().await.unwrap();
+}
