@@ -213,6 +213,72 @@ pub trait Driver: Send + Sync + 'static {
         let _ = run;
         None
     }
+
+    /// Housekeeping beside the runs, every
+    /// [`Config::housekeeping_interval`](crate::Config::housekeeping_interval) (30 s
+    /// unless set), the first time when serving begins: for example removing what
+    /// replicas that are gone left behind, told by
+    /// [`Replicas::alive`](crate::runtime::Replicas::alive) (with
+    /// [`Config::liveness_ttl`](crate::Config::liveness_ttl) set). The default does
+    /// nothing. A slow housekeeping delays the next one, never a run; one in progress
+    /// when serving ends is stopped.
+    ///
+    /// ```
+    /// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
+    /// use conveyor_sdk::runtime::liveness::record_key;
+    /// use conveyor_sdk::runtime::Replicas;
+    ///
+    /// struct Builder;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Driver for Builder {
+    ///     type Spec = serde_json::Value;
+    ///     # fn name(&self) -> &str { "builder" }
+    ///     # fn resources(&self) -> Vec<ResourceType> { vec![ResourceType::foreign("build")] }
+    ///     # async fn reconcile(&self, _: Run<serde_json::Value>) -> Result<DriverResult, ReconcileError> {
+    ///     #     Ok(DriverResult::success("ok"))
+    ///     # }
+    ///     async fn housekeeping(&self, replicas: &Replicas) {
+    ///         let Ok(alive) = replicas.alive().await else { return };
+    ///         for owner in ["a-replica-that-made-something"] {
+    ///             if owner != replicas.instance() && !alive.contains(&record_key(replicas.driver(), owner)) {
+    ///                 // remove what `owner` left behind
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    async fn housekeeping(&self, replicas: &crate::runtime::Replicas) {
+        let _ = replicas;
+    }
+
+    /// Called once when serving ends, after the last run ended (or was cancelled at
+    /// the end of the grace period) and before this replica's liveness record is
+    /// deleted: wait here for the driver's own background work (removals, uploads).
+    /// The runtime returns after it, so nothing is left for the caller to call before
+    /// the process exits. The default does nothing.
+    ///
+    /// ```
+    /// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
+    /// struct Builder {
+    ///     uploads: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// }
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Driver for Builder {
+    ///     type Spec = serde_json::Value;
+    ///     # fn name(&self) -> &str { "builder" }
+    ///     # fn resources(&self) -> Vec<ResourceType> { vec![ResourceType::foreign("build")] }
+    ///     # async fn reconcile(&self, _: Run<serde_json::Value>) -> Result<DriverResult, ReconcileError> {
+    ///     #     Ok(DriverResult::success("ok"))
+    ///     # }
+    ///     async fn shutdown(&self) {
+    ///         let mut uploads = self.uploads.lock().await;
+    ///         while uploads.join_next().await.is_some() {}
+    ///     }
+    /// }
+    /// ```
+    async fn shutdown(&self) {}
 }
 
 /// A resource type a driver handles, with the definition it registers if it owns it.

@@ -38,6 +38,9 @@ pub struct Config {
     pub(crate) register_backoff: Backoff,
     pub(crate) pull_expiry: Duration,
     pub(crate) retry_interval: Duration,
+    pub(crate) instance: String,
+    pub(crate) liveness_ttl: Option<Duration>,
+    pub(crate) housekeeping_interval: Duration,
     pub(crate) nats_root_ca: Option<PathBuf>,
     pub(crate) nats_client_certificate: Option<(PathBuf, PathBuf)>,
     pub(crate) nats_credentials: Option<PathBuf>,
@@ -74,6 +77,9 @@ impl Default for Config {
             register_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             pull_expiry: Duration::from_secs(5),
             retry_interval: Duration::from_secs(2),
+            instance: uuid::Uuid::new_v4().to_string(),
+            liveness_ttl: None,
+            housekeeping_interval: Duration::from_secs(30),
             nats_root_ca: None,
             nats_client_certificate: None,
             nats_credentials: None,
@@ -380,6 +386,49 @@ impl Config {
         self
     }
 
+    /// This replica's name among the replicas of the driver, e.g. for labels on what
+    /// it makes (default: a random UUID, new with each `Config::default()`). The
+    /// driver's [`housekeeping`](crate::Driver::housekeeping) hears it in
+    /// [`Replicas::instance`](super::Replicas::instance).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().instance("runner-1");
+    /// assert_eq!(config.get_instance(), "runner-1");
+    /// ```
+    #[must_use]
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
+    /// Keeps a liveness record of this replica with this TTL (default: none kept).
+    /// The record is written before the first run is taken (no run is taken until it
+    /// is), written again every third of the TTL, and deleted once serving ended and
+    /// the driver's [`shutdown`](crate::Driver::shutdown) returned; a replica that is
+    /// killed loses it within the TTL. The TTL of an existing bucket wins. See
+    /// [`liveness`](super::liveness).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().liveness_ttl(std::time::Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn liveness_ttl(mut self, ttl: Duration) -> Self {
+        self.liveness_ttl = Some(ttl.max(Duration::from_secs(1)));
+        self
+    }
+
+    /// How often the driver's [`housekeeping`](crate::Driver::housekeeping) is called
+    /// while serving, the first time when serving begins (default 30 s).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().housekeeping_interval(std::time::Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn housekeeping_interval(mut self, interval: Duration) -> Self {
+        self.housekeeping_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
     /// Verifies the NATS server against this root CA (PEM) and requires TLS (default:
     /// no TLS unless the URL says `tls://`).
     ///
@@ -554,6 +603,29 @@ impl Config {
         urls.into_iter()
             .map(|url| url.parse().map_err(|source| super::Error::InvalidNatsUrl { url, source }))
             .collect()
+    }
+
+    /// This replica's instance ([`instance`](Self::instance)).
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default();
+    /// assert!(!config.get_instance().is_empty());
+    /// ```
+    pub fn get_instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The TTL of this replica's liveness record, when one is kept
+    /// ([`liveness_ttl`](Self::liveness_ttl)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(conveyor_sdk::Config::default().get_liveness_ttl(), None);
+    /// let kept = conveyor_sdk::Config::default().liveness_ttl(Duration::from_secs(30));
+    /// assert_eq!(kept.get_liveness_ttl(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn get_liveness_ttl(&self) -> Option<Duration> {
+        self.liveness_ttl
     }
 
     /// The configured concurrency.

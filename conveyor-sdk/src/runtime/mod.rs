@@ -17,6 +17,7 @@ mod cancel;
 mod config;
 #[cfg(feature = "metrics")]
 mod health;
+pub mod liveness;
 mod log_sink;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::{Backoff, Delays};
 pub use cancel::{cancel_run, CancelError, CANCEL_ANSWER_WAIT};
 pub use config::Config;
+pub use liveness::Replicas;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::{Metrics, METRICS_CONTENT_TYPE};
@@ -206,7 +208,10 @@ impl<D: Driver> Runtime<D> {
 
     /// Serves until `shutdown` completes, then shuts down gracefully: stops pulling,
     /// lets runs in progress finish within the grace period, then cancels the rest,
-    /// whose messages are delivered again later.
+    /// whose messages are delivered again later; then awaits the driver's
+    /// [`shutdown`](Driver::shutdown) and deletes its liveness record (when kept).
+    /// Returns once all of that is done, whether serving ended by `shutdown` or by an
+    /// error: nothing is left to call before the process exits.
     ///
     /// ```no_run
     /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), conveyor_sdk::runtime::Error> {
@@ -223,9 +228,14 @@ impl<D: Driver> Runtime<D> {
         let (driver, observer) = (Arc::new(driver), observe::Observer::new(&config));
         // Health and metrics are answered while connecting too; they stop with this.
         #[cfg(feature = "metrics")]
-        let _endpoint = health::start(&config, &observer, &driver).await?;
-        let Some(client) = setup::connect(&config, driver.name(), &stop).await? else {
-            return Ok(());
+        let _endpoint = match health::start(&config, &observer, &driver).await {
+            Ok(endpoint) => endpoint,
+            Err(error) => return end_unserved(&*driver, Err(error)).await,
+        };
+        let client = match setup::connect(&config, driver.name(), &stop).await {
+            Ok(Some(client)) => client,
+            Ok(None) => return end_unserved(&*driver, Ok(())).await,
+            Err(error) => return end_unserved(&*driver, Err(error)).await,
         };
         runner::serve(driver, config, client, stop, observer).await
     }
@@ -253,9 +263,18 @@ impl<D: Driver> Runtime<D> {
         let Self { driver, config } = self;
         let (driver, observer) = (Arc::new(driver), observe::Observer::new(&config));
         #[cfg(feature = "metrics")]
-        let _endpoint = health::start(&config, &observer, &driver).await?;
+        let _endpoint = match health::start(&config, &observer, &driver).await {
+            Ok(endpoint) => endpoint,
+            Err(error) => return end_unserved(&*driver, Err(error)).await,
+        };
         runner::serve(driver, config, client, stop, observer).await
     }
+}
+
+/// Ends a serving that never began: the driver's shutdown is awaited all the same.
+async fn end_unserved<D: Driver>(driver: &D, ended: Result<(), Error>) -> Result<(), Error> {
+    driver.shutdown().await;
+    ended
 }
 
 fn stop_token(shutdown: impl Future<Output = ()> + Send + 'static) -> CancellationToken {

@@ -1,12 +1,16 @@
-//! The loop of a runtime, in three phases:
+//! The loop of a runtime, in four phases:
 //!
 //! 1. **prepare**: check the driver, compile its schemas, wait for the server's
-//!    stream, create the durable consumer, open the bucket of run records, listen
-//!    for cancel requests, register the resource definitions;
+//!    stream, create the durable consumer, open the bucket of run records, write this
+//!    replica's liveness record (when kept), listen for cancel requests, register the
+//!    resource definitions, start the driver's housekeeping;
 //! 2. **serve**: pull a message for each free reconcile slot and hand it to a
 //!    worker ([`worker::handle`]) until the shutdown signal;
 //! 3. **drain**: let runs in progress finish within the grace period, then cancel
-//!    the rest, whose messages are delivered again later.
+//!    the rest, whose messages are delivered again later;
+//! 4. **end**: stop the housekeeping, await the driver's
+//!    [`shutdown`](crate::Driver::shutdown), delete the liveness record. This happens
+//!    however serving ended, once the driver was handed to [`serve`].
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::cancel::{self, InFlight};
+use super::liveness::{Liveness, Replicas};
 use super::observe::Observer;
 use super::records::RunRecords;
 use super::worker::{self, Shared};
@@ -24,7 +29,8 @@ use crate::driver::Driver;
 use crate::protocol::subjects;
 use crate::validate::SpecValidator;
 
-/// Serves `driver` on `client` until `stop` is cancelled.
+/// Serves `driver` on `client` until `stop` is cancelled, then ends: the driver's
+/// shutdown awaited, its liveness record deleted.
 pub(super) async fn serve<D: Driver>(
     driver: Arc<D>,
     config: Config,
@@ -35,28 +41,56 @@ pub(super) async fn serve<D: Driver>(
     // Ends the task that waits for the shutdown future, however this returns.
     let _stop_guard = stop.clone().drop_guard();
     observer.connected(&client);
-    let Some(prepared) = prepare(driver, config, &client, &stop, observer).await? else {
-        return Ok(());
-    };
-    let Prepared { shared, consumer, mut background } = prepared;
-    let runs = serve_messages(&shared, consumer, &client, &stop).await?;
-    shared.observer.stopping();
-    drain(&shared, runs).await;
-    background.abort_all();
+    let mut liveness = None;
+    let served = serve_until_stopped(driver.clone(), config, &client, &stop, observer, &mut liveness).await;
+    driver.shutdown().await;
+    if let Some(liveness) = liveness {
+        liveness.stop().await;
+    }
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "flushing the NATS connection at shutdown failed");
     }
-    tracing::info!(driver = %shared.name, "stopped");
-    Ok(())
+    tracing::info!(driver = %driver.name(), "stopped");
+    served
+}
+
+/// Prepares, serves and drains; leaves the liveness record, once written, in
+/// `liveness` for the end.
+async fn serve_until_stopped<D: Driver>(
+    driver: Arc<D>,
+    config: Config,
+    client: &async_nats::Client,
+    stop: &CancellationToken,
+    observer: Observer,
+    liveness: &mut Option<Liveness>,
+) -> Result<(), Error> {
+    let Some(prepared) = prepare(driver, config, client, stop, observer, liveness).await? else {
+        return Ok(());
+    };
+    let Prepared { shared, consumer, mut background, housekeeping } = prepared;
+    let runs = serve_messages(&shared, consumer, client, stop).await;
+    shared.observer.stopping();
+    let served = match runs {
+        Ok(runs) => {
+            drain(&shared, runs).await;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    };
+    housekeeping.cancel();
+    background.shutdown().await;
+    served
 }
 
 /// What serving needs once the driver is checked and its consumer exists.
 struct Prepared<D: Driver> {
     shared: Arc<Shared<D>>,
     consumer: PullConsumer,
-    /// Work beside the loop (registering definitions, answering cancel requests),
-    /// ended at shutdown.
+    /// Work beside the loop (registering definitions, answering cancel requests,
+    /// housekeeping), ended at shutdown.
     background: JoinSet<()>,
+    /// Stops the housekeeping.
+    housekeeping: CancellationToken,
 }
 
 /// Checks the driver and sets up its consumer. `None` when stopped first.
@@ -66,6 +100,7 @@ async fn prepare<D: Driver>(
     client: &async_nats::Client,
     stop: &CancellationToken,
     observer: Observer,
+    liveness: &mut Option<Liveness>,
 ) -> Result<Option<Prepared<D>>, Error> {
     let name = driver.name().to_owned();
     if !subjects::is_token(&name) {
@@ -85,6 +120,19 @@ async fn prepare<D: Driver>(
     let consumer = setup::ensure_consumer(&stream, &name, &type_names, config.ack_wait).await?;
     let replicas = stream.cached_info().config.num_replicas;
     let records = RunRecords::open(&js, &name, config.run_record_ttl, replicas).await;
+    // What a replica makes may be taken for an orphan by the others until its record
+    // exists: none is taken before.
+    let bucket = match config.liveness_ttl {
+        Some(ttl) => {
+            let Some(kept) = keep_liveness(client, &name, &config, ttl, stop).await else {
+                return Ok(None);
+            };
+            let bucket = kept.bucket().clone();
+            *liveness = Some(kept);
+            Some(bucket)
+        }
+        None => None,
+    };
     tracing::info!(driver = %name, resource_types = ?type_names, concurrency = config.concurrency, "consuming resource events");
 
     // Only now that the consumer exists may the server accept resources for us.
@@ -93,6 +141,9 @@ async fn prepare<D: Driver>(
     super::register::start(&config, &types, stop, &mut background)?;
     let in_flight = InFlight::default();
     background.spawn(cancel::listen(client.clone(), name.clone(), in_flight.clone()));
+    let housekeeping = CancellationToken::new();
+    let replicas = Replicas::new(name.clone(), config.instance.clone(), bucket);
+    background.spawn(housekeep(driver.clone(), replicas, config.housekeeping_interval, housekeeping.clone()));
 
     let shared = Arc::new(Shared {
         driver,
@@ -107,7 +158,61 @@ async fn prepare<D: Driver>(
         records,
         in_flight,
     });
-    Ok(Some(Prepared { shared, consumer, background }))
+    Ok(Some(Prepared { shared, consumer, background, housekeeping }))
+}
+
+/// This replica's liveness record, written; tried again every retry interval until
+/// it is. `None` when stopped first.
+async fn keep_liveness(
+    client: &async_nats::Client,
+    driver: &str,
+    config: &Config,
+    ttl: std::time::Duration,
+    stop: &CancellationToken,
+) -> Option<Liveness> {
+    loop {
+        match Liveness::start(client.clone(), driver, &config.instance, ttl).await {
+            Ok(liveness) => {
+                tracing::info!(
+                    instance = %config.instance,
+                    ttl = %humantime::format_duration(liveness.ttl()),
+                    "liveness record written"
+                );
+                return Some(liveness);
+            }
+            Err(error) => tracing::warn!(
+                error = %crate::error_text(&error),
+                retry_in = %humantime::format_duration(config.retry_interval),
+                "cannot write this replica's liveness record; no run is taken until it is written"
+            ),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(config.retry_interval) => {}
+        }
+    }
+}
+
+/// Calls the driver's housekeeping every `every`, the first time at once, until
+/// `stop` is cancelled (which also stops one in progress).
+async fn housekeep<D: Driver>(
+    driver: Arc<D>,
+    replicas: Replicas,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            () = driver.housekeeping(&replicas) => {}
+        }
+    }
 }
 
 /// Pulls a message for each free reconcile slot and starts a worker on it, until
