@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use conveyor_sdk::client::Client;
-use conveyor_sdk::{CancellationToken, Config, Runtime};
+use conveyor_sdk::{CancellationToken, Config};
 use serde_json::{json, Value};
 use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
 use tokio::task::JoinHandle;
@@ -29,12 +29,7 @@ pub async fn serve_simple_runner(
         ..Default::default()
     };
     let runner = CommandRunner::new(engine, settings);
-    let served = Runtime::with_config(runner.clone(), config).run_until(stop.clone().cancelled_owned());
-    let serving = tokio::spawn(async move {
-        let served = served.await;
-        runner.finish_removals().await;
-        served
-    });
+    let serving = tokio::spawn(runner.serve(config, stop.clone().cancelled_owned()));
     // simple-runner registers its definition once its consumer exists.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while client.get_definition("pipeline").await.is_err() {

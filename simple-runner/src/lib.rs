@@ -58,5 +58,7 @@ pub use docker::Engine;
 pub use error::EngineError;
 pub use report::RunReport;
 pub use runner::CommandRunner;
-pub use settings::{ContainerSettings, Mode, Settings, WarmSettings, DEFAULT_RUN_TIMEOUT, DRIVER_NAME};
+pub use settings::{
+    ContainerSettings, Mode, Settings, WarmSettings, DEFAULT_LIVENESS_TTL, DEFAULT_RUN_TIMEOUT, DRIVER_NAME,
+};
 pub use spec::{PipelineSpec, PullPolicy, Step, Timeout, When, RESOURCE_TYPE};

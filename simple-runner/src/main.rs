@@ -10,16 +10,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use conveyor_sdk::driver::{CancelReason, RunCancellation};
 use conveyor_sdk::validate::SpecValidator;
-use conveyor_sdk::{CancellationToken, Config, Driver, LogHandle, Resource, Run, Runtime};
+use conveyor_sdk::{Config, Driver, LogHandle, Resource, Run};
 use simple_runner::image::PullProgress;
-use simple_runner::liveness::Liveness;
 use simple_runner::registry::RegistryAuth;
 use simple_runner::secrets::Secrets;
 use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT, DEFAULT_WARM_IMAGES};
 use simple_runner::size::ByteSize;
-use simple_runner::{
-    cleanup, CommandRunner, ContainerSettings, Engine, Mode, Settings, WarmSettings, DRIVER_NAME,
-};
+use simple_runner::{CommandRunner, ContainerSettings, Engine, Mode, Settings, WarmSettings, DRIVER_NAME};
 
 mod spinner;
 
@@ -365,53 +362,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         config = config.metrics(metrics).metrics_listen(addr);
     }
 
-    // Liveness and the sweep for containers of runners that are gone use a connection
-    // of their own; a NATS server that is not up yet is retried in the background, as
-    // the runtime does. No run is taken before this runner's liveness record is
-    // written: until then other replicas would take its containers for orphans.
-    let options = config.nats_connect_options().await?.retry_on_initial_connect().max_reconnects(None);
-    let client = options.connect(config.nats_servers()?).await?;
-    let (driver, instance) = (args.name.clone(), settings.instance.clone());
-    let liveness = tokio::select! {
-        liveness = start_liveness(client, &driver, &instance, args.liveness_ttl) => liveness,
-        () = conveyor_sdk::runtime::shutdown_signal() => return Ok(()),
-    };
-    tracing::info!(
-        ttl = %humantime::format_duration(liveness.ttl()),
-        sweep_interval = %humantime::format_duration(args.sweep_interval),
-        "liveness record written; sweeping for containers of runners that are gone"
-    );
-    let stop_sweeping = CancellationToken::new();
-    let sweeping = tokio::spawn(cleanup::sweep_every(
-        engine,
-        liveness.bucket().clone(),
-        driver,
-        instance,
-        args.sweep_interval,
-        stop_sweeping.clone(),
-    ));
-
-    let served = Runtime::with_config(runner.clone(), config).run().await;
-    stop_sweeping.cancel();
-    let _ = sweeping.await;
-    runner.finish_removals().await;
-    liveness.stop().await;
-    served?;
+    // Liveness record before the first run, sweeps, drain, removals awaited, record
+    // deleted: all in the runtime.
+    let config = config.liveness_ttl(args.liveness_ttl).housekeeping_interval(args.sweep_interval);
+    runner.serve(config, conveyor_sdk::runtime::shutdown_signal()).await?;
     Ok(())
-}
-
-/// The liveness record of this runner, written; tried again every 2 s until it is.
-async fn start_liveness(client: async_nats::Client, driver: &str, instance: &str, ttl: Duration) -> Liveness {
-    loop {
-        match Liveness::start(client.clone(), driver, instance, ttl).await {
-            Ok(liveness) => return liveness,
-            Err(error) => tracing::warn!(
-                error = %conveyor_sdk::error_text(&error),
-                "cannot write this runner's liveness record; no run is taken until it is written, trying again in 2s"
-            ),
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }
 
 async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs) -> ExitCode {

@@ -1,7 +1,12 @@
 //! The `command-runner` driver: a run is prepared, its steps run, and its report
 //! becomes its result.
 
-use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run};
+use conveyor_sdk::runtime::Replicas;
+use conveyor_sdk::{
+    error_text, Config, Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run, Runtime,
+};
+
+use crate::cleanup;
 
 use crate::docker::Engine;
 use crate::error::EngineError;
@@ -10,20 +15,24 @@ use crate::pool::WarmPool;
 use crate::prepare::{prepare, Containers, Prepared};
 use crate::removal::Removals;
 use crate::report::RunReport;
-use crate::settings::Settings;
+use crate::settings::{Mode, Settings, DEFAULT_LIVENESS_TTL};
 use crate::spec::{PipelineSpec, RESOURCE_TYPE};
 use crate::steps::run_steps;
 
 /// The reference driver: runs a `pipeline` resource's steps in a container of its image.
 ///
+/// Serving it ([`serve`](Self::serve)) is one call: the runtime keeps its liveness
+/// record, sweeps for containers of runners that are gone (its
+/// [`housekeeping`](Driver::housekeeping)) and, at the end, waits until the containers
+/// of its runs are removed (its [`shutdown`](Driver::shutdown)).
+///
 /// ```no_run
-/// use simple_runner::{CommandRunner, Engine, Settings};
+/// use simple_runner::{CommandRunner, Engine, Mode, Settings};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let runner = CommandRunner::new(Engine::connect().await?, Settings::default());
-/// let served = conveyor_sdk::Runtime::new(runner.clone()).run().await;
-/// runner.finish_removals().await;
-/// served?;
+/// let settings = Settings { mode: Mode::Serve, ..Settings::default() };
+/// let runner = CommandRunner::new(Engine::connect().await?, settings);
+/// runner.serve(conveyor_sdk::Config::default(), conveyor_sdk::runtime::shutdown_signal()).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -58,10 +67,38 @@ impl CommandRunner {
         Self { engine, settings, removals, pool }
     }
 
+    /// Serves with `config` until `shutdown` completes, as this runner's
+    /// [`Settings::mode`] calls for; returns once every container it made is removed.
+    /// A serving runner ([`Mode::Serve`]) keeps a liveness record under its
+    /// [`Settings::instance`] (TTL [`DEFAULT_LIVENESS_TTL`] unless `config` sets one)
+    /// and sweeps for the containers of runners that are gone every
+    /// [`Config::housekeeping_interval`](conveyor_sdk::Config::housekeeping_interval).
+    ///
+    /// ```no_run
+    /// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), conveyor_sdk::runtime::Error> {
+    /// let config = conveyor_sdk::Config::default().nats_url("nats://127.0.0.1:4222");
+    /// runner.serve(config, conveyor_sdk::runtime::shutdown_signal()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn serve(
+        self,
+        config: Config,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), conveyor_sdk::runtime::Error> {
+        let mut config = config.instance(self.settings.instance.clone());
+        if self.settings.mode == Mode::Serve && config.get_liveness_ttl().is_none() {
+            config = config.liveness_ttl(DEFAULT_LIVENESS_TTL);
+        }
+        Runtime::with_config(self, config).run_until(shutdown).await
+    }
+
     /// Removes the warm containers ([`Settings::warm`]), and waits until they and the
     /// containers of finished runs are removed. A finished run's container is removed
-    /// in the background so that its result is not delayed; call this before the
-    /// process exits. Runs after it start cold.
+    /// in the background so that its result is not delayed; the runtime calls this
+    /// when serving ends ([`Driver::shutdown`]), and a program that calls
+    /// [`execute`](Self::execute) itself calls it before it exits. Runs after it start
+    /// cold.
     ///
     /// ```no_run
     /// # async fn demo(runner: simple_runner::CommandRunner) {
@@ -185,6 +222,34 @@ impl Driver for CommandRunner {
     /// steps.
     fn deadline(&self, run: &Run<PipelineSpec>) -> Option<std::time::Duration> {
         Some(self.settings.run_timeout_for(run.spec()))
+    }
+
+    /// A serving runner ([`Mode::Serve`]) with a liveness record removes the
+    /// containers of runners of its driver that have none ([`cleanup::sweep`]).
+    async fn housekeeping(&self, replicas: &Replicas) {
+        let Some(bucket) = replicas.bucket() else { return };
+        if self.settings.mode != Mode::Serve {
+            return;
+        }
+        if replicas.instance() != self.settings.instance {
+            tracing::error!(
+                runtime_instance = %replicas.instance(),
+                runner_instance = %self.settings.instance,
+                "the runtime's instance is not this runner's: no sweep, and other replicas may take this \
+                 runner's containers for orphans; serve with CommandRunner::serve"
+            );
+            return;
+        }
+        if let Err(error) = cleanup::sweep(&self.engine, bucket, replicas.driver(), replicas.instance()).await
+        {
+            tracing::warn!(error = %error_text(&error), "the sweep for containers of runners that are gone failed");
+        }
+    }
+
+    /// Waits until the containers of its runs and its warm containers are removed
+    /// ([`finish_removals`](CommandRunner::finish_removals)).
+    async fn shutdown(&self) {
+        self.finish_removals().await;
     }
 
     /// Ready while the Docker engine answers a ping (`/readyz`).

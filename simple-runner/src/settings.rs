@@ -12,6 +12,10 @@ pub const DRIVER_NAME: &str = "command-runner";
 /// The default of [`Settings::run_timeout`]: 1 hour.
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// How long a serving runner's liveness record lasts without being written again,
+/// unless the runtime's config says otherwise: 30 s.
+pub const DEFAULT_LIVENESS_TTL: Duration = Duration::from_secs(30);
+
 /// What the operator decides for every run.
 ///
 /// ```
