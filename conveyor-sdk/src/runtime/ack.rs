@@ -7,26 +7,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
 
-use super::Backoff;
-
-/// Acknowledges `message` as `kind` says. A final ack is confirmed by JetStream,
-/// asked again as `backoff` paces while it is not (a NATS node went away, the consumer
-/// is electing its leader), for up to `within`: once the ack wait is over the message
-/// is delivered again anyway, and that delivery finds the run's record.
-pub(crate) async fn acknowledge(message: &Message, kind: AckKind, backoff: Backoff, within: Duration) {
-    let acked = match kind {
-        AckKind::Ack => {
-            backoff
-                .retry_within(
-                    within,
-                    || message.double_ack(),
-                    |error| tracing::debug!(%error, "acknowledging a message not confirmed; retrying"),
-                )
-                .await
-        }
-        kind => message.ack_with(kind).await,
-    };
-    if let Err(error) = acked {
+/// Acknowledges `message` as `kind` says, without waiting for JetStream to confirm
+/// it: the run's result and record are stored by then, so an acknowledgement lost on
+/// the way (a NATS node went away, the consumer is electing its leader) only means a
+/// delivery again after the ack wait, which finds the run's record and is acknowledged
+/// without running again. Waiting would cost every run a round trip.
+pub(crate) async fn acknowledge(message: &Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
         tracing::warn!(%error, "acknowledging a message failed; JetStream will deliver it again");
     }
 }

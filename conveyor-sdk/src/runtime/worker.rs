@@ -123,7 +123,7 @@ async fn process<D: Driver>(
     };
     let (outcome, finishing) =
         keep_alive(progress_interval(config.ack_wait), work, || progress(&message)).await;
-    acknowledge(&message, outcome.ack(config.nak_delay), config.store_backoff, config.ack_wait).await;
+    acknowledge(&message, outcome.ack(config.nak_delay)).await;
     drop(finishing);
     shared.observer.run_finished(outcome, started.elapsed());
 }
