@@ -59,6 +59,8 @@
 //! - [`runtime`]: [`Config`] and the lower-level entry points; its loop reads
 //!   top to bottom in `runtime/runner.rs`, one message's way in `runtime/worker.rs`;
 //! - [`protocol`]: the wire types ([`Resource`], [`DriverMessage`], [`Log`], results);
+//! - [`liveness`]: which replicas of a driver are serving, for a driver's
+//!   [`housekeeping`](Driver::housekeeping) ([`Config::liveness_ttl`]);
 //! - [`log`]: log destinations and the [`AsyncWrite`](tokio::io::AsyncWrite) adapter;
 //! - [`validate`]: spec validation on its own, e.g. for a local run;
 //! - `client` (feature `client`): a client of the API server (resources, definitions,
@@ -83,6 +85,7 @@ pub mod auth;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod driver;
+pub mod liveness;
 pub mod log;
 pub mod protocol;
 mod report;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conveyor_sdk::runtime::liveness::{record_key, BUCKET};
-use conveyor_sdk::runtime::Replicas;
+use conveyor_sdk::liveness::Replicas;
+use conveyor_sdk::liveness::{record_key, BUCKET};
 use conveyor_sdk::testing::{Harness, NatsServer};
 use conveyor_sdk::{
     CancellationToken, Config, Driver, DriverResult, ReconcileError, Resource, ResourceType, Run, Runtime,

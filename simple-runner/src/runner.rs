@@ -1,7 +1,7 @@
 //! The `command-runner` driver: a run is prepared, its steps run, and its report
 //! becomes its result.
 
-use conveyor_sdk::runtime::Replicas;
+use conveyor_sdk::liveness::Replicas;
 use conveyor_sdk::{
     error_text, Config, Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run, Runtime,
 };

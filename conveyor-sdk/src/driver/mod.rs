@@ -218,15 +218,14 @@ pub trait Driver: Send + Sync + 'static {
     /// [`Config::housekeeping_interval`](crate::Config::housekeeping_interval) (30 s
     /// unless set), the first time when serving begins: for example removing what
     /// replicas that are gone left behind, told by
-    /// [`Replicas::alive`](crate::runtime::Replicas::alive) (with
+    /// [`Replicas::alive`](crate::liveness::Replicas::alive) (with
     /// [`Config::liveness_ttl`](crate::Config::liveness_ttl) set). The default does
     /// nothing. A slow housekeeping delays the next one, never a run; one in progress
     /// when serving ends is stopped.
     ///
     /// ```
     /// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
-    /// use conveyor_sdk::runtime::liveness::record_key;
-    /// use conveyor_sdk::runtime::Replicas;
+    /// use conveyor_sdk::liveness::{record_key, Replicas};
     ///
     /// struct Builder;
     ///
@@ -248,7 +247,7 @@ pub trait Driver: Send + Sync + 'static {
     ///     }
     /// }
     /// ```
-    async fn housekeeping(&self, replicas: &crate::runtime::Replicas) {
+    async fn housekeeping(&self, replicas: &crate::liveness::Replicas) {
         let _ = replicas;
     }
 

@@ -389,7 +389,7 @@ impl Config {
     /// This replica's name among the replicas of the driver, e.g. for labels on what
     /// it makes (default: a random UUID, new with each `Config::default()`). The
     /// driver's [`housekeeping`](crate::Driver::housekeeping) hears it in
-    /// [`Replicas::instance`](super::Replicas::instance).
+    /// [`Replicas::instance`](crate::liveness::Replicas::instance).
     ///
     /// ```
     /// let config = conveyor_sdk::Config::default().instance("runner-1");
@@ -406,7 +406,7 @@ impl Config {
     /// is), written again every third of the TTL, and deleted once serving ended and
     /// the driver's [`shutdown`](crate::Driver::shutdown) returned; a replica that is
     /// killed loses it within the TTL. The TTL of an existing bucket wins. See
-    /// [`liveness`](super::liveness).
+    /// [`liveness`](crate::liveness).
     ///
     /// ```
     /// let config = conveyor_sdk::Config::default().liveness_ttl(std::time::Duration::from_secs(30));

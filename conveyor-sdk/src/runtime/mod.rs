@@ -17,7 +17,6 @@ mod cancel;
 mod config;
 #[cfg(feature = "metrics")]
 mod health;
-pub mod liveness;
 mod log_sink;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -37,10 +36,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::liveness::Replicas;
 pub use backoff::{Backoff, Delays};
 pub use cancel::{cancel_run, CancelError, CANCEL_ANSWER_WAIT};
 pub use config::Config;
-pub use liveness::Replicas;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::{Metrics, METRICS_CONTENT_TYPE};

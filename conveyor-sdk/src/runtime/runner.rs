@@ -20,12 +20,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::cancel::{self, InFlight};
-use super::liveness::{Liveness, Replicas};
 use super::observe::Observer;
 use super::records::RunRecords;
 use super::worker::{self, Shared};
 use super::{pull, setup, Config, Error};
 use crate::driver::Driver;
+use crate::liveness::{Liveness, Replicas};
 use crate::protocol::subjects;
 use crate::validate::SpecValidator;
 

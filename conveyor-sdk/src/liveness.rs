@@ -2,10 +2,10 @@
 //! key-value bucket, kept fresh by the replica and gone within a TTL of its death.
 //!
 //! A driver that leaves things behind while it works (containers, machines,
-//! directories) labels them with its instance ([`Config::instance`](super::Config::instance))
+//! directories) labels them with its instance ([`Config::instance`](crate::Config::instance))
 //! and, in its [`housekeeping`](crate::Driver::housekeeping), removes those whose
 //! replica has no record any more ([`Replicas::alive`]). The runtime keeps the record
-//! when [`Config::liveness_ttl`](super::Config::liveness_ttl) is set: written before
+//! when [`Config::liveness_ttl`](crate::Config::liveness_ttl) is set: written before
 //! the first run is taken, again every third of the TTL, and deleted after the
 //! driver's [`shutdown`](crate::Driver::shutdown).
 //!
@@ -37,7 +37,7 @@ pub const BUCKET: &str = "conveyor_runners";
 /// `=XX` (hex), so that any name makes a valid key and no two make the same.
 ///
 /// ```
-/// use conveyor_sdk::runtime::liveness::record_key;
+/// use conveyor_sdk::liveness::record_key;
 ///
 /// assert_eq!(record_key("command-runner", "5b1c"), "command-runner.5b1c");
 /// assert_eq!(record_key("a.b", "c d"), "a=2Eb.c=20d");
@@ -67,7 +67,7 @@ fn key_token(text: &str) -> String {
 /// ```
 /// use std::time::Duration;
 ///
-/// let every = conveyor_sdk::runtime::liveness::refresh_interval(Duration::from_secs(30));
+/// let every = conveyor_sdk::liveness::refresh_interval(Duration::from_secs(30));
 /// assert_eq!(every, Duration::from_secs(10));
 /// ```
 pub fn refresh_interval(ttl: Duration) -> Duration {
@@ -78,7 +78,7 @@ pub fn refresh_interval(ttl: Duration) -> Duration {
 /// process.
 ///
 /// ```
-/// let record = conveyor_sdk::runtime::liveness::LivenessRecord::of_this_process(std::time::Duration::from_secs(30));
+/// let record = conveyor_sdk::liveness::LivenessRecord::of_this_process(std::time::Duration::from_secs(30));
 /// assert_eq!(record.pid, std::process::id());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ impl LivenessRecord {
     /// The record of this process, with TTL `ttl`.
     ///
     /// ```
-    /// let record = conveyor_sdk::runtime::liveness::LivenessRecord::of_this_process(std::time::Duration::from_secs(3));
+    /// let record = conveyor_sdk::liveness::LivenessRecord::of_this_process(std::time::Duration::from_secs(3));
     /// assert_eq!(record.ttl_seconds, 3);
     /// ```
     pub fn of_this_process(ttl: Duration) -> Self {
@@ -119,7 +119,7 @@ impl LivenessRecord {
 /// What can go wrong with the liveness bucket.
 ///
 /// ```
-/// use conveyor_sdk::runtime::liveness::LivenessError;
+/// use conveyor_sdk::liveness::LivenessError;
 ///
 /// fn explain(error: &LivenessError) -> String {
 ///     conveyor_sdk::error_text(error)
@@ -146,7 +146,7 @@ pub enum LivenessError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The runtime keeps no liveness records: [`Config::liveness_ttl`](super::Config::liveness_ttl)
+    /// The runtime keeps no liveness records: [`Config::liveness_ttl`](crate::Config::liveness_ttl)
     /// is not set.
     #[error("no liveness records are kept: set Config::liveness_ttl")]
     NotKept,
@@ -169,7 +169,7 @@ pub enum LivenessError {
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 /// let js = async_nats::jetstream::new(client);
-/// let (bucket, ttl) = conveyor_sdk::runtime::liveness::open_bucket(&js, std::time::Duration::from_secs(30)).await?;
+/// let (bucket, ttl) = conveyor_sdk::liveness::open_bucket(&js, std::time::Duration::from_secs(30)).await?;
 /// println!("records expire {ttl:?} after their last write");
 /// # Ok(())
 /// # }
@@ -225,8 +225,8 @@ pub async fn open_bucket(
 /// The keys of the records in `bucket` now: the replicas alive.
 ///
 /// ```no_run
-/// # async fn demo(bucket: async_nats::jetstream::kv::Store) -> Result<(), conveyor_sdk::runtime::liveness::LivenessError> {
-/// use conveyor_sdk::runtime::liveness::{live_records, record_key};
+/// # async fn demo(bucket: async_nats::jetstream::kv::Store) -> Result<(), conveyor_sdk::liveness::LivenessError> {
+/// use conveyor_sdk::liveness::{live_records, record_key};
 ///
 /// let alive = live_records(&bucket).await?.contains(&record_key("command-runner", "5b1c"));
 /// # Ok(())
@@ -245,8 +245,8 @@ pub async fn live_records(bucket: &Store) -> Result<HashSet<String>, LivenessErr
 /// sees them: this one's instance, and which replicas have a liveness record.
 ///
 /// ```no_run
-/// # async fn demo(replicas: &conveyor_sdk::runtime::Replicas) -> Result<(), conveyor_sdk::runtime::liveness::LivenessError> {
-/// use conveyor_sdk::runtime::liveness::record_key;
+/// # async fn demo(replicas: &conveyor_sdk::liveness::Replicas) -> Result<(), conveyor_sdk::liveness::LivenessError> {
+/// use conveyor_sdk::liveness::record_key;
 ///
 /// let alive = replicas.alive().await?;
 /// let owner = "5b1c"; // e.g. read from a container's label
@@ -268,7 +268,7 @@ impl Replicas {
     /// [`open_bucket`]), or none.
     ///
     /// ```
-    /// let replicas = conveyor_sdk::runtime::Replicas::new("command-runner", "5b1c", None);
+    /// let replicas = conveyor_sdk::liveness::Replicas::new("command-runner", "5b1c", None);
     /// assert_eq!(replicas.instance(), "5b1c");
     /// ```
     pub fn new(driver: impl Into<String>, instance: impl Into<String>, bucket: Option<Store>) -> Self {
@@ -278,17 +278,17 @@ impl Replicas {
     /// The driver's name.
     ///
     /// ```
-    /// let replicas = conveyor_sdk::runtime::Replicas::new("command-runner", "5b1c", None);
+    /// let replicas = conveyor_sdk::liveness::Replicas::new("command-runner", "5b1c", None);
     /// assert_eq!(replicas.driver(), "command-runner");
     /// ```
     pub fn driver(&self) -> &str {
         &self.driver
     }
 
-    /// This replica's instance ([`Config::instance`](super::Config::instance)).
+    /// This replica's instance ([`Config::instance`](crate::Config::instance)).
     ///
     /// ```
-    /// let replicas = conveyor_sdk::runtime::Replicas::new("command-runner", "5b1c", None);
+    /// let replicas = conveyor_sdk::liveness::Replicas::new("command-runner", "5b1c", None);
     /// assert_eq!(replicas.instance(), "5b1c");
     /// ```
     pub fn instance(&self) -> &str {
@@ -298,7 +298,7 @@ impl Replicas {
     /// The liveness bucket, when records are kept.
     ///
     /// ```
-    /// let replicas = conveyor_sdk::runtime::Replicas::new("command-runner", "5b1c", None);
+    /// let replicas = conveyor_sdk::liveness::Replicas::new("command-runner", "5b1c", None);
     /// assert!(replicas.bucket().is_none());
     /// ```
     pub fn bucket(&self) -> Option<&Store> {
@@ -310,7 +310,7 @@ impl Replicas {
     /// are kept: then no replica can be known to be gone.
     ///
     /// ```no_run
-    /// # async fn demo(replicas: conveyor_sdk::runtime::Replicas) -> Result<(), conveyor_sdk::runtime::liveness::LivenessError> {
+    /// # async fn demo(replicas: conveyor_sdk::liveness::Replicas) -> Result<(), conveyor_sdk::liveness::LivenessError> {
     /// let alive = replicas.alive().await?;
     /// println!("{} replicas alive", alive.len());
     /// # Ok(())
@@ -330,7 +330,7 @@ impl Replicas {
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use conveyor_sdk::runtime::liveness::Liveness;
+/// use conveyor_sdk::liveness::Liveness;
 ///
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 /// let liveness = Liveness::start(client, "command-runner", "5b1c", Duration::from_secs(30)).await?;
@@ -354,8 +354,8 @@ impl Liveness {
     /// it has a record.
     ///
     /// ```no_run
-    /// # async fn demo(client: async_nats::Client) -> Result<(), conveyor_sdk::runtime::liveness::LivenessError> {
-    /// let liveness = conveyor_sdk::runtime::liveness::Liveness::start(
+    /// # async fn demo(client: async_nats::Client) -> Result<(), conveyor_sdk::liveness::LivenessError> {
+    /// let liveness = conveyor_sdk::liveness::Liveness::start(
     ///     client, "command-runner", "5b1c", std::time::Duration::from_secs(30),
     /// ).await?;
     /// println!("refreshed every {:?}", liveness.ttl() / 3);
@@ -386,7 +386,7 @@ impl Liveness {
     /// The TTL in force: the bucket's.
     ///
     /// ```no_run
-    /// # fn demo(liveness: conveyor_sdk::runtime::liveness::Liveness) {
+    /// # fn demo(liveness: conveyor_sdk::liveness::Liveness) {
     /// println!("a killed replica is forgotten within {:?}", liveness.ttl());
     /// # }
     /// ```
@@ -397,8 +397,8 @@ impl Liveness {
     /// The bucket, for a sweep of the same connection.
     ///
     /// ```no_run
-    /// # async fn demo(liveness: conveyor_sdk::runtime::liveness::Liveness) -> Result<(), conveyor_sdk::runtime::liveness::LivenessError> {
-    /// let alive = conveyor_sdk::runtime::liveness::live_records(liveness.bucket()).await?;
+    /// # async fn demo(liveness: conveyor_sdk::liveness::Liveness) -> Result<(), conveyor_sdk::liveness::LivenessError> {
+    /// let alive = conveyor_sdk::liveness::live_records(liveness.bucket()).await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -410,7 +410,7 @@ impl Liveness {
     /// cannot be deleted expires within the TTL.
     ///
     /// ```no_run
-    /// # async fn demo(liveness: conveyor_sdk::runtime::liveness::Liveness) {
+    /// # async fn demo(liveness: conveyor_sdk::liveness::Liveness) {
     /// liveness.stop().await;
     /// # }
     /// ```
