@@ -214,6 +214,7 @@ async fn pull_again_after_restart(nats: &mut NatsServer, harness: &Harness) -> D
         .await
         .unwrap_or_else(|e| panic!("the driver pulls from the restarted server: {e}"));
     let pulling = ready.elapsed();
+    eprintln!("the driver pulled again {pulling:?} after the restarted server was ready");
     let run = harness.create(noop_run(0)).await.unwrap_or_else(|e| panic!("{e}"));
     let result = harness.result_within(&run.run_id, WAIT).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(result.driverresult.success, "{}", result.driverresult.message);
