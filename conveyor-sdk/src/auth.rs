@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -49,7 +51,10 @@ pub enum AuthError {
     /// The PEM text holds no certificate.
     #[error("no certificate in the PEM text")]
     NoCertificate,
-    /// A certificate's base64 text (in PEM or in `x5c`) could not be decoded.
+    /// The PEM text is malformed: a section without its end, or whose base64 is invalid.
+    #[error("the PEM text is malformed")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    /// A certificate's base64 text in `x5c` could not be decoded.
     #[error("a certificate is not valid base64")]
     CertificateEncoding(#[source] base64::DecodeError),
     /// A certificate could not be parsed.
@@ -123,18 +128,12 @@ fn thumbprint(der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(der))
 }
 
+/// The DER of every certificate in a PEM text, in order; none at all is an error too.
 fn certificates(pem_text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
-    let text = String::from_utf8_lossy(pem_text);
-    let mut found = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let body_start = start + "-----BEGIN CERTIFICATE-----".len();
-        let Some(end) = rest[body_start..].find("-----END CERTIFICATE-----") else { break };
-        let body: String =
-            rest[body_start..body_start + end].chars().filter(|c| !c.is_whitespace()).collect();
-        found.push(STANDARD.decode(body).map_err(AuthError::CertificateEncoding)?);
-        rest = &rest[body_start + end..];
-    }
+    let found: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem_text)
+        .map(|certificate| certificate.map(|der| der.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(AuthError::Pem)?;
     if found.is_empty() {
         return Err(AuthError::NoCertificate);
     }
@@ -552,5 +551,47 @@ impl TokenVerifier {
             reason: format!("{} is not signed by a trusted root", last.subject()),
             source: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+
+    fn section(label: &str, der: &[u8]) -> String {
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", STANDARD.encode(der))
+    }
+
+    #[test]
+    fn every_certificate_of_a_pem_text_is_read_in_order_and_other_sections_are_skipped() {
+        let text = [
+            "a comment before\n".to_owned(),
+            section("PRIVATE KEY", b"key"),
+            section("CERTIFICATE", b"leaf"),
+            section("CERTIFICATE", b"issuer"),
+        ]
+        .concat();
+        let found = certificates(text.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(found, Ok(vec![b"leaf".to_vec(), b"issuer".to_vec()]));
+    }
+
+    #[test]
+    fn a_pem_text_without_a_certificate_is_refused_as_such() {
+        for text in ["", "no PEM here", &section("PRIVATE KEY", b"key")] {
+            assert!(matches!(certificates(text.as_bytes()), Err(AuthError::NoCertificate)), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_certificate_section_is_refused_not_skipped() {
+        let not_base64 = format!("{BEGIN}\nnot base64!\n{END}\n");
+        let cut_off = format!("{}{BEGIN}\nAAAA\n", section("CERTIFICATE", b"leaf"));
+        for text in [not_base64, cut_off] {
+            let read = certificates(text.as_bytes());
+            assert!(matches!(read, Err(AuthError::Pem(_))), "{text:?}: {read:?}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::stream::{self, ClusterInfo, StorageType};
 use async_nats::jetstream::Context;
+use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::nats_server::NatsServer;
@@ -18,6 +19,14 @@ const CLUSTER_NAME: &str = "conveyor-test";
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The stream created and deleted again to learn that the cluster takes replicated streams.
 const PROBE_STREAM: &str = "conveyor-cluster-probe";
+/// How long one question about leaders may go unanswered: a stream without a leader
+/// does not answer at all.
+const LEADER_QUESTION_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often leaders are asked about while there are none.
+const LEADER_POLL: Duration = Duration::from_millis(50);
+/// How long a leader asked to step down in favour of a node has to do it before it is
+/// asked again.
+const LEADER_ASK_AGAIN: Duration = Duration::from_secs(2);
 
 /// Three `nats-server` nodes (2.10 or newer) forming one JetStream cluster on free
 /// loopback ports, each with its own store directory; killed when dropped.
@@ -191,6 +200,128 @@ impl NatsCluster {
         self.nodes.get(i).is_some_and(NatsServer::is_running)
     }
 
+    /// Makes node `i` the leader of consumer `consumer` of `stream`: asks its leader to
+    /// step down in favour of node `i` (JetStream 2.11 or newer takes a preferred
+    /// node), again every 2 s while another node leads it, and waits (up to 30 s) until
+    /// node `i` does. Pull requests waiting on the old leader end with status 409.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), conveyor_sdk::testing::TestingError> {
+    /// let mut cluster = conveyor_sdk::testing::NatsCluster::start().await?;
+    /// // … a driver serving creates its consumer on stream `messages` …
+    /// let leader = cluster.stream_leader("messages").await?;
+    /// cluster.lead_consumer("messages", "command-runner", leader).await?;
+    /// cluster.kill(leader).await; // the stream and the consumer lose their leader at once
+    /// # Ok(()) }
+    /// ```
+    pub async fn lead_consumer(&self, stream: &str, consumer: &str, i: usize) -> Result<(), TestingError> {
+        if i >= NODES {
+            return Err(TestingError::NoSuchNode { node: i, nodes: NODES });
+        }
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut js = self.js.clone();
+        js.set_timeout(LEADER_QUESTION_TIMEOUT);
+        let mut ask_at = Instant::now();
+        loop {
+            let leader = match js.get_stream_no_info(stream).await {
+                Ok(handle) => match handle.consumer_info(consumer).await {
+                    Ok(info) => info.cluster.and_then(|c| c.leader),
+                    Err(error) => Some(error.to_string()),
+                },
+                Err(error) => Some(error.to_string()),
+            };
+            if leader.as_deref().and_then(node_index) == Some(i) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(TestingError::Timeout {
+                    what: format!(
+                        "{} to lead consumer {consumer} of stream {stream} (last: {leader:?})",
+                        node_name(i)
+                    ),
+                    after: READY_WITHIN,
+                });
+            }
+            if now >= ask_at {
+                let subject = format!("CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}");
+                let preferred = serde_json::json!({ "placement": { "preferred": node_name(i) } });
+                // The answer says little: whether the consumer moved is asked above.
+                let _: Result<serde_json::Value, _> = self.js.request(subject, &preferred).await;
+                ask_at = now + LEADER_ASK_AGAIN;
+            }
+            // JetStream announces no event for an election: ask until there is a leader.
+            tokio::time::sleep(LEADER_POLL).await;
+        }
+    }
+
+    /// Waits (up to 30 s) until every stream of the cluster, and every consumer of
+    /// each, is led by a running node: after a node was killed, the others take a few
+    /// seconds to elect new leaders for what it led. Until then, what needs a stream or
+    /// consumer without a leader (storing a message, a pull request) gets no answer,
+    /// or no responder.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), conveyor_sdk::testing::TestingError> {
+    /// let mut cluster = conveyor_sdk::testing::NatsCluster::start().await?;
+    /// conveyor_sdk::testing::create_replicated_server_streams(cluster.jetstream(), 3).await?;
+    /// let leader = cluster.stream_leader("messages").await?;
+    /// let killed = std::time::Instant::now();
+    /// cluster.kill(leader).await;
+    /// cluster.wait_for_leaders().await?;
+    /// println!("the cluster elected new leaders within {:?}", killed.elapsed());
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_leaders(&self) -> Result<(), TestingError> {
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut js = self.js.clone();
+        js.set_timeout(LEADER_QUESTION_TIMEOUT);
+        loop {
+            let last = match self.leaderless(&js).await {
+                Ok(leaderless) if leaderless.is_empty() => return Ok(()),
+                Ok(leaderless) => format!("without a running leader: {}", leaderless.join(", ")),
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                return Err(TestingError::Timeout {
+                    what: format!("every stream and consumer to be led by a running node (last: {last})"),
+                    after: READY_WITHIN,
+                });
+            }
+            // JetStream announces no event for an election: ask until there are leaders.
+            tokio::time::sleep(LEADER_POLL).await;
+        }
+    }
+
+    /// The streams and consumers that no running node leads, as `stream S` and
+    /// `consumer S/C`.
+    async fn leaderless(&self, js: &Context) -> Result<Vec<String>, String> {
+        let mut leaderless = Vec::new();
+        let mut streams = js.streams();
+        while let Some(info) = streams.next().await {
+            let info = info.map_err(|e| format!("listing the streams: {e}"))?;
+            let name = info.config.name;
+            if !self.is_led(info.cluster.as_ref()) {
+                leaderless.push(format!("stream {name}"));
+                continue;
+            }
+            let stream = js.get_stream_no_info(&name).await.map_err(|e| format!("stream {name}: {e}"))?;
+            let mut consumers = stream.consumers();
+            while let Some(consumer) = consumers.next().await {
+                let consumer = consumer.map_err(|e| format!("listing the consumers of {name}: {e}"))?;
+                if !self.is_led(consumer.cluster.as_ref()) {
+                    leaderless.push(format!("consumer {name}/{}", consumer.name));
+                }
+            }
+        }
+        Ok(leaderless)
+    }
+
+    /// Whether a running node leads what `cluster` describes.
+    fn is_led(&self, cluster: Option<&ClusterInfo>) -> bool {
+        cluster.and_then(|c| c.leader.as_deref()).and_then(node_index).is_some_and(|i| self.is_running(i))
+    }
+
     /// The node that leads `stream` (the one JetStream's stream info names in
     /// `cluster.leader`), waiting up to 30 s until a running node does: after its
     /// leader was killed, the others take a few seconds to elect a new one.
@@ -207,8 +338,10 @@ impl NatsCluster {
     /// ```
     pub async fn stream_leader(&self, stream: &str) -> Result<usize, TestingError> {
         let deadline = Instant::now() + READY_WITHIN;
+        let mut js = self.js.clone();
+        js.set_timeout(LEADER_QUESTION_TIMEOUT);
         loop {
-            let last = match self.js.get_stream_no_info(stream).await {
+            let last = match js.get_stream_no_info(stream).await {
                 Ok(handle) => match handle.get_info().await {
                     Ok(info) => {
                         let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
@@ -228,7 +361,7 @@ impl NatsCluster {
                 });
             }
             // JetStream announces no event for an election: ask until there is a leader.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(LEADER_POLL).await;
         }
     }
 
