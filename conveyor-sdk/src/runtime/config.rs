@@ -362,8 +362,9 @@ impl Config {
     }
 
     /// How long one pull request waits for messages before it is renewed (default
-    /// 5 s). Pull requests lost with a restarted NATS server are renewed after about
-    /// one and a half times this.
+    /// 5 s). Pull requests lost with a NATS server that went away are made again as
+    /// soon as the client is connected again; those lost without the client noticing
+    /// are given up after about one and a half times this.
     ///
     /// ```
     /// let config = conveyor_sdk::Config::default().pull_expiry(std::time::Duration::from_secs(2));
