@@ -39,6 +39,12 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest such pause (or the retry interval, when that is shorter).
 const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 
+/// While messages wait on the server (the requests were filled whole), free slots are
+/// gathered until half of them are free, or this long after the first, and offered in
+/// one request: a request per message would cost the server about as much again as
+/// the message.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// The NATS side of pulling: the consumer's requests, the inbox their messages come
 /// to, and the client's connection.
 pub(crate) trait Source: Send {
@@ -119,6 +125,13 @@ pub(crate) struct Puller<S: Source = Nats> {
     paused_until: Option<Instant>,
     /// The pause after the next refusal in a row.
     next_pause: Duration,
+    /// Whether messages wait on the server: its last request was filled whole.
+    backlog: bool,
+    /// Free slots gathered for the next request, and until when: at most
+    /// `gather_at` (half the slots), at most [`GATHER`].
+    gathering: Vec<OwnedSemaphorePermit>,
+    gather_at: usize,
+    gather_until: Option<Instant>,
 }
 
 impl Puller<Nats> {
@@ -146,6 +159,8 @@ impl<S: Source> Puller<S> {
         retry: Duration,
     ) -> Self {
         let link = source.link();
+        // No slot is taken yet: all of them are free.
+        let gather_at = (slots.available_permits() / 2).max(1);
         Self {
             source,
             changes,
@@ -156,6 +171,10 @@ impl<S: Source> Puller<S> {
             link,
             paused_until: None,
             next_pause: FIRST_PAUSE,
+            backlog: false,
+            gathering: Vec::new(),
+            gather_at,
+            gather_until: None,
         }
     }
 
@@ -168,6 +187,7 @@ impl<S: Source> Puller<S> {
             let silence_limit = self.offered.silence_limit(self.expiry);
             let paused_until = self.paused_until;
             let may_request = self.link.connected && paused_until.is_none();
+            let gather_until = self.gather_until;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
@@ -187,8 +207,16 @@ impl<S: Source> Puller<S> {
                     self.paused_until = None;
                 }
                 permit = self.slots.clone().acquire_owned(), if may_request => {
-                    let Ok(first) = permit else { return None };
-                    self.request(first).await;
+                    let Ok(free) = permit else { return None };
+                    self.gathering.push(free);
+                    if self.backlog && self.gathering.len() < self.gather_at {
+                        self.gather_until.get_or_insert_with(|| Instant::now() + GATHER);
+                    } else {
+                        self.request().await;
+                    }
+                }
+                () = tokio::time::sleep_until(gather_until.unwrap_or_else(Instant::now)), if may_request && gather_until.is_some() => {
+                    self.request().await;
                 }
                 () = tokio::time::sleep_until(silence_limit.unwrap_or_else(Instant::now)), if silence_limit.is_some() => {
                     tracing::debug!(slots = self.offered.len(), "pull requests went unanswered; renewing them");
@@ -204,6 +232,7 @@ impl<S: Source> Puller<S> {
         let now = self.source.link();
         if now.connects > self.link.connects {
             let lost = self.offered.release_all();
+            self.backlog = false;
             tracing::debug!(slots = lost, "connected again: requesting messages anew");
             self.paused_until = None;
             self.next_pause = FIRST_PAUSE;
@@ -211,9 +240,10 @@ impl<S: Source> Puller<S> {
         self.link = now;
     }
 
-    /// Offers `first` and every other free slot in one pull request.
-    async fn request(&mut self, first: OwnedSemaphorePermit) {
-        let mut offered = vec![first];
+    /// Offers the slots gathered and every other free slot in one pull request.
+    async fn request(&mut self) {
+        self.gather_until = None;
+        let mut offered = std::mem::take(&mut self.gathering);
         while let Ok(permit) = self.slots.clone().try_acquire_owned() {
             offered.push(permit);
         }
@@ -239,7 +269,13 @@ impl<S: Source> Puller<S> {
                 let delivery = self.source.delivery(incoming);
                 // Beyond the slots offered (a request thought lost delivered after all),
                 // a free slot may take it.
-                match self.offered.take().or_else(|| self.slots.clone().try_acquire_owned().ok()) {
+                let offered = self.offered.take();
+                // Every slot offered is filled: more messages may be waiting, until a
+                // request ends unfilled.
+                if offered.is_some() && self.offered.len() == 0 {
+                    self.backlog = true;
+                }
+                match offered.or_else(|| self.slots.clone().try_acquire_owned().ok()) {
                     Some(permit) => Some((delivery, permit)),
                     None => {
                         self.source.give_back(delivery).await;
@@ -257,6 +293,7 @@ impl<S: Source> Puller<S> {
                 match unfulfilled {
                     Some(n) => {
                         self.next_pause = FIRST_PAUSE;
+                        self.backlog = false;
                         self.offered.unfulfilled(n);
                     }
                     None if status == StatusCode::REQUEST_TERMINATED
@@ -615,6 +652,48 @@ mod tests {
         served.send(message(None, None, None));
         served.given_back.recv().await.expect("no slot left: the message goes back");
         assert!(served.delivered.try_recv().is_err(), "nothing is handed out without a slot");
+        served.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_messages_wait_slots_freed_one_by_one_are_offered_together() {
+        let mut served = serve();
+        assert_eq!(served.request().await.1, SLOTS);
+        // Every slot offered is filled: messages wait on the server.
+        let mut slots = Vec::new();
+        for _ in 0..SLOTS {
+            slots.push(served.deliver().await);
+        }
+        // One slot freed is kept for the next until half of them are free.
+        drop(slots.pop());
+        tokio::task::yield_now().await;
+        served.no_request();
+        let freed = Instant::now();
+        drop(slots.pop());
+        let (at, batch) = served.request().await;
+        assert_eq!((at, batch), (freed, SLOTS / 2), "half the slots, offered at once");
+        // A slot alone is offered at most GATHER after it was freed.
+        for _ in 0..SLOTS / 2 {
+            slots.push(served.deliver().await);
+        }
+        let freed = Instant::now();
+        drop(slots.pop());
+        let (at, batch) = served.request().await;
+        assert_eq!((at - freed, batch), (GATHER, 1));
+        served.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_messages_waiting_a_freed_slot_is_offered_at_once() {
+        let mut served = serve();
+        assert_eq!(served.request().await.1, SLOTS);
+        let slot = served.deliver().await;
+        // The request ends with the rest unfilled: nothing waits on the server.
+        served.send(message(Some(StatusCode::TIMEOUT), Some("Request Timeout"), Some(SLOTS - 1)));
+        assert_eq!(served.request().await.1, SLOTS - 1);
+        let freed = Instant::now();
+        drop(slot);
+        assert_eq!(served.request().await, (freed, 1));
         served.stop().await;
     }
 }
