@@ -198,6 +198,13 @@ async fn an_event_delivered_again_after_its_run_finished_is_acknowledged_without
     assert!(harness.result(&run.run_id).await.unwrap().driverresult.success);
     wait_until_settled(&harness).await;
     serving.shutdown().await.unwrap();
+    // The stopped driver's pull requests expire first, or one of them would take the
+    // event below for a driver that is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while consumer_info(&harness).await.unwrap().num_waiting > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stopped driver's pull requests never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The same run's event again, taken by a driver that stored the result and died
     // before its acknowledgement: JetStream delivers it again after the ack wait.
