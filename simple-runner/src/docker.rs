@@ -41,6 +41,9 @@ pub mod labels {
     /// `true` on a warm container, made before its run: it has no run's labels (see
     /// [`crate::WarmSettings`]).
     pub const WARM: &str = "conveyor.warm";
+    /// The identity of the installation whose runner made the container (see
+    /// [`crate::installation`]): a sweep looks only at containers with its own.
+    pub const INSTALLATION: &str = "conveyor.installation";
 }
 
 pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
@@ -156,7 +159,8 @@ impl Engine {
     /// input and the container exits by itself. With an init process, labelled,
     /// never privileged, with `no-new-privileges`, a pids limit and no host mounts,
     /// and the network, limits, user and read-only root of `settings`. Its working
-    /// directory is `workdir`, created when missing, or else the image's own. A
+    /// directory is `workdir`, created when missing, or else the image's own. Labelled
+    /// `labels`, and [`labels::INSTALLATION`] when `settings` name an installation. A
     /// container that does not start is removed.
     ///
     /// ```no_run
@@ -183,6 +187,7 @@ impl Engine {
         labels: HashMap<String, String>,
         settings: &ContainerSettings,
     ) -> Result<RunContainer, EngineError> {
+        let labels = with_installation(labels, settings);
         let host_config = host_config(settings);
         let config = ContainerCreateBody {
             image: Some(image.to_owned()),
@@ -347,6 +352,18 @@ impl Engine {
             .map_err(docker_error("cannot list containers"))?;
         Ok(list.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default()))).collect())
     }
+}
+
+/// `labels`, and the installation's of `settings` if they name one: the labels every
+/// container the runner makes carries.
+pub(crate) fn with_installation(
+    mut labels: HashMap<String, String>,
+    settings: &ContainerSettings,
+) -> HashMap<String, String> {
+    if let Some(installation) = &settings.installation {
+        labels.insert(labels::INSTALLATION.to_owned(), installation.clone());
+    }
+    labels
 }
 
 /// The host side of a run container: an init process, never privileged,
