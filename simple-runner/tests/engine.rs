@@ -17,43 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// A TCP front of the local Docker socket that can be taken down and brought back:
-/// to the runner, an engine that stops and starts again.
-struct DockerFront {
-    port: u16,
-    task: Option<JoinHandle<()>>,
-}
-
-impl DockerFront {
-    async fn start(port: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Docker front");
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            // Owned by this task: aborting it closes every connection too.
-            let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut docker) = UnixStream::connect("/var/run/docker.sock").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut docker).await;
-                    }
-                });
-            }
-        });
-        Self { port, task: Some(task) }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_engine_fails_runs_clearly_and_the_runner_recovers_when_it_is_back() {
     let local = engine().await; // checks the test image

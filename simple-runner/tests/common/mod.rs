@@ -258,3 +258,41 @@ pub async fn run_here(
 pub fn has(lines: &[String], text: &str) -> bool {
     lines.iter().any(|l| l == text)
 }
+
+/// A TCP front of the local Docker socket that can be taken down and brought back:
+/// to the runner, an engine that stops and starts again.
+pub struct DockerFront {
+    pub port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerFront {
+    pub async fn start(port: u16) -> Self {
+        let listener =
+            tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Docker front");
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            // Owned by this task: aborting it closes every connection too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut docker) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut docker).await;
+                    }
+                });
+            }
+        });
+        Self { port, task: Some(task) }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+}
