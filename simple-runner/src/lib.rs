@@ -18,7 +18,8 @@
 //!
 //!   Containers are removed on every path (`removal.rs`), and those of serving
 //!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
-//!   who is alive from their liveness records ([`liveness`]).
+//!   who is alive from their liveness records ([`liveness`]) and looks only at the
+//!   containers of its own installation ([`installation`]).
 //! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
 //!   `workdir`, `secrets`, `cpus`, `memory`, `pids`, `platform`, `timeout`, `pull`,
 //!   and a step's `env`, `workdir`, `secrets`, `timeout`, `continue_on_error` and
@@ -37,6 +38,7 @@ pub mod cleanup;
 pub mod docker;
 pub mod error;
 pub mod image;
+pub mod installation;
 mod limits;
 pub mod liveness;
 mod marker;

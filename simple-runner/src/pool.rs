@@ -5,9 +5,10 @@
 //! A warm container is made as a run's would be, with nothing of a run in it: no
 //! environment (a step gets the run's environment and secrets through the step, see
 //! `steps.rs`), and only its owner's labels: `conveyor.driver`, `conveyor.instance`,
-//! `conveyor.mode` (`serve`: only serving runners keep warm containers) and
-//! `conveyor.warm`. The sweep of another replica thus removes it once its owner's
-//! liveness record is gone ([`crate::cleanup`]). It carries the run's limits from its
+//! `conveyor.mode` (`serve`: only serving runners keep warm containers),
+//! `conveyor.warm`, and `conveyor.installation` (from its settings, as every
+//! container). The sweep of another replica of the installation thus removes it once
+//! its owner's liveness record is gone ([`crate::cleanup`]). It carries the run's limits from its
 //! creation, so an idle one counts against the host as a run would.
 //!
 //! A run takes one only if it is still running and made of the image the run's tag
@@ -452,13 +453,23 @@ mod tests {
     }
 
     #[test]
-    fn a_warm_container_of_a_runner_that_is_gone_is_an_orphan_to_the_sweep() {
-        use crate::cleanup::{verdict, Verdict};
+    fn a_warm_container_of_a_runner_that_is_gone_is_an_orphan_to_the_sweep_of_its_installation_only() {
+        use crate::cleanup::{verdict, Scope, Verdict};
         use std::collections::HashSet;
-        let settings = Settings { mode: Mode::Serve, instance: "gone".into(), ..Settings::default() };
-        let labels = warm_labels(&settings);
-        assert_eq!(verdict(&labels, &settings.name, "me", &HashSet::new()), Verdict::Orphan);
-        assert_eq!(verdict(&labels, &settings.name, "gone", &HashSet::new()), Verdict::Own);
+        let container =
+            ContainerSettings { installation: Some("here".into()), ..ContainerSettings::default() };
+        let settings =
+            Settings { mode: Mode::Serve, instance: "gone".into(), container, ..Settings::default() };
+        // As the engine labels it when it is made.
+        let labels = crate::docker::with_installation(warm_labels(&settings), &settings.container);
+        let scope = |installation: &str, instance: &str| Scope {
+            installation: installation.into(),
+            driver: settings.name.clone(),
+            instance: instance.into(),
+        };
+        assert_eq!(verdict(&labels, &scope("here", "me"), &HashSet::new()), Verdict::Orphan);
+        assert_eq!(verdict(&labels, &scope("here", "gone"), &HashSet::new()), Verdict::Own);
+        assert_eq!(verdict(&labels, &scope("there", "me"), &HashSet::new()), Verdict::OtherInstallation);
     }
 
     #[test]

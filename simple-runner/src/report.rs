@@ -7,7 +7,7 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{error_text, DriverResult};
 use serde_json::{json, Value};
 
-use crate::error::EngineError;
+use crate::error::{ContainerEnd, EngineError};
 
 /// What a run came to.
 ///
@@ -130,6 +130,14 @@ pub enum StepsEnd {
         /// The run's memory limit in bytes, if it had one.
         limit: Option<i64>,
     },
+    /// The run's container stopped or went during a step, not by the runner's doing:
+    /// removed or killed from outside, or its engine stopped.
+    ContainerLost {
+        /// The step's name.
+        step: String,
+        /// How the container ended.
+        end: ContainerEnd,
+    },
     /// A step could not run: the engine or the container's shell failed.
     Broken {
         /// The step's name.
@@ -179,6 +187,7 @@ impl StepsEnd {
                 ),
                 None => format!("step {step} was killed for memory (exit code {exit_code})"),
             },
+            StepsEnd::ContainerLost { step, end } => format!("the run's container {end} during step {step}"),
             StepsEnd::Broken { step, error } => format!("step {step} could not run: {}", error_text(error)),
             StepsEnd::StepTimedOut { step, after } => {
                 format!("step {step} timed out after {}", human(*after))
@@ -349,6 +358,21 @@ mod tests {
         assert_eq!(
             result.message,
             "step s could not run: cannot send the step to the container's shell: broken pipe"
+        );
+    }
+
+    #[test]
+    fn a_container_lost_during_a_step_says_how_and_during_which_step() {
+        let lost = |end| ran(vec![step("slow", None)], StepsEnd::ContainerLost { step: "slow".into(), end });
+        let removed = lost(ContainerEnd::Removed);
+        assert!(!removed.success);
+        assert_eq!(removed.message, "the run's container was removed from outside during step slow");
+        let killed = lost(ContainerEnd::Exited { exit_code: 137, oom_killed: false });
+        assert_eq!(killed.message, "the run's container was killed (exit code 137) during step slow");
+        let engine = lost(ContainerEnd::EngineLost { reason: "connection reset".into() });
+        assert_eq!(
+            engine.message,
+            "the run's container was lost: the Docker engine stopped answering (connection reset) during step slow"
         );
     }
 

@@ -6,7 +6,10 @@ use conveyor_sdk::{
     error_text, Config, Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run, Runtime,
 };
 
+use std::time::Duration;
+
 use crate::cleanup;
+use crate::installation::identify;
 
 use crate::docker::Engine;
 use crate::error::EngineError;
@@ -74,6 +77,12 @@ impl CommandRunner {
     /// and sweeps for the containers of runners that are gone every
     /// [`Config::housekeeping_interval`](conveyor_sdk::Config::housekeeping_interval).
     ///
+    /// Before it takes a run, a serving runner reads the identity of its installation
+    /// from its NATS ([`crate::installation::identify`], asked again every 2 s until
+    /// NATS answers), unless its [`ContainerSettings::installation`](crate::ContainerSettings::installation)
+    /// names one already: every container it makes carries it, and its sweeps look
+    /// only at containers that carry it.
+    ///
     /// ```no_run
     /// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), conveyor_sdk::runtime::Error> {
     /// let config = conveyor_sdk::Config::default().nats_url("nats://127.0.0.1:4222");
@@ -82,13 +91,24 @@ impl CommandRunner {
     /// # }
     /// ```
     pub async fn serve(
-        self,
+        mut self,
         config: Config,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), conveyor_sdk::runtime::Error> {
         let mut config = config.instance(self.settings.instance.clone());
-        if self.settings.mode == Mode::Serve && config.get_liveness_ttl().is_none() {
-            config = config.liveness_ttl(DEFAULT_LIVENESS_TTL);
+        let mut shutdown = Box::pin(shutdown);
+        if self.settings.mode == Mode::Serve {
+            if config.get_liveness_ttl().is_none() {
+                config = config.liveness_ttl(DEFAULT_LIVENESS_TTL);
+            }
+            if self.settings.container.installation.is_none() {
+                let installation = tokio::select! {
+                    installation = installation_of(&config) => installation?,
+                    () = &mut shutdown => return Ok(()),
+                };
+                tracing::info!(%installation, "this runner serves its installation: its sweeps look only at the containers labelled with it");
+                self.settings.container.installation = Some(installation);
+            }
         }
         Runtime::with_config(self, config).run_until(shutdown).await
     }
@@ -225,7 +245,8 @@ impl Driver for CommandRunner {
     }
 
     /// A serving runner ([`Mode::Serve`]) with a liveness record removes the
-    /// containers of runners of its driver that have none ([`cleanup::sweep`]).
+    /// containers of runners of its installation and driver that have none
+    /// ([`cleanup::sweep`]).
     async fn housekeeping(&self, replicas: &Replicas) {
         let Some(bucket) = replicas.bucket() else { return };
         if self.settings.mode != Mode::Serve {
@@ -240,8 +261,19 @@ impl Driver for CommandRunner {
             );
             return;
         }
-        if let Err(error) = cleanup::sweep(&self.engine, bucket, replicas.driver(), replicas.instance()).await
-        {
+        let Some(installation) = &self.settings.container.installation else {
+            tracing::error!(
+                "this runner knows no installation: no sweep, and its containers are never removed by one; \
+                 serve with CommandRunner::serve"
+            );
+            return;
+        };
+        let scope = cleanup::Scope {
+            installation: installation.clone(),
+            driver: replicas.driver().to_owned(),
+            instance: replicas.instance().to_owned(),
+        };
+        if let Err(error) = cleanup::sweep(&self.engine, bucket, &scope).await {
             tracing::warn!(error = %error_text(&error), "the sweep for containers of runners that are gone failed");
         }
     }
@@ -260,6 +292,39 @@ impl Driver for CommandRunner {
                 Err(EngineError::Docker { action: "the Docker engine does not answer".into(), source }.into())
             }
         }
+    }
+}
+
+/// How long a runner waits before it asks for its installation's identity again.
+const IDENTIFY_RETRY: Duration = Duration::from_secs(2);
+
+/// The identity of the installation whose NATS `config` reaches, on a connection of
+/// its own; asked again every [`IDENTIFY_RETRY`] while NATS does not answer or does
+/// not give it.
+async fn installation_of(config: &Config) -> Result<String, conveyor_sdk::runtime::Error> {
+    let servers = config.nats_servers()?;
+    let client = loop {
+        let options = config.nats_connect_options().await?.max_reconnects(None);
+        match options.connect(servers.clone()).await {
+            Ok(client) => break client,
+            Err(error) => tracing::warn!(
+                url = %config.get_nats_url(),
+                %error,
+                "cannot reach NATS to read this installation's identity; no run is taken until it is read, trying again in 2s"
+            ),
+        }
+        tokio::time::sleep(IDENTIFY_RETRY).await;
+    };
+    let js = async_nats::jetstream::new(client);
+    loop {
+        match identify(&js).await {
+            Ok(installation) => return Ok(installation),
+            Err(error) => tracing::warn!(
+                error = %error_text(&error),
+                "cannot tell which installation this runner belongs to; no run is taken until it can, trying again in 2s"
+            ),
+        }
+        tokio::time::sleep(IDENTIFY_RETRY).await;
     }
 }
 

@@ -17,8 +17,15 @@
 //! The shell traps SIGTERM, so that stopping a step (SIGTERM to every process of the
 //! container, [`Engine::signal_processes`](crate::Engine::signal_processes)) ends the
 //! step and not the shell: the step's exit is still reported.
+//!
+//! A session watches its container through the engine's wait endpoint from the
+//! moment it attaches. When the container stops or goes from outside while a step
+//! runs (`docker rm -f`, `docker kill`, an engine that stops), the step ends at once
+//! with [`EngineError::ContainerEnded`] saying how, after the output already on its
+//! way has been logged, whether or not the attached stream ends by itself.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::AttachContainerOptions;
@@ -28,8 +35,17 @@ use conveyor_sdk::LogHandle;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::docker::ContainerWatch;
 use crate::error::EngineError;
 use crate::marker::MarkerScanner;
+
+/// How long, once the container has ended, the output already on its way may still
+/// take to arrive.
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// How long, once the attached stream has ended, the watch may take to say how the
+/// container ended.
+const END_KNOWN_WITHIN: Duration = Duration::from_secs(2);
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
@@ -106,6 +122,7 @@ pub struct Session {
     stdout: Channel,
     stderr: Channel,
     budget: Budget,
+    watch: ContainerWatch,
 }
 
 /// One output stream: its marker scanner and its line splitter.
@@ -133,11 +150,19 @@ impl Channel {
         }
         scan.trailer
     }
+
+    /// Logs the last, partial line, if any: the stream has ended.
+    async fn finish(&mut self, log: &LogHandle, budget: &mut Budget) {
+        if let Some(last) = self.lines.finish() {
+            budget.log(last, log).await;
+        }
+    }
 }
 
 impl Session {
     /// Attaches to the shell of `container`, a container started by
-    /// [`Engine::start_run_container`](crate::docker::Engine::start_run_container).
+    /// [`Engine::start_run_container`](crate::docker::Engine::start_run_container),
+    /// and watches the container from now on until the session is dropped.
     ///
     /// ```no_run
     /// # async fn demo(engine: simple_runner::Engine, container: &str) -> Result<(), simple_runner::EngineError> {
@@ -156,7 +181,6 @@ impl Session {
         let attached = docker.attach_container(container, Some(options)).await.map_err(|source| {
             EngineError::Docker { action: "cannot attach to the run container".into(), source }
         })?;
-        let marker = format!("__CONVEYOR_STEP_END_{}__", uuid::Uuid::new_v4().simple());
         let mut input = attached.input;
         // The shell outlives a SIGTERM meant for its step (a handler, not an ignored
         // signal: the step gets the default again), and reports the step's exit.
@@ -165,14 +189,23 @@ impl Session {
             input.flush().await
         };
         trap.await.map_err(|source| EngineError::ShellInput { source })?;
-        Ok(Self {
+        let watch = ContainerWatch::start(docker.clone(), container.to_owned());
+        Ok(Self::of(input, attached.output, watch))
+    }
+
+    /// The session of a shell reached through `input` and `output`, its container
+    /// watched by `watch`.
+    fn of(input: Pin<Box<dyn AsyncWrite + Send>>, output: Output, watch: ContainerWatch) -> Self {
+        let marker = format!("__CONVEYOR_STEP_END_{}__", uuid::Uuid::new_v4().simple());
+        Self {
             input,
-            output: attached.output,
+            output,
             stdout: Channel::new(&marker),
             stderr: Channel::new(&marker),
             marker,
             budget: Budget { left: None, limit: 0, exhausted: false },
-        })
+            watch,
+        }
     }
 
     /// Caps the output this session logs, over all its steps, at `max_bytes` (each
@@ -194,7 +227,8 @@ impl Session {
     }
 
     /// Runs `script` through `sh -c` with `env`, without stdin, logging its output line
-    /// by line; returns when both output streams have ended the step.
+    /// by line; returns when both output streams have ended the step, or with
+    /// [`EngineError::ContainerEnded`] as soon as the container has stopped or gone.
     ///
     /// ```no_run
     /// # async fn demo(session: &mut simple_runner::session::Session) -> Result<(), simple_runner::EngineError> {
@@ -225,17 +259,43 @@ impl Session {
             self.input.write_all(line.as_bytes()).await?;
             self.input.flush().await
         };
-        written.await.map_err(|source| EngineError::ShellInput { source })?;
+        if let Err(source) = written.await {
+            return Err(match self.watch.ended_within(END_KNOWN_WITHIN).await {
+                Some(end) => EngineError::ContainerEnded(end),
+                None => EngineError::ShellInput { source },
+            });
+        }
 
         let (mut code, mut stderr_done) = (None::<String>, false);
         while code.is_none() || !stderr_done {
-            let Some(chunk) = self.output.next().await else {
-                return Err(EngineError::ContainerStopped);
+            let next = tokio::select! {
+                // What has arrived is logged first.
+                biased;
+                next = self.output.next() => next,
+                end = self.watch.ended() => {
+                    self.drain(log).await;
+                    return Err(EngineError::ContainerEnded(end));
+                }
             };
-            let chunk = chunk.map_err(|source| EngineError::Docker {
-                action: "the step's output stream broke".into(),
-                source,
-            })?;
+            let Some(chunk) = next else {
+                self.finish_lines(log).await;
+                return Err(match self.watch.ended_within(END_KNOWN_WITHIN).await {
+                    Some(end) => EngineError::ContainerEnded(end),
+                    None => EngineError::ContainerStopped,
+                });
+            };
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(source) => {
+                    self.finish_lines(log).await;
+                    return Err(match self.watch.ended_within(END_KNOWN_WITHIN).await {
+                        Some(end) => EngineError::ContainerEnded(end),
+                        None => {
+                            EngineError::Docker { action: "the step's output stream broke".into(), source }
+                        }
+                    });
+                }
+            };
             match chunk {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
                     if let Some(trailer) = self.stdout.feed(&message, log, &mut self.budget).await {
@@ -251,6 +311,32 @@ impl Session {
             }
         }
         code.as_deref().and_then(parse_trailer).ok_or(EngineError::NoExitCode)
+    }
+
+    /// Logs the output still on its way from a container that has ended, for at most
+    /// [`DRAIN`], and the last partial lines.
+    async fn drain(&mut self, log: &LogHandle) {
+        let draining = async {
+            while let Some(Ok(chunk)) = self.output.next().await {
+                match chunk {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        self.stdout.feed(&message, log, &mut self.budget).await;
+                    }
+                    LogOutput::StdErr { message } => {
+                        self.stderr.feed(&message, log, &mut self.budget).await;
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN, draining).await;
+        self.finish_lines(log).await;
+    }
+
+    /// Logs the last partial line of each output stream: the streams have ended.
+    async fn finish_lines(&mut self, log: &LogHandle) {
+        self.stdout.finish(log, &mut self.budget).await;
+        self.stderr.finish(log, &mut self.budget).await;
     }
 }
 
@@ -279,6 +365,7 @@ pub(crate) fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ContainerEnd;
 
     #[test]
     fn the_trailer_gives_the_exit_code_and_whether_memory_ran_out() {
@@ -286,6 +373,52 @@ mod tests {
         assert_eq!(parse_trailer(" 137 1"), Some(StepExit { code: 137, oom_killed: true }));
         assert_eq!(parse_trailer(" 2"), Some(StepExit { code: 2, oom_killed: false }));
         assert_eq!(parse_trailer(" x 0"), None);
+    }
+
+    /// A session whose shell takes any input and answers with `output`, then nothing,
+    /// its stream never ending; and the sender that tells how its container ended.
+    fn session_with(output: Vec<LogOutput>) -> (Session, tokio::sync::watch::Sender<Option<ContainerEnd>>) {
+        let output =
+            futures_util::stream::iter(output.into_iter().map(Ok)).chain(futures_util::stream::pending());
+        let (ended, watched) = tokio::sync::watch::channel(None);
+        let session = Session::of(Box::pin(tokio::io::sink()), Box::pin(output), ContainerWatch::of(watched));
+        (session, ended)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_ends_when_its_container_ends_though_the_output_stream_stays_open() {
+        let (mut session, ended) = session_with(vec![]);
+        let (log, _) = LogHandle::memory();
+        let step = session.run("sleep 600", &[], &log);
+        tokio::pin!(step);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), &mut step).await.is_err(),
+            "the step runs on"
+        );
+
+        ended.send_replace(Some(ContainerEnd::Removed));
+        let at = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(1), step).await.expect("the step ends");
+        assert!(matches!(outcome, Err(EngineError::ContainerEnded(ContainerEnd::Removed))), "{outcome:?}");
+        assert!(at.elapsed() <= DRAIN, "ended after {:?}", at.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_output_that_came_before_the_container_ended_is_logged() {
+        let message = |text: &str| bytes::Bytes::from(text.to_owned());
+        let (mut session, ended) = session_with(vec![
+            LogOutput::StdOut { message: message("started\nhalf a li") },
+            LogOutput::StdErr { message: message("warning\n") },
+        ]);
+        let (log, lines) = LogHandle::memory();
+        ended.send_replace(Some(ContainerEnd::Exited { exit_code: 137, oom_killed: false }));
+        let outcome = session.run("echo started; sleep 600", &[], &log).await;
+        let killed = ContainerEnd::Exited { exit_code: 137, oom_killed: false };
+        assert!(
+            matches!(outcome, Err(EngineError::ContainerEnded(ref end)) if *end == killed),
+            "{outcome:?}"
+        );
+        assert_eq!(lines.lines(), ["started", "warning", "half a li"]);
     }
 
     #[test]

@@ -152,8 +152,9 @@ impl Default for WarmSettings {
 /// How a runner process owns its containers, on their `conveyor.mode` label.
 ///
 /// Only the containers of a [`Serve`](Mode::Serve) runner are ever removed by another
-/// runner's sweep, and only once that runner's liveness record is gone (see
-/// [`crate::liveness`] and [`crate::cleanup`]).
+/// runner's sweep, only by a runner of the same installation (the containers'
+/// [`ContainerSettings::installation`]), and only once that runner's liveness record is
+/// gone (see [`crate::liveness`] and [`crate::cleanup`]).
 ///
 /// ```
 /// use simple_runner::{Mode, Settings};
@@ -166,7 +167,8 @@ impl Default for WarmSettings {
 #[non_exhaustive]
 pub enum Mode {
     /// A serving runner that keeps a liveness record while it lives: its containers
-    /// are reaped by the other replicas once the record has expired.
+    /// are reaped by the other replicas of its installation once the record has
+    /// expired.
     Serve,
     /// Anything else (a local `simple-runner run`, a program of its own): its
     /// containers are never removed by a sweep.
@@ -237,6 +239,12 @@ pub struct ContainerSettings {
     pub platform: Option<String>,
     /// How long a stopped container has between SIGTERM and SIGKILL (default 2 s).
     pub stop_grace: Duration,
+    /// The identity of the installation the containers belong to, on their
+    /// `conveyor.installation` label: only the sweeps of that installation's runners
+    /// ever remove them (default: none, and no sweep removes them).
+    /// [`CommandRunner::serve`](crate::CommandRunner::serve) sets it to the identity kept
+    /// in its NATS (see [`crate::installation`]) when it is none.
+    pub installation: Option<String>,
 }
 
 impl Default for ContainerSettings {
@@ -253,6 +261,7 @@ impl Default for ContainerSettings {
             read_only: false,
             platform: None,
             stop_grace: Duration::from_secs(2),
+            installation: None,
         }
     }
 }

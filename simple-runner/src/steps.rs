@@ -10,7 +10,7 @@ use conveyor_sdk::Run;
 use tokio::time::Instant;
 
 use crate::docker::Engine;
-use crate::error::EngineError;
+use crate::error::{ContainerEnd, EngineError};
 use crate::report::{human, RunReport, StepRecord, StepsEnd};
 use crate::session::{quote, Session, StepExit};
 use crate::settings::Settings;
@@ -141,29 +141,27 @@ pub(crate) async fn run_steps(
                     log.log(format!("step {} may fail: going on", step.name)).await;
                 }
             }
-            Err(EngineError::ContainerStopped) if engine.oom_killed(container).await => {
-                // The kernel killed the container's own shell for memory.
-                let killed = StepsEnd::KilledForMemory {
-                    step: step.name.clone(),
-                    exit_code: 137,
-                    limit: memory_bytes,
-                };
-                if let Some(text) = killed.failure() {
-                    log.log(text).await;
-                }
-                if !failed {
-                    end = killed;
-                }
-                break;
-            }
             Err(error) => {
-                let broken = StepsEnd::Broken { step: step.name.clone(), error };
-                if let Some(text) = broken.failure() {
+                let name = step.name.clone();
+                let stopped = match error {
+                    // The kernel killed the container's own shell for memory.
+                    EngineError::ContainerEnded(ContainerEnd::Exited { oom_killed: true, .. }) => {
+                        StepsEnd::KilledForMemory { step: name, exit_code: 137, limit: memory_bytes }
+                    }
+                    EngineError::ContainerStopped if engine.oom_killed(container).await => {
+                        StepsEnd::KilledForMemory { step: name, exit_code: 137, limit: memory_bytes }
+                    }
+                    // Removed or killed from outside, or its engine went.
+                    EngineError::ContainerEnded(how) => StepsEnd::ContainerLost { step: name, end: how },
+                    error => StepsEnd::Broken { step: name, error },
+                };
+                if let Some(text) = stopped.failure() {
                     log.log(text).await;
                 }
                 if !failed {
-                    end = broken;
+                    end = stopped;
                 }
+                // The shell is gone or unusable: no step can run after it.
                 break;
             }
         }

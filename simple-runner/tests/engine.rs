@@ -17,43 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// A TCP front of the local Docker socket that can be taken down and brought back:
-/// to the runner, an engine that stops and starts again.
-struct DockerFront {
-    port: u16,
-    task: Option<JoinHandle<()>>,
-}
-
-impl DockerFront {
-    async fn start(port: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Docker front");
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            // Owned by this task: aborting it closes every connection too.
-            let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut docker) = UnixStream::connect("/var/run/docker.sock").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut docker).await;
-                    }
-                });
-            }
-        });
-        Self { port, task: Some(task) }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_engine_fails_runs_clearly_and_the_runner_recovers_when_it_is_back() {
     let local = engine().await; // checks the test image
@@ -109,21 +72,28 @@ async fn readyz_is_503_while_the_docker_engine_does_not_answer() {
 }
 
 #[tokio::test]
-async fn a_sweep_removes_only_served_containers_of_runners_without_a_liveness_record() {
+async fn a_sweep_removes_only_served_containers_of_its_installation_whose_runners_have_no_liveness_record() {
     let engine = engine().await;
     let (nats, _harness) = setup().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let driver = unique_driver("cleanup-test");
     let alive =
         Liveness::start(client.clone(), &driver, "alive-runner", Duration::from_secs(30)).await.unwrap();
+    let installation = installation_of(&nats.url()).await;
+    let here = Some(installation.as_str());
     let ids = HashMap::from([
-        ("me", labelled_container(&engine, &driver, "me", "serve").await),
-        ("alive", labelled_container(&engine, &driver, "alive-runner", "serve").await),
-        ("dead", labelled_container(&engine, &driver, "dead-runner", "serve").await),
-        ("local", labelled_container(&engine, &driver, "dead-runner", "run").await),
+        ("me", labelled_container(&engine, here, &driver, "me", "serve").await),
+        ("alive", labelled_container(&engine, here, &driver, "alive-runner", "serve").await),
+        ("dead", labelled_container(&engine, here, &driver, "dead-runner", "serve").await),
+        ("local", labelled_container(&engine, here, &driver, "dead-runner", "run").await),
+        (
+            "elsewhere",
+            labelled_container(&engine, Some("another-installation"), &driver, "dead-runner", "serve").await,
+        ),
+        ("older", labelled_container(&engine, None, &driver, "dead-runner", "serve").await),
     ]);
 
-    let swept = cleanup::sweep(&engine, alive.bucket(), &driver, "me").await;
+    let swept = cleanup::sweep(&engine, alive.bucket(), &scope(&installation, &driver, "me")).await;
     let left = container_ids(&engine, &driver).await;
     remove_all_of(&engine, &driver).await;
     let swept = swept.unwrap_or_else(|e| panic!("{}", conveyor_sdk::error_text(&e)));
@@ -132,6 +102,12 @@ async fn a_sweep_removes_only_served_containers_of_runners_without_a_liveness_re
     assert!(left.contains(&ids["alive"]), "a live runner's container must be kept");
     assert!(left.contains(&ids["me"]), "this runner's own container must be kept");
     assert!(left.contains(&ids["local"]), "a local run's container must be kept, whoever made it");
+    assert!(left.contains(&ids["elsewhere"]), "another installation's container must be kept");
+    assert!(left.contains(&ids["older"]), "a container without an installation label must be kept");
+    assert_eq!(
+        (swept.count(cleanup::Verdict::OtherInstallation), swept.count(cleanup::Verdict::NoInstallation)),
+        (1, 1)
+    );
     alive.stop().await;
 }
 
@@ -180,12 +156,13 @@ async fn a_removal_that_fails_is_tried_again_by_the_next_sweep() {
     let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
     let driver = unique_driver("retry-test");
     let _cleanup = RemovesOnDrop(driver.clone());
-    let orphan = labelled_container(&local, &driver, "dead-runner", "serve").await;
+    let installation = installation_of(&nats.url()).await;
+    let orphan = labelled_container(&local, Some(&installation), &driver, "dead-runner", "serve").await;
     let refusing = Arc::new(AtomicBool::new(true));
     let (host, front) = delete_refusing_front(refusing.clone()).await;
     let engine = Engine::connect_to(&host).await.unwrap();
 
-    let first = cleanup::sweep(&engine, &bucket, &driver, "me").await.unwrap();
+    let first = cleanup::sweep(&engine, &bucket, &scope(&installation, &driver, "me")).await.unwrap();
     assert_eq!((first.removed.len(), first.failed.clone()), (0, vec![orphan.clone()]), "{first:?}");
     assert_eq!(
         container_ids(&local, &driver).await,
@@ -194,7 +171,7 @@ async fn a_removal_that_fails_is_tried_again_by_the_next_sweep() {
     );
 
     refusing.store(false, Ordering::SeqCst);
-    let second = cleanup::sweep(&engine, &bucket, &driver, "me").await.unwrap();
+    let second = cleanup::sweep(&engine, &bucket, &scope(&installation, &driver, "me")).await.unwrap();
     assert_eq!((second.removed.clone(), second.failed.len()), (vec![orphan], 0), "{second:?}");
     assert!(container_ids(&local, &driver).await.is_empty());
     front.abort();
@@ -211,11 +188,12 @@ async fn a_sweep_that_cannot_read_the_liveness_bucket_removes_nothing() {
         .unwrap();
     let js = async_nats::jetstream::new(client);
     let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
+    let installation = simple_runner::installation::identify(&js).await.unwrap();
     let driver = unique_driver("unreadable-test");
-    let orphan = labelled_container(&engine, &driver, "dead-runner", "serve").await;
+    let orphan = labelled_container(&engine, Some(&installation), &driver, "dead-runner", "serve").await;
 
     nats.stop().await;
-    let swept = cleanup::sweep(&engine, &bucket, &driver, "me").await;
+    let swept = cleanup::sweep(&engine, &bucket, &scope(&installation, &driver, "me")).await;
     let left = container_ids(&engine, &driver).await;
     remove_all_of(&engine, &driver).await;
     let error = swept.expect_err("a sweep without liveness records must fail");

@@ -44,8 +44,9 @@ async fn a_scrape_counts_pulls_container_starts_removals_and_reaped_orphans() {
     let (bucket, _) =
         simple_runner::liveness::open_bucket(&js, std::time::Duration::from_secs(30)).await.unwrap();
     let driver = unique_driver("metrics-test");
-    labelled_container(&engine, &driver, "dead-runner", "serve").await;
-    let swept = cleanup::sweep(&engine, &bucket, &driver, "me").await;
+    let installation = simple_runner::installation::identify(&js).await.unwrap();
+    labelled_container(&engine, Some(&installation), &driver, "dead-runner", "serve").await;
+    let swept = cleanup::sweep(&engine, &bucket, &scope(&installation, &driver, "me")).await;
     remove_all_of(&engine, &driver).await;
     assert_eq!(swept.map(|s| s.removed.len()).unwrap_or_else(|e| panic!("{e}")), 1);
 

@@ -16,7 +16,7 @@ use conveyor_sdk::{CancellationToken, Config, Event};
 use serde_json::json;
 use simple_runner::cleanup::{self, Verdict};
 use simple_runner::liveness::{self, Liveness};
-use simple_runner::{CommandRunner, Mode, Settings};
+use simple_runner::{CommandRunner, ContainerSettings, Mode, Settings};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -73,8 +73,12 @@ impl Drop for CutProxy {
     }
 }
 
-fn serving_settings(driver: &str) -> Settings {
-    Settings { name: driver.to_owned(), mode: Mode::Serve, ..settings() }
+/// The settings of a serving runner of `driver` in `installation`, as `serve` has them.
+fn serving_settings(driver: &str, installation: &str) -> Settings {
+    let base = settings();
+    let container =
+        ContainerSettings { installation: Some(installation.to_owned()), ..base.container.clone() };
+    Settings { name: driver.to_owned(), mode: Mode::Serve, container, ..base }
 }
 
 fn sleeping_run(name: &str, seconds: u32) -> conveyor_sdk::Resource {
@@ -118,14 +122,17 @@ async fn a_runner_cut_off_from_nats_for_a_few_seconds_keeps_its_running_containe
     let proxy = CutProxy::start(upstream(&nats)).await;
 
     // Runner A: the runtime and its liveness both reach NATS through the proxy.
-    let settings = serving_settings(&driver);
     let client = async_nats::ConnectOptions::new()
         .max_reconnects(None)
         .reconnect_delay_callback(|_| Duration::from_millis(200))
         .connect(proxy.url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let alive = Liveness::start(client.clone(), &driver, &settings.instance, TTL).await.unwrap();
+    let instance = uuid::Uuid::new_v4().to_string();
+    let alive = Liveness::start(client.clone(), &driver, &instance, TTL).await.unwrap();
+    let installation = installation_of(&nats.url()).await;
+    let settings = Settings { instance, ..serving_settings(&driver, &installation) };
+    let replica_b = scope(&installation, &driver, "replica-b");
     let serving =
         serve(CommandRunner::new(engine.clone(), settings), sdk_config(proxy.url()), &harness).await;
     // Replica B sweeps directly.
@@ -142,7 +149,7 @@ async fn a_runner_cut_off_from_nats_for_a_few_seconds_keeps_its_running_containe
     }
     let mut sweeps = 0;
     while cut_at.elapsed() < CUT {
-        let swept = cleanup::sweep(&engine, &bucket, &driver, "replica-b").await;
+        let swept = cleanup::sweep(&engine, &bucket, &replica_b).await;
         let swept = swept.unwrap_or_else(|e| panic!("{}", conveyor_sdk::error_text(&e)));
         assert_eq!(swept.count(Verdict::OwnerAlive), 1, "runner A's container, its owner alive: {swept:?}");
         assert!(swept.removed.is_empty(), "{swept:?}");
@@ -172,17 +179,18 @@ async fn a_local_run_beside_a_serving_runner_of_the_same_driver_completes() {
     engine.metrics().register(&metrics);
 
     // A serving runner with a fast sweep.
-    let settings = serving_settings(&driver);
-    let instance = settings.instance.clone();
+    let instance = uuid::Uuid::new_v4().to_string();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let alive = Liveness::start(client, &driver, &instance, Duration::from_secs(10)).await.unwrap();
+    let installation = installation_of(&nats.url()).await;
+    let settings = Settings { instance: instance.clone(), ..serving_settings(&driver, &installation) };
     let serving = serve(CommandRunner::new(engine.clone(), settings), config(&nats), &harness).await;
+    let own = scope(&installation, &driver, &instance);
     let stop = CancellationToken::new();
     let sweeping = tokio::spawn(cleanup::sweep_every(
         engine.clone(),
         alive.bucket().clone(),
-        driver.clone(),
-        instance.clone(),
+        own.clone(),
         Duration::from_millis(200),
         stop.clone(),
     ));
@@ -206,7 +214,7 @@ async fn a_local_run_beside_a_serving_runner_of_the_same_driver_completes() {
     // and leaves it.
     let deadline = Instant::now() + Duration::from_secs(30);
     let swept = loop {
-        let swept = cleanup::sweep(&engine, alive.bucket(), &driver, &instance).await.unwrap();
+        let swept = cleanup::sweep(&engine, alive.bucket(), &own).await.unwrap();
         if swept.count(Verdict::NotServed) == 1 {
             break swept;
         }
@@ -273,17 +281,12 @@ async fn the_containers_of_a_runner_killed_with_sigkill_run_and_warm_are_removed
     let metrics = Metrics::new();
     replica.metrics().register(&metrics);
     let bucket = bucket_of_another_replica(nats.url(), TTL).await;
-    let before = cleanup::sweep(&replica, &bucket, &driver, "replica-b").await.unwrap();
+    let replica_b = scope(&installation_of(&nats.url()).await, &driver, "replica-b");
+    let before = cleanup::sweep(&replica, &bucket, &replica_b).await.unwrap();
     assert_eq!(before.count(Verdict::OwnerAlive), 2, "while the runner lives: {before:?}");
     let stop = CancellationToken::new();
-    let sweeping = tokio::spawn(cleanup::sweep_every(
-        replica.clone(),
-        bucket,
-        driver.clone(),
-        "replica-b".into(),
-        INTERVAL,
-        stop.clone(),
-    ));
+    let sweeping =
+        tokio::spawn(cleanup::sweep_every(replica.clone(), bucket, replica_b, INTERVAL, stop.clone()));
 
     killed.start_kill().unwrap();
     killed.wait().await.unwrap();

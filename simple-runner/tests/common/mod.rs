@@ -146,8 +146,15 @@ pub fn unique_driver(prefix: &str) -> String {
 }
 
 /// Starts a container labelled as runner `owner` of `driver` in `mode` (`serve` or
-/// `run`) would have; returns its id.
-pub async fn labelled_container(engine: &Engine, driver: &str, owner: &str, mode: &str) -> String {
+/// `run`) of `installation` would have (`None`: as a version without the label would
+/// have); returns its id.
+pub async fn labelled_container(
+    engine: &Engine,
+    installation: Option<&str>,
+    driver: &str,
+    owner: &str,
+    mode: &str,
+) -> String {
     use simple_runner::docker::labels;
     let labels = std::collections::HashMap::from([
         (labels::RUN_ID.to_owned(), format!("run-of-{owner}-{mode}")),
@@ -157,8 +164,10 @@ pub async fn labelled_container(engine: &Engine, driver: &str, owner: &str, mode
         (labels::MODE.to_owned(), mode.to_owned()),
     ]);
     let name = simple_runner::docker::container_name("leftover", owner);
+    let container =
+        ContainerSettings { installation: installation.map(str::to_owned), ..settings().container };
     engine
-        .start_run_container(TEST_IMAGE, &name, None, vec![], labels, &settings().container)
+        .start_run_container(TEST_IMAGE, &name, None, vec![], labels, &container)
         .await
         .unwrap_or_else(|e| panic!("starting a container of {owner}: {e}"))
         .id
@@ -202,6 +211,24 @@ impl Drop for RemovesOnDrop {
     }
 }
 
+/// The identity of the installation whose NATS is at `url`, as its runners read it.
+pub async fn installation_of(url: &str) -> String {
+    let client = async_nats::connect(url).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    let js = async_nats::jetstream::new(client);
+    simple_runner::installation::identify(&js)
+        .await
+        .unwrap_or_else(|e| panic!("{}", conveyor_sdk::error_text(&e)))
+}
+
+/// The sweep of runner `instance` of `driver` in `installation`.
+pub fn scope(installation: &str, driver: &str, instance: &str) -> simple_runner::cleanup::Scope {
+    simple_runner::cleanup::Scope {
+        installation: installation.to_owned(),
+        driver: driver.to_owned(),
+        instance: instance.to_owned(),
+    }
+}
+
 /// Settings of a driver of its own (a unique name), with no network.
 pub fn own_settings() -> Settings {
     Settings { name: format!("test-{}", uuid::Uuid::new_v4().simple()), ..settings() }
@@ -230,4 +257,42 @@ pub async fn run_here(
 /// Whether `lines` has exactly `text`.
 pub fn has(lines: &[String], text: &str) -> bool {
     lines.iter().any(|l| l == text)
+}
+
+/// A TCP front of the local Docker socket that can be taken down and brought back:
+/// to the runner, an engine that stops and starts again.
+pub struct DockerFront {
+    pub port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerFront {
+    pub async fn start(port: u16) -> Self {
+        let listener =
+            tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Docker front");
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            // Owned by this task: aborting it closes every connection too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut docker) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut docker).await;
+                    }
+                });
+            }
+        });
+        Self { port, task: Some(task) }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
 }
