@@ -408,7 +408,8 @@ async fn no_more_runs_than_the_bound_publish_while_results_are_not_stored_and_pu
     let (nats, harness) = setup().await;
     let concurrency = 2;
     let driver = TestDriver::new();
-    let serving = serve(driver.clone(), config(&nats).concurrency(concurrency), &harness).await;
+    let config = config(&nats).concurrency(concurrency).max_finishing(concurrency);
+    let serving = serve(driver.clone(), config, &harness).await;
     // Results reach a subscriber that never answers: each publish waits for its
     // acknowledgement until it times out, and is tried again.
     harness.jetstream().delete_stream("pipeline-engine").await.unwrap();

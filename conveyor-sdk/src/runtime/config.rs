@@ -23,6 +23,7 @@ pub struct Config {
     #[cfg(feature = "client")]
     pub(crate) api_root_ca: Option<PathBuf>,
     pub(crate) concurrency: usize,
+    pub(crate) max_finishing: usize,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliveries: u64,
     pub(crate) max_retries: u32,
@@ -62,6 +63,7 @@ impl Default for Config {
             #[cfg(feature = "client")]
             api_root_ca: None,
             concurrency: 4,
+            max_finishing: 32,
             ack_wait: Duration::from_secs(30),
             max_deliveries: 20,
             max_retries: 5,
@@ -175,6 +177,21 @@ impl Config {
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// How many runs may be finishing at once: storing the rest of their log, their
+    /// result and their record, and acknowledging their message (default 32). A run
+    /// whose reconcile returned waits for a place, holding its reconcile slot; so when
+    /// results cannot be stored, no more than this many are being stored and no more
+    /// than [`concurrency`](Self::concurrency) wait, and the driver pulls nothing more.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().max_finishing(8);
+    /// ```
+    #[must_use]
+    pub fn max_finishing(mut self, n: usize) -> Self {
+        self.max_finishing = n.max(1);
         self
     }
 

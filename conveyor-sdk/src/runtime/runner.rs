@@ -152,7 +152,7 @@ async fn prepare<D: Driver>(
         js,
         client: client.clone(),
         run_cancel: CancellationToken::new(),
-        finishing: Arc::new(Semaphore::new(config.concurrency)),
+        finishing: Arc::new(Semaphore::new(config.max_finishing)),
         config,
         observer,
         records,

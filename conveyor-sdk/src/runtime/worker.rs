@@ -36,11 +36,12 @@ pub(crate) struct Shared<D: Driver> {
     pub(crate) config: Config,
     /// Cancelled when the grace period of a shutdown is over.
     pub(crate) run_cancel: CancellationToken,
-    /// Bounds the runs that are finishing: storing the rest of their log, their
-    /// result and their record, and acknowledging their message. A run takes one of
-    /// these before it hands its reconcile slot back and keeps it until its message is
-    /// acknowledged, so when results cannot be stored, no more than this many runs
-    /// are storing them, and at most as many again wait with their reconcile slot.
+    /// Bounds the runs that are finishing ([`Config::max_finishing`]): storing the
+    /// rest of their log, their result and their record, and acknowledging their
+    /// message. A run takes one of these before it hands its reconcile slot back and
+    /// keeps it until its message is acknowledged, so when results cannot be stored, no
+    /// more than this many runs are storing them, and at most `concurrency` more wait
+    /// with their reconcile slot.
     pub(crate) finishing: Arc<Semaphore>,
     /// Where the runs' metrics go.
     pub(crate) observer: Observer,
