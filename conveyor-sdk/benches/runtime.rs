@@ -4,7 +4,10 @@
 //! ```text
 //! cargo bench -p conveyor-sdk --bench runtime            # everything
 //! cargo bench -p conveyor-sdk --bench runtime -- quick   # smaller counts, one round
+//! cargo bench -p conveyor-sdk --bench runtime -- logs    # log throughput only
 //! ```
+//!
+//! Arguments naming parts (`overhead`, `logs`, `idle`) pick those; none picks all.
 //!
 //! Prints messages (or lines) per second for both sides and their ratio, the same for
 //! the runtime with its metrics and HTTP endpoint on (beside it off, in the same
@@ -72,12 +75,13 @@ impl Driver for Bench {
         // cycled, so that the peak RSS shows the handle's memory, not this input's.
         let lines: Vec<String> =
             (0..1024).map(|i| format!("{i:>8} the quick brown fox jumps over the lazy dog")).collect();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds("self"));
         for line in lines.iter().cycle().take(self.lines) {
             run.log().log(line).await;
         }
         run.log().flush().await?;
-        Ok(DriverResult::success("logged").with_data(json!({"seconds": started.elapsed().as_secs_f64()})))
+        let data = json!({"seconds": started.elapsed().as_secs_f64(), "cpu": cpu_seconds("self") - cpu});
+        Ok(DriverResult::success("logged").with_data(data))
     }
 }
 
@@ -274,9 +278,11 @@ async fn log_child(url: &str, lines: usize) {
     let message = results.next().await.expect("result");
     let event: PipelineEvent = serde_json::from_slice(&message.payload).expect("result event");
     let seconds = event.driverresult.data["seconds"].as_f64().expect("seconds");
+    let cpu = event.driverresult.data["cpu"].as_f64().expect("cpu");
     stop.cancel();
     serving.await.expect("join").expect("runtime");
     println!("RATE {}", lines as f64 / seconds);
+    println!("CPU_US_PER_LINE {}", cpu * 1e6 / lines as f64);
     println!("PEAK_RSS_KB {}", proc_status_kb("self", "VmHWM"));
 }
 
@@ -284,6 +290,28 @@ async fn log_child(url: &str, lines: usize) {
 async fn idle_child(url: &str) {
     let driver = Bench { name: "idle".into(), resource_type: "idlejob".into(), lines: 0 };
     Runtime::with_config(driver, Config::default().nats_url(url)).run().await.expect("runtime");
+}
+
+/// CPU time (user and system) of process `pid` so far, in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The pid of the nats-server listening on `url`'s port.
+fn server_pid(url: &str) -> Option<String> {
+    let port = url.rsplit(':').next()?.to_owned();
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_server = args.first().is_some_and(|a| a.ends_with(b"nats-server"))
+            && args.windows(2).any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
+        is_server.then(|| entry.file_name().to_string_lossy().into_owned())
+    })
 }
 
 fn proc_status_kb(pid: &str, field: &str) -> u64 {
@@ -320,6 +348,10 @@ async fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parts = ["overhead", "logs", "idle"];
+    let picked =
+        |part: &str| !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part);
     let (messages, lines, rounds) = if quick { (2_000, 20_000, 1) } else { (20_000, 200_000, 3) };
 
     let nats = NatsServer::start().await.expect("nats-server (run scripts/services.sh)");
@@ -332,27 +364,40 @@ async fn main() {
     let js = jetstream::new(client.clone());
     create_server_streams(&js).await.expect("streams");
 
+    if picked("overhead") {
+        overhead(&url, &js, &client, messages, rounds).await;
+    }
+    if picked("logs") {
+        log_throughput(&url, &js, lines, rounds).await;
+    }
+    if picked("idle") {
+        idle(&url, &js).await;
+    }
+}
+
+/// The runtime with a no-op driver against the hand-written loop, with and without metrics.
+async fn overhead(url: &str, js: &Context, client: &async_nats::Client, messages: usize, rounds: usize) {
     println!("runtime overhead: {messages} messages (decode, validate, reconcile, result publish, ack), median of {rounds}");
     for concurrency in [1, 8] {
         let (mut raw, mut sdk, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut with_metrics, mut metric_ratios) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let r = raw_loop(&js, &client, concurrency, messages).await;
-            purge_results(&js).await;
+            let r = raw_loop(js, client, concurrency, messages).await;
+            purge_results(js).await;
             // Metrics off and on back to back, in alternating order, so that drift
             // of the machine falls on both.
             // Each loop starts from an empty result stream, so that none pays for the
             // results of the one before.
             let (s, m) = if round % 2 == 0 {
-                let s = sdk_loop(&url, &js, &client, concurrency, messages, false).await;
-                purge_results(&js).await;
-                (s, sdk_loop(&url, &js, &client, concurrency, messages, true).await)
+                let s = sdk_loop(url, js, client, concurrency, messages, false).await;
+                purge_results(js).await;
+                (s, sdk_loop(url, js, client, concurrency, messages, true).await)
             } else {
-                let m = sdk_loop(&url, &js, &client, concurrency, messages, true).await;
-                purge_results(&js).await;
-                (sdk_loop(&url, &js, &client, concurrency, messages, false).await, m)
+                let m = sdk_loop(url, js, client, concurrency, messages, true).await;
+                purge_results(js).await;
+                (sdk_loop(url, js, client, concurrency, messages, false).await, m)
             };
-            purge_results(&js).await;
+            purge_results(js).await;
             raw.push(r);
             sdk.push(s);
             ratios.push(s / r);
@@ -373,12 +418,24 @@ async fn main() {
             median(metric_ratios)
         );
     }
+}
 
+/// A driver logging `lines` lines in a process of its own against raw pipelined publishing.
+async fn log_throughput(url: &str, js: &Context, lines: usize, rounds: usize) {
     println!("log throughput: {lines} lines, all acked by JetStream, median of {rounds}");
     let (mut raw, mut sdk, mut ratios, mut peaks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_cpu, mut sdk_cpu, mut raw_server, mut sdk_server) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let server = server_pid(url).unwrap_or_default();
+    let per_line = |seconds: f64| seconds * 1e6 / lines as f64;
     for _ in 0..rounds {
-        let r = raw_log_publish(&js, lines, 1024).await;
-        let output = child("log", &url, lines).output().expect("log child");
+        let (server_before, cpu_before) = (cpu_seconds(&server), cpu_seconds("self"));
+        let r = raw_log_publish(js, lines, 1024).await;
+        raw_cpu.push(per_line(cpu_seconds("self") - cpu_before));
+        raw_server.push(per_line(cpu_seconds(&server) - server_before));
+        let server_before = cpu_seconds(&server);
+        let output = child("log", url, lines).output().expect("log child");
+        sdk_server.push(per_line(cpu_seconds(&server) - server_before));
         let text = String::from_utf8_lossy(&output.stdout);
         let value = |key: &str| {
             text.lines()
@@ -391,6 +448,7 @@ async fn main() {
         sdk.push(s);
         ratios.push(s / r);
         peaks.push(value("PEAK_RSS_KB "));
+        sdk_cpu.push(value("CPU_US_PER_LINE "));
     }
     println!(
         "  raw pipelined publish {:>9.0} lines/s   log handle {:>9.0} lines/s   ratio {:.2}   peak RSS of the logging process {:.1} MB",
@@ -399,8 +457,18 @@ async fn main() {
         median(ratios),
         median(peaks) / 1024.0
     );
+    println!(
+        "  CPU per line, µs: publishing process raw {:.2}, log handle {:.2}; nats-server raw {:.2}, log handle {:.2} (the log handle's process start included)",
+        median(raw_cpu),
+        median(sdk_cpu),
+        median(raw_server),
+        median(sdk_server)
+    );
+}
 
-    let mut idle = tokio::process::Command::from(child("idle", &url, 0));
+/// The RSS of a driver process that waits for work.
+async fn idle(url: &str, js: &Context) {
+    let mut idle = tokio::process::Command::from(child("idle", url, 0));
     let mut idle = idle.kill_on_drop(true).spawn().expect("idle child");
     let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -5,7 +5,12 @@
 //! cargo bench -p simple-runner --bench live_logs            # 10 s per rate and viewer
 //! cargo bench -p simple-runner --bench live_logs -- quick   # 2 s per rate and viewer
 //! cargo bench -p simple-runner --bench live_logs -- 20000 sse  # one rate, one viewer
+//! cargo bench -p simple-runner --bench live_logs -- burst      # 100,000 lines at once
 //! ```
+//!
+//! Besides the steady rates, a burst: the step prints 100,000 lines as fast as its
+//! shell can, and the figure that matters is how far behind the viewer is at the end
+//! (the last line's arrival minus the time it was printed).
 //!
 //! Everything runs in this process on a nats-server of its own: the dev server, the
 //! runner (driver `live-log-bench`, containers without network) and the viewers. The
@@ -52,6 +57,16 @@ while [ $n -lt $total ]; do
   while [ $n -lt $due ]; do n=$((n+1)); echo \"$n $EPOCHREALTIME\"; done
   sleep 0.002
 done
+echo end"
+    )
+}
+
+/// The burst: prints `<seq> <EPOCHREALTIME>` for seq 1..=total as fast as the shell
+/// can, then `end`.
+fn burst_script(total: u64) -> String {
+    format!(
+        "n=0
+while [ $n -lt {total} ]; do n=$((n+1)); echo \"$n $EPOCHREALTIME\"; done
 echo end"
     )
 }
@@ -158,9 +173,11 @@ async fn connect_viewer(
                     let Some(Ok(chunk)) = chunk else { break };
                     let at = now();
                     buffer.extend_from_slice(&chunk);
-                    while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-                        let event: Vec<u8> = buffer.drain(..end + 2).collect();
-                        let event = String::from_utf8_lossy(&event);
+                    // Every complete event of the buffer, read through once.
+                    let mut read = 0;
+                    while let Some(end) = buffer[read..].windows(2).position(|w| w == b"\n\n") {
+                        let event = String::from_utf8_lossy(&buffer[read..read + end]);
+                        read += end + 2;
                         for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                             let log: conveyor_sdk::Log =
                                 serde_json::from_str(data.trim_start()).expect("an event of Log JSON");
@@ -169,6 +186,7 @@ async fn connect_viewer(
                             }
                         }
                     }
+                    buffer.drain(..read);
                 }
                 seen
             })
@@ -229,6 +247,8 @@ struct Latency {
     last_second_p50: f64,
     /// The highest p50 of any one second.
     worst_second_p50: f64,
+    /// The latency of the last line printed: how far behind the viewer is at the end.
+    end: f64,
 }
 
 impl Latency {
@@ -256,13 +276,20 @@ impl Latency {
             first_second_p50: p50_at(p50s.first()),
             last_second_p50: p50_at(p50s.last()),
             worst_second_p50: p50s.iter().map(|(_, p)| *p).fold(f64::NAN, f64::max),
+            end: arrivals.iter().max_by_key(|a| a.seq).map_or(f64::NAN, |a| (a.at - a.printed) * 1e3),
         }
     }
 
     fn line(&self) -> String {
         format!(
-            "latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; p50 in the first second {:.1} ms, in the last {:.1} ms, worst second {:.1} ms",
-            self.p50, self.p99, self.max, self.first_second_p50, self.last_second_p50, self.worst_second_p50
+            "latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, of the last line {:.1} ms; p50 in the first second {:.1} ms, in the last {:.1} ms, worst second {:.1} ms",
+            self.p50,
+            self.p99,
+            self.max,
+            self.end,
+            self.first_second_p50,
+            self.last_second_p50,
+            self.worst_second_p50
         )
     }
 }
@@ -284,15 +311,48 @@ fn out_of_order(arrivals: &[Arrival]) -> usize {
     arrivals.windows(2).filter(|w| w[1].seq < w[0].seq).count()
 }
 
+/// What the step prints: `total` lines at a steady `rate`, or as fast as it can.
 struct Case {
-    rate: u64,
+    /// Lines per second; `None`: a burst.
+    rate: Option<u64>,
+    total: u64,
+    /// How long the printing should take, at most.
     seconds: u64,
 }
 
 impl Case {
-    fn total(&self) -> u64 {
-        self.rate * self.seconds
+    fn paced(rate: u64, seconds: u64) -> Self {
+        Self { rate: Some(rate), total: rate * seconds, seconds }
     }
+
+    fn burst(total: u64) -> Self {
+        Self { rate: None, total, seconds: 10 }
+    }
+
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn script(&self) -> String {
+        match self.rate {
+            Some(rate) => step_script(rate, self.total),
+            None => burst_script(self.total),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self.rate {
+            Some(rate) => format!("{rate} lines/s"),
+            None => format!("a burst of {} lines", self.total),
+        }
+    }
+}
+
+/// How fast the lines of `arrivals` were printed, in lines per second.
+fn printed_rate(arrivals: &[Arrival]) -> f64 {
+    let first = arrivals.iter().map(|a| a.printed).fold(f64::INFINITY, f64::min);
+    let last = arrivals.iter().map(|a| a.printed).fold(f64::NEG_INFINITY, f64::max);
+    arrivals.len() as f64 / (last - first)
 }
 
 /// One run through the runner, watched by `viewer` on the dev server; its viewer's
@@ -307,7 +367,7 @@ async fn through_the_dev_server(server: &DevServer, case: &Case, viewer: Viewer)
     let resource = Resource::new(
         "live-logs",
         "pipeline",
-        json!({"image": IMAGE, "steps": [{"name": "print", "command": step_script(case.rate, case.total())}]}),
+        json!({"image": IMAGE, "steps": [{"name": "print", "command": case.script()}]}),
     );
     harness.create_with_run_id(resource, &run_id).await.expect("dispatch");
     let result = harness
@@ -338,9 +398,10 @@ async fn through_the_dev_server(server: &DevServer, case: &Case, viewer: Viewer)
         seen.arrivals.iter().copied().filter(|a| a.printed >= connected_at).collect();
     let latency = Latency::of(&arrivals);
     println!(
-        "{} lines/s, {} viewer: printed {total}, received {} (lost {lost}, repeated {repeated}, out of order {}, `end` {}), printed before the viewer connected {early}; stored {} of them (lost {stored_lost}, repeated {stored_repeated})\n    {}",
-        case.rate,
+        "{}, {} viewer: printed {total} at {:.0} lines/s, received {} (lost {lost}, repeated {repeated}, out of order {}, `end` {}), printed before the viewer connected {early}; stored {} of them (lost {stored_lost}, repeated {stored_repeated})\n    {}",
+        case.label(),
         viewer.label(),
+        printed_rate(&seen.arrivals),
         seen.arrivals.len(),
         out_of_order(&seen.arrivals),
         if seen.ended { "came" } else { "missing" },
@@ -375,7 +436,7 @@ async fn raw_docker(docker: &bollard::Docker, case: &Case) -> Latency {
     let options = CreateExecOptions {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), step_script(case.rate, case.total())]),
+        cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), case.script()]),
         ..Default::default()
     };
     let exec = docker.create_exec(&container, options).await.expect("create exec");
@@ -398,8 +459,9 @@ async fn raw_docker(docker: &bollard::Docker, case: &Case) -> Latency {
     let (lost, _) = lost_and_repeated(case.total(), seen.arrivals.iter().map(|a| a.seq));
     let latency = Latency::of(&seen.arrivals);
     println!(
-        "{} lines/s, raw docker exec, output read from Docker: received {} (lost {lost})\n    {}",
-        case.rate,
+        "{}, raw docker exec, output read from Docker: printed at {:.0} lines/s, received {} (lost {lost})\n    {}",
+        case.label(),
+        printed_rate(&seen.arrivals),
         seen.arrivals.len(),
         latency.line()
     );
@@ -427,7 +489,10 @@ async fn raw_nats(nats_url: &str, case: &Case) -> Latency {
         let start = now();
         let mut n = 0;
         while n < total {
-            let due = (((now() - start) * rate as f64) as u64 + 1).min(total);
+            let due = match rate {
+                Some(rate) => (((now() - start) * rate as f64) as u64 + 1).min(total),
+                None => total,
+            };
             while n < due {
                 n += 1;
                 let line = format!("{n} {:.6}", now());
@@ -447,8 +512,8 @@ async fn raw_nats(nats_url: &str, case: &Case) -> Latency {
     let (lost, _) = lost_and_repeated(total, seen.arrivals.iter().map(|a| a.seq));
     let latency = Latency::of(&seen.arrivals);
     println!(
-        "{} lines/s, raw core NATS publish → subscribe: received {} (lost {lost})\n    {}",
-        case.rate,
+        "{}, raw core NATS publish → subscribe: received {} (lost {lost})\n    {}",
+        case.label(),
         seen.arrivals.len(),
         latency.line()
     );
@@ -457,10 +522,11 @@ async fn raw_nats(nats_url: &str, case: &Case) -> Latency {
 
 fn ratio(what: &str, ours: &Latency, raw: &Latency) {
     println!(
-        "    ours ÷ {what} (lower is better): p50 {:.1}×, p99 {:.1}×, max {:.1}×",
+        "    ours ÷ {what} (lower is better): p50 {:.1}×, p99 {:.1}×, max {:.1}×, last line {:.1}×",
         ours.p50 / raw.p50,
         ours.p99 / raw.p99,
-        ours.max / raw.max
+        ours.max / raw.max,
+        ours.end / raw.end
     );
 }
 
@@ -502,15 +568,18 @@ async fn main() {
     let picked = |all: &[&str], name: &str| {
         !args.iter().any(|a| all.contains(&a.as_str())) || args.iter().any(|a| a == name)
     };
-    let rates: Vec<u64> =
-        [1_000, 20_000].into_iter().filter(|r| picked(&["1000", "20000"], &r.to_string())).collect();
+    let cases: Vec<Case> = [("1000", Case::paced(1_000, seconds)), ("20000", Case::paced(20_000, seconds))]
+        .into_iter()
+        .chain([("burst", Case::burst(100_000))])
+        .filter(|(name, _)| picked(&["1000", "20000", "burst"], name))
+        .map(|(_, case)| case)
+        .collect();
     let viewers: Vec<Viewer> = [(Viewer::WebSocket, "ws"), (Viewer::Sse, "sse")]
         .into_iter()
         .filter(|(_, name)| picked(&["ws", "sse"], name))
         .map(|(viewer, _)| viewer)
         .collect();
-    for rate in rates {
-        let case = Case { rate, seconds };
+    for case in cases {
         let docker_raw = raw_docker(&docker, &case).await;
         let nats_raw = raw_nats(&nats.url(), &case).await;
         for viewer in viewers.iter().copied() {

@@ -88,36 +88,20 @@ fn now_seconds_of_day() -> f64 {
 async fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let (samples, lines) = if quick { (5, 20_000) } else { (30, 200_000) };
+    // Arguments naming parts (`step`, `runs`, `logs`) pick those; none picks all.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parts = ["step", "runs", "logs"];
+    let picked =
+        |part: &str| !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part);
     let engine = Engine::connect().await.expect("Docker (run scripts/services.sh)");
     let docker = engine.docker().clone();
     docker.inspect_image(IMAGE).await.expect("the test image (run scripts/services.sh)");
 
-    // 1. One step: the runner's step (through the container's shell, output to a log)
-    //    against a raw bollard exec of the same command, in one container.
-    let container = raw_container(&docker).await;
-    let (log, _lines) = LogHandle::memory();
-    let mut session = simple_runner::session::Session::attach(&docker, &container).await.expect("attach");
-    let (mut ours, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..samples {
-        let t = Instant::now();
-        raw_exec(&docker, &container, "true").await;
-        raw.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let script = "set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\ntrue";
-        session.run(script, &[], &log).await.expect("step");
-        ours.push(t.elapsed().as_secs_f64());
+    if picked("step") {
+        one_step(&docker, samples).await;
     }
-    drop(session);
-    raw_remove(&docker, &container).await;
-    let (o, r) = (median(ours), median(raw));
-    println!(
-        "per-step exec of `true`: raw bollard {:.1} ms, simple-runner {:.1} ms, ratio {:.2}",
-        r * 1e3,
-        o * 1e3,
-        o / r
-    );
 
-    // 2 and 3: whole runs through NATS, from message to result.
+    // Whole runs through NATS, from message to result.
     let nats = NatsServer::start().await.expect("nats-server (run scripts/services.sh)");
     let harness = Harness::start(&nats.url()).await.expect("harness");
     let settings = Settings {
@@ -133,26 +117,74 @@ async fn main() {
         .wait_for_pull_requests("command-runner", 1, Duration::from_secs(30))
         .await
         .expect("runner serving");
-    let run_once = |steps: serde_json::Value| {
-        let harness = &harness;
-        async move {
-            let resource = Resource::new("bench", "pipeline", json!({"image": IMAGE, "steps": steps}));
-            let t = Instant::now();
-            let run = harness.create(resource).await.expect("dispatch");
-            let result = harness.result(&run.run_id).await.expect("result");
-            assert!(result.driverresult.success, "{}", result.driverresult.message);
-            t.elapsed().as_secs_f64()
-        }
-    };
+    if picked("runs") {
+        runs(&harness, &docker, samples).await;
+    }
+    if picked("logs") {
+        log_lines(&harness, lines).await;
+    }
 
+    stop.cancel();
+    serving.await.expect("join").expect("runtime");
+    runner.finish_removals().await;
+    let left: HashMap<String, Vec<String>> =
+        HashMap::from([("label".to_owned(), vec!["conveyor.driver=command-runner".to_owned()])]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(left),
+        ..Default::default()
+    };
+    let left = docker.list_containers(Some(options)).await.map(|l| l.len()).unwrap_or(0);
+    println!("containers left by simple-runner: {left}");
+}
+
+/// 1. One step: the runner's step (through the container's shell, output to a log)
+///    against a raw bollard exec of the same command, in one container.
+async fn one_step(docker: &bollard::Docker, samples: usize) {
+    let container = raw_container(docker).await;
+    let (log, _lines) = LogHandle::memory();
+    let mut session = simple_runner::session::Session::attach(docker, &container).await.expect("attach");
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..samples {
         let t = Instant::now();
-        let id = raw_container(&docker).await;
-        raw_exec(&docker, &id, "true").await;
-        raw_remove(&docker, &id).await;
+        raw_exec(docker, &container, "true").await;
         raw.push(t.elapsed().as_secs_f64());
-        ours.push(run_once(json!([{"name": "one", "command": "true"}])).await);
+        let t = Instant::now();
+        let script = "set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\ntrue";
+        session.run(script, &[], &log).await.expect("step");
+        ours.push(t.elapsed().as_secs_f64());
+    }
+    drop(session);
+    raw_remove(docker, &container).await;
+    let (o, r) = (median(ours), median(raw));
+    println!(
+        "per-step exec of `true`: raw bollard {:.1} ms, simple-runner {:.1} ms, ratio {:.2}",
+        r * 1e3,
+        o * 1e3,
+        o / r
+    );
+}
+
+/// A run of `steps` through the harness, from dispatch to result, in seconds.
+async fn run_once(harness: &Harness, steps: serde_json::Value) -> f64 {
+    let resource = Resource::new("bench", "pipeline", json!({"image": IMAGE, "steps": steps}));
+    let t = Instant::now();
+    let run = harness.create(resource).await.expect("dispatch");
+    let result = harness.result(&run.run_id).await.expect("result");
+    assert!(result.driverresult.success, "{}", result.driverresult.message);
+    t.elapsed().as_secs_f64()
+}
+
+/// 2 and 3: one-step runs against raw bollard, three-step runs against the docker CLI.
+async fn runs(harness: &Harness, docker: &bollard::Docker, samples: usize) {
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let t = Instant::now();
+        let id = raw_container(docker).await;
+        raw_exec(docker, &id, "true").await;
+        raw_remove(docker, &id).await;
+        raw.push(t.elapsed().as_secs_f64());
+        ours.push(run_once(harness, json!([{"name": "one", "command": "true"}])).await);
     }
     let (o, r) = (median(ours), median(raw));
     println!(
@@ -177,7 +209,7 @@ async fn main() {
         Command::new("docker").args(["rm", "-f", &id]).output().expect("docker rm");
         cli.push(t.elapsed().as_secs_f64());
         let steps: Vec<_> = commands.iter().map(|c| json!({"name": c, "command": c})).collect();
-        ours.push(run_once(json!(steps)).await);
+        ours.push(run_once(harness, json!(steps)).await);
     }
     let (o, c) = (median(ours), median(cli));
     println!(
@@ -186,21 +218,34 @@ async fn main() {
         o * 1e3,
         o / c
     );
+}
 
-    // 4. Log lines of a step, until all are stored by JetStream, against raw pipelined
-    //    publishing of the same lines.
-    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+/// 4. Log lines of a step, until all are stored by JetStream, against raw pipelined
+///    publishing of the same lines.
+async fn log_lines(harness: &Harness, lines: usize) {
+    let (mut ours, mut raw, mut read, mut raw_read) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         let resource = Resource::new(
             "chatty",
             "pipeline",
             json!({"image": IMAGE, "steps": [{"name": "count", "command": format!("seq 1 {lines}")}]}),
         );
+        let mut results = harness.subscribe_results();
         let run = harness.create(resource).await.expect("dispatch");
+        // The result is published once every line before it is stored: its arrival
+        // is when the step's lines have all reached NATS.
+        let stored = loop {
+            let event = results.recv().await.expect("results");
+            if event.run_id == run.run_id {
+                break now_seconds_of_day();
+            }
+        };
         harness.result_within(&run.run_id, Duration::from_secs(600)).await.expect("result");
-        let done = now_seconds_of_day();
+        let all_read = now_seconds_of_day();
         let first = harness.logs(&run.run_id).into_iter().find(|l| l.message == "1").expect("first line");
-        ours.push(lines as f64 / (done - seconds_since_epoch(&first.timestamp)));
+        let start = seconds_since_epoch(&first.timestamp);
+        ours.push(lines as f64 / (stored - start));
+        read.push(lines as f64 / (all_read - start));
         harness.jetstream().get_stream("logs-engine").await.expect("stream").purge().await.expect("purge");
 
         let payloads: Vec<bytes::Bytes> = (1..=lines)
@@ -228,26 +273,18 @@ async fn main() {
             ack.await.expect("ack");
         }
         raw.push(lines as f64 / t.elapsed().as_secs_f64());
-        // Let the harness drain what was just published before the next round.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The run's result is in: this waits until the harness has read every line.
+        harness.result_within(&run.run_id, Duration::from_secs(600)).await.expect("result");
+        raw_read.push(lines as f64 / t.elapsed().as_secs_f64());
         harness.jetstream().get_stream("logs-engine").await.expect("stream").purge().await.expect("purge");
     }
-    let (o, r) = (median(ours), median(raw));
+    let (o, r, a, ra) = (median(ours), median(raw), median(read), median(raw_read));
     println!(
-        "log lines of a {lines}-line step: raw pipelined publish {r:.0} lines/s, simple-runner {o:.0} lines/s, ratio {:.2}",
+        "log lines of a {lines}-line step, until stored: raw pipelined publish {r:.0} lines/s, simple-runner {o:.0} lines/s, ratio {:.2}",
         o / r
     );
-
-    stop.cancel();
-    serving.await.expect("join").expect("runtime");
-    runner.finish_removals().await;
-    let left: HashMap<String, Vec<String>> =
-        HashMap::from([("label".to_owned(), vec!["conveyor.driver=command-runner".to_owned()])]);
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(left),
-        ..Default::default()
-    };
-    let left = docker.list_containers(Some(options)).await.map(|l| l.len()).unwrap_or(0);
-    println!("containers left by simple-runner: {left}");
+    println!(
+        "  until the harness (the server's side) has read them all: raw {ra:.0} lines/s, simple-runner {a:.0} lines/s, ratio {:.2}",
+        a / ra
+    );
 }
