@@ -102,6 +102,27 @@ pub trait LogSink: Send + Sync + 'static {
     /// ```
     async fn write_line(&self, line: &str);
 
+    /// Writes several lines, in order, as [`write_line`](Self::write_line) would one
+    /// after the other, which is what it does unless a sink overrides it. A sink that
+    /// does something once per call (a lock, a wake-up, a write) overrides it to do
+    /// that once per batch: [`LogHandle::log_lines`], [`LogHandle::log`] with a text
+    /// of several lines and [`LogHandle::writer`] hand it every line they have at once.
+    ///
+    /// ```
+    /// use conveyor_sdk::log::{LogHandle, LogSink};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (_, memory) = LogHandle::memory();
+    /// memory.write_lines(&["one", "two"]).await;
+    /// assert_eq!(memory.lines(), ["one", "two"]);
+    /// # }
+    /// ```
+    async fn write_lines(&self, lines: &[&str]) {
+        for line in lines {
+            self.write_line(line).await;
+        }
+    }
+
     /// Waits until every line written so far has reached its destination; an error
     /// says that some did not.
     ///
@@ -242,19 +263,42 @@ impl LogHandle {
     /// ```
     pub async fn log(&self, text: impl AsRef<str>) {
         let text = text.as_ref();
-        if !self.masks.any() {
-            if !text.contains('\n') && text.len() <= MAX_LINE_BYTES {
-                self.sink.write_line(text.strip_suffix('\r').unwrap_or(text)).await;
-                return;
-            }
-            for line in lines::split_text(text) {
-                self.sink.write_line(&line).await;
-            }
+        if !self.masks.any() && !text.contains('\n') && text.len() <= MAX_LINE_BYTES {
+            self.sink.write_line(text.strip_suffix('\r').unwrap_or(text)).await;
             return;
         }
-        for line in lines::split_text(text) {
-            self.sink.write_line(&self.masks.apply(&line)).await;
+        self.log_lines(&[text]).await;
+    }
+
+    /// Writes each of `texts` as [`log`](Self::log) would, in order, handing the
+    /// destination all their lines at once ([`LogSink::write_lines`]): for many lines,
+    /// such as a chunk of a program's output, one call in place of one per line.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (log, lines) = conveyor_sdk::LogHandle::memory();
+    /// log.mask("s3cr3t");
+    /// let output = vec!["compiling".to_owned(), String::new(), "token s3cr3t\r".to_owned()];
+    /// log.log_lines(&output).await;
+    /// assert_eq!(lines.lines(), ["compiling", "", "token ***"]);
+    /// # }
+    /// ```
+    pub async fn log_lines<S: AsRef<str>>(&self, texts: &[S]) {
+        let simple = |text: &str| !text.contains('\n') && text.len() <= MAX_LINE_BYTES;
+        if !self.masks.any() && texts.iter().all(|t| simple(t.as_ref())) {
+            let lines: Vec<&str> =
+                texts.iter().map(|t| t.as_ref()).map(|t| t.strip_suffix('\r').unwrap_or(t)).collect();
+            self.sink.write_lines(&lines).await;
+            return;
         }
+        let lines: Vec<String> = texts
+            .iter()
+            .flat_map(|text| lines::split_text(text.as_ref()))
+            .map(|line| self.masks.apply_owned(line))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        self.sink.write_lines(&lines).await;
     }
 
     /// An [`AsyncWrite`] that turns the bytes written to it into lines of this log,
@@ -360,6 +404,12 @@ impl LogSink for MemoryLog {
         }
     }
 
+    async fn write_lines(&self, batch: &[&str]) {
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.extend(batch.iter().map(|line| (*line).to_owned()));
+        }
+    }
+
     async fn flush(&self) -> Result<(), LogError> {
         Ok(())
     }
@@ -373,10 +423,16 @@ struct WriterSink<W> {
 #[async_trait]
 impl<W: AsyncWrite + Send + Unpin + 'static> LogSink for WriterSink<W> {
     async fn write_line(&self, line: &str) {
+        self.write_lines(&[line]).await;
+    }
+
+    async fn write_lines(&self, lines: &[&str]) {
         let mut writer = self.writer.lock().await;
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
+        let mut bytes = Vec::with_capacity(lines.iter().map(|line| line.len() + 1).sum());
+        for line in lines {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
         if let Err(error) = writer.write_all(&bytes).await {
             if let Ok(mut slot) = self.error.lock() {
                 slot.get_or_insert(error);
@@ -426,18 +482,23 @@ impl fmt::Debug for LogWriter {
 }
 
 impl LogWriter {
-    /// Sends queued lines one after the other; ready when all are written.
+    /// Sends the queued lines, all at once ([`LogSink::write_lines`]); ready when all
+    /// are written.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if let Some(fut) = self.in_flight.as_mut() {
                 ready!(fut.as_mut().poll(cx));
                 self.in_flight = None;
             }
-            let Some(line) = self.queue.pop_front() else {
+            if self.queue.is_empty() {
                 return Poll::Ready(());
-            };
+            }
+            let lines: Vec<String> = self.queue.drain(..).collect();
             let sink = self.log.sink.clone();
-            self.in_flight = Some(Box::pin(async move { sink.write_line(&line).await }));
+            self.in_flight = Some(Box::pin(async move {
+                let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                sink.write_lines(&lines).await;
+            }));
         }
     }
 }
@@ -488,6 +549,69 @@ mod tests {
         assert_eq!(memory.lines(), ["first", "second", ""]);
         w.shutdown().await.unwrap();
         assert_eq!(memory.lines(), ["first", "second", "", "partial"]);
+    }
+
+    /// Keeps each call's lines apart, to show how lines reach a sink.
+    #[derive(Clone, Default)]
+    struct Calls(Arc<StdMutex<Vec<Vec<String>>>>);
+
+    #[async_trait]
+    impl LogSink for Calls {
+        async fn write_line(&self, line: &str) {
+            self.write_lines(&[line]).await;
+        }
+
+        async fn write_lines(&self, lines: &[&str]) {
+            let call = lines.iter().map(|line| (*line).to_owned()).collect();
+            self.0.lock().unwrap().push(call);
+        }
+
+        async fn flush(&self) -> Result<(), LogError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn many_lines_reach_the_sink_in_one_call_masked_split_and_in_order() {
+        let calls = Calls::default();
+        let log = LogHandle::new(calls.clone());
+        log.log_lines(&["one", "two\r", "", "three"]).await;
+        log.log("four\nfive").await;
+        log.mask("s3cr3t");
+        log.log_lines(&["six s3cr3t\nseven", "eight"]).await;
+        let mut out = log.writer();
+        out.write_all(b"nine\nten s3cr3t\neleven").await.unwrap();
+        out.shutdown().await.unwrap();
+        let calls = calls.0.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                vec!["one", "two", "", "three"],
+                vec!["four", "five"],
+                vec!["six ***", "seven", "eight"],
+                vec!["nine", "ten ***"],
+                vec!["eleven"],
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sink_without_batches_gets_every_line_of_one_in_order() {
+        let (log, memory) = LogHandle::memory();
+        struct OneByOne(MemoryLog);
+        #[async_trait]
+        impl LogSink for OneByOne {
+            async fn write_line(&self, line: &str) {
+                self.0.write_line(line).await;
+            }
+            async fn flush(&self) -> Result<(), LogError> {
+                Ok(())
+            }
+        }
+        let one_by_one = LogHandle::new(OneByOne(memory.clone()));
+        one_by_one.log_lines(&["a", "b\nc"]).await;
+        log.log_lines(&["d"]).await;
+        assert_eq!(memory.lines(), ["a", "b", "c", "d"]);
     }
 
     #[tokio::test]
