@@ -17,17 +17,34 @@ pub(crate) struct RunClock {
 
 impl RunClock {
     /// The next timestamp: now, or one nanosecond after the previous one if now is not later.
-    pub(crate) fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> Timestamp {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
         self.last = now.max(self.last + 1);
-        format_rfc3339_nanos(self.last)
+        Timestamp(rfc3339_nanos(self.last))
+    }
+}
+
+/// A timestamp of [`RunClock`], kept in place: no allocation per log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Timestamp([u8; 30]);
+
+impl Timestamp {
+    /// The timestamp's text, which needs no escaping in JSON.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII digits and `-T:.Z` are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("1970-01-01T00:00:00.000000000Z")
     }
 }
 
 /// Formats nanoseconds since the Unix epoch as fixed-width RFC 3339 UTC
-/// (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`). Called for every log line, so it writes the
-/// digits itself; dates before 1970 or after 9999 are clamped.
+/// (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`); dates before 1970 or after 9999 are clamped.
 pub(crate) fn format_rfc3339_nanos(nanos: i128) -> String {
+    Timestamp(rfc3339_nanos(nanos)).as_str().to_owned()
+}
+
+/// [`format_rfc3339_nanos`] into a fixed buffer. Called for every log line, so it
+/// writes the digits itself.
+fn rfc3339_nanos(nanos: i128) -> [u8; 30] {
     const MAX: i128 = 253_402_300_799_999_999_999; // 9999-12-31T23:59:59.999999999Z
     let nanos = nanos.clamp(0, MAX);
     let secs = (nanos / 1_000_000_000) as i64;
@@ -49,7 +66,7 @@ pub(crate) fn format_rfc3339_nanos(nanos: i128) -> String {
     out[19] = b'.';
     put(&mut out[20..29], frac);
     out[29] = b'Z';
-    out.iter().map(|&b| b as char).collect()
+    out
 }
 
 /// Writes `value` as zero-padded decimal digits filling `buf`.
@@ -104,14 +121,14 @@ mod tests {
     #[test]
     fn timestamps_parse_as_rfc3339() {
         let ts = RunClock::default().next();
-        let parsed = time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339);
-        assert!(parsed.is_ok(), "{ts}");
+        let parsed = time::OffsetDateTime::parse(ts.as_str(), &time::format_description::well_known::Rfc3339);
+        assert!(parsed.is_ok(), "{}", ts.as_str());
     }
 
     #[test]
     fn timestamps_strictly_increase_and_sort_as_strings() {
         let mut clock = RunClock::default();
-        let stamps: Vec<String> = (0..10_000).map(|_| clock.next()).collect();
+        let stamps: Vec<String> = (0..10_000).map(|_| clock.next().as_str().to_owned()).collect();
         assert!(stamps.windows(2).all(|w| w[0] < w[1]), "not strictly increasing");
     }
 
@@ -119,7 +136,7 @@ mod tests {
     fn a_clock_ahead_of_the_system_clock_still_increases() {
         let far_future = 4_102_444_800_000_000_000i128; // 2100-01-01
         let mut clock = RunClock { last: far_future };
-        assert_eq!(clock.next(), format_rfc3339_nanos(far_future + 1));
-        assert_eq!(clock.next(), format_rfc3339_nanos(far_future + 2));
+        assert_eq!(clock.next().as_str(), format_rfc3339_nanos(far_future + 1));
+        assert_eq!(clock.next().as_str(), format_rfc3339_nanos(far_future + 2));
     }
 }

@@ -133,7 +133,6 @@ async fn process<D: Driver>(
 fn run_log<D: Driver>(shared: &Shared<D>, delivery: &DriverMessage) -> LogHandle {
     let config = &shared.config;
     LogHandle::new(NatsLogSink::new(
-        shared.js.clone(),
         shared.client.clone(),
         &delivery.run_id,
         &shared.name,
