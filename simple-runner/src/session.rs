@@ -82,22 +82,29 @@ struct Budget {
 }
 
 impl Budget {
-    /// Logs `line` if it fits, else the one line saying that output is dropped.
-    async fn log(&mut self, line: String, log: &LogHandle) {
-        let Some(left) = self.left.as_mut() else {
-            return log.log(line).await;
-        };
-        let cost = line.len() as u64 + 1;
-        if cost <= *left && !self.exhausted {
+    /// Keeps the lines of `lines` that fit, and in place of the first that does not,
+    /// the one line saying that output is dropped.
+    fn admit(&mut self, lines: &mut Vec<String>) {
+        let Some(left) = self.left.as_mut() else { return };
+        let mut admitted = 0;
+        for line in lines.iter() {
+            let cost = line.len() as u64 + 1;
+            if self.exhausted || cost > *left {
+                break;
+            }
             *left -= cost;
-            log.log(line).await;
-        } else if !self.exhausted {
+            admitted += 1;
+        }
+        if admitted == lines.len() {
+            return;
+        }
+        lines.truncate(admitted);
+        if !self.exhausted {
             self.exhausted = true;
-            log.log(format!(
+            lines.push(format!(
                 "[output truncated: the run's output reached {} bytes, the runner's limit; further output is dropped]",
                 self.limit
-            ))
-            .await;
+            ));
         }
     }
 }
@@ -136,25 +143,27 @@ impl Channel {
         Self { scanner: MarkerScanner::new(marker.to_owned()), lines: LineSplitter::new() }
     }
 
-    /// Feeds a chunk; logs the lines it completes; returns the marker's trailer (the
-    /// text after it on its line) once the marker has come.
+    /// Feeds a chunk; logs the lines it completes, all in one go; returns the marker's
+    /// trailer (the text after it on its line) once the marker has come.
     async fn feed(&mut self, chunk: &[u8], log: &LogHandle, budget: &mut Budget) -> Option<String> {
         let scan = self.scanner.push(chunk);
-        for line in self.lines.push(&scan.output) {
-            budget.log(line, log).await;
-        }
+        let mut lines = self.lines.push(&scan.output);
         if scan.trailer.is_some() {
-            if let Some(last) = self.lines.finish() {
-                budget.log(last, log).await;
-            }
+            lines.extend(self.lines.finish());
+        }
+        budget.admit(&mut lines);
+        if !lines.is_empty() {
+            log.log_lines(&lines).await;
         }
         scan.trailer
     }
 
     /// Logs the last, partial line, if any: the stream has ended.
     async fn finish(&mut self, log: &LogHandle, budget: &mut Budget) {
-        if let Some(last) = self.lines.finish() {
-            budget.log(last, log).await;
+        let mut last: Vec<String> = self.lines.finish().into_iter().collect();
+        budget.admit(&mut last);
+        if !last.is_empty() {
+            log.log_lines(&last).await;
         }
     }
 }
@@ -419,6 +428,25 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(lines.lines(), ["started", "warning", "half a li"]);
+    }
+
+    #[test]
+    fn output_past_the_cap_is_dropped_with_one_line_saying_so() {
+        let lines = |texts: &[&str]| texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        let mut budget = Budget { left: Some(10), limit: 10, exhausted: false };
+        let mut chunk = lines(&["1234", "5678", "9", "0"]);
+        budget.admit(&mut chunk);
+        assert_eq!(chunk.len(), 3, "{chunk:?}");
+        assert_eq!(chunk[..2], ["1234", "5678"], "each line counts its line break");
+        assert!(chunk[2].starts_with("[output truncated: the run's output reached 10 bytes"), "{chunk:?}");
+        let mut later = lines(&["x"]);
+        budget.admit(&mut later);
+        assert!(later.is_empty(), "nothing more, and no second notice");
+
+        let mut unlimited = Budget { left: None, limit: 0, exhausted: false };
+        let mut chunk = lines(&["a", "b"]);
+        unlimited.admit(&mut chunk);
+        assert_eq!(chunk, ["a", "b"]);
     }
 
     #[test]
