@@ -200,6 +200,9 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
     struct State {
         body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
         buffer: Vec<u8>,
+        /// Where the unread part of `buffer` starts: a chunk of many events is read
+        /// through once, not moved up after each of its lines.
+        read: usize,
         data: String,
         url: String,
         done: bool,
@@ -207,6 +210,7 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
     let state = State {
         body: Box::pin(response.bytes_stream()),
         buffer: Vec::new(),
+        read: 0,
         data: String::new(),
         url,
         done: false,
@@ -217,10 +221,11 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
                 return None;
             }
             // Events are separated by a blank line; `data:` lines make up an event.
-            while let Some(end) = state.buffer.iter().position(|&b| b == b'\n') {
-                let raw: Vec<u8> = state.buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&raw);
-                let line = line.trim_end_matches(['\n', '\r']);
+            while let Some(length) = state.buffer[state.read..].iter().position(|&b| b == b'\n') {
+                let raw = &state.buffer[state.read..state.read + length];
+                state.read += length + 1;
+                let line = String::from_utf8_lossy(raw);
+                let line = line.trim_end_matches('\r');
                 if line.is_empty() {
                     if state.data.is_empty() {
                         continue;
@@ -238,6 +243,8 @@ fn server_sent_events(url: String, response: reqwest::Response) -> LogStream {
                 }
                 // `:` comments (heartbeats), `event:`, `id:` and `retry:` carry nothing here.
             }
+            state.buffer.drain(..state.read);
+            state.read = 0;
             match state.body.next().await {
                 Some(Ok(chunk)) => state.buffer.extend_from_slice(&chunk),
                 Some(Err(source)) => {
