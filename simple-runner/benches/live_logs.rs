@@ -369,11 +369,19 @@ async fn through_the_dev_server(server: &DevServer, case: &Case, viewer: Viewer)
         "pipeline",
         json!({"image": IMAGE, "steps": [{"name": "print", "command": case.script()}]}),
     );
+    let mut results = harness.subscribe_results();
     harness.create_with_run_id(resource, &run_id).await.expect("dispatch");
-    let result = harness
-        .result_within(&run_id, Duration::from_secs(case.seconds) + Duration::from_secs(120))
-        .await
-        .expect("the run's result");
+    // Waiting on the result alone: a wait on the harness's state would wake at every
+    // line it reads, and take the cores the run needs.
+    let waited = tokio::time::timeout(Duration::from_secs(case.seconds) + Duration::from_secs(120), async {
+        while let Ok(event) = results.recv().await {
+            if event.run_id == run_id {
+                return;
+            }
+        }
+    });
+    waited.await.expect("the run's result");
+    let result = harness.result_within(&run_id, Duration::from_secs(120)).await.expect("the run's result");
     assert!(result.driverresult.success, "the step failed: {}", result.driverresult.message);
     let stopping = stop.clone();
     tokio::spawn(async move {
