@@ -8,9 +8,10 @@
 //! cargo bench -p simple-runner --bench live_logs -- burst      # 100,000 lines at once
 //! ```
 //!
-//! Besides the steady rates, a burst: the step prints 100,000 lines as fast as its
-//! shell can, and the figure that matters is how far behind the viewer is at the end
-//! (the last line's arrival minus the time it was printed).
+//! Besides the steady rates of 10 s (1,000 and 20,000 lines/s), 100,000 lines at 60,000
+//! lines/s (`60000`) and a burst (`burst`): the step prints 100,000 lines as fast as its
+//! shell can. For those the figure that matters is how far behind the viewer is at the
+//! end: the last line's arrival minus the time it was printed.
 //!
 //! Everything runs in this process on a nats-server of its own: the dev server, the
 //! runner (driver `live-log-bench`, containers without network) and the viewers. The
@@ -578,8 +579,11 @@ async fn main() {
     };
     let cases: Vec<Case> = [("1000", Case::paced(1_000, seconds)), ("20000", Case::paced(20_000, seconds))]
         .into_iter()
-        .chain([("burst", Case::burst(100_000))])
-        .filter(|(name, _)| picked(&["1000", "20000", "burst"], name))
+        .chain([
+            ("60000", Case { rate: Some(60_000), total: 100_000, seconds: 2 }),
+            ("burst", Case::burst(100_000)),
+        ])
+        .filter(|(name, _)| picked(&["1000", "20000", "60000", "burst"], name))
         .map(|(_, case)| case)
         .collect();
     let viewers: Vec<Viewer> = [(Viewer::WebSocket, "ws"), (Viewer::Sse, "sse")]
