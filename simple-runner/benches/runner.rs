@@ -3,8 +3,10 @@
 //! ```text
 //! cargo bench -p simple-runner --bench runner            # 30 samples each
 //! cargo bench -p simple-runner --bench runner -- quick   # 5 samples, 20,000 lines
+//! cargo bench -p simple-runner --bench runner -- logs    # the log lines of a step alone
 //! ```
 //!
+//! Arguments naming parts (`step`, `runs`, `logs`) pick those; none picks all.
 //! Containers have no network. Prints medians and their ratios.
 
 use std::collections::{HashMap, VecDeque};
