@@ -407,8 +407,10 @@ impl NatsLogSink {
         state.first += 1;
         let observer = &self.options.observer;
         let reason = match line.standing {
+            Standing::Stored => return observer.log_line_published(),
             Standing::Failed(reason) => reason,
-            Standing::Stored | Standing::Awaited { .. } => return observer.log_line_published(),
+            // Not after await_first; were it so, the line is not known to be stored.
+            Standing::Awaited { .. } => StoreError::TimedOut(self.answer_wait),
         };
         // A line whose acknowledgement alone was lost may thus be stored twice (a
         // per-line message id would prevent that, at a quarter of the throughput).
