@@ -67,9 +67,9 @@ pub struct Pipeline {
     /// The steps, in order.
     #[serde(default)]
     pub steps: Vec<PipelineStep>,
-    /// Metadata.
+    /// Metadata, any JSON by key.
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
 impl Pipeline {

@@ -15,6 +15,9 @@ pub use run::{CancelReason, Run, RunCancellation};
 
 use crate::protocol::{DriverResult, ResourceDefinition};
 
+/// The message of [`Driver::cleanup`]'s default result.
+pub const NOTHING_TO_CLEAN_UP: &str = "deleted; there was nothing to clean up";
+
 /// A Conveyor driver: a name, the resource types it handles, and what it does with
 /// one resource.
 ///
@@ -140,6 +143,47 @@ pub trait Driver: Send + Sync + 'static {
     /// # Ok(()) }
     /// ```
     async fn reconcile(&self, run: Run<Self::Spec>) -> Result<DriverResult, ReconcileError>;
+
+    /// Cleans up after a deleted resource ([`Event::Delete`](crate::Event::Delete)),
+    /// in the spirit of a Kubernetes finalizer: remove what [`reconcile`](Driver::reconcile)
+    /// left outside (deployments, caches, records). The server waits for the result of
+    /// every deletion, so answer promptly; a failure keeps the resource (in a pipeline,
+    /// the engine marks the deletion failed).
+    ///
+    /// The spec is `None` when the deleted resource's spec does not validate (a spec
+    /// older than today's schema): a deletion is answered all the same. When the
+    /// deletion cancelled a run of the same resource ([`Config::supersede`](crate::Config::supersede)),
+    /// [`Run::superseded_run`] names it.
+    ///
+    /// Default: success at once, saying there was nothing to clean up.
+    ///
+    /// ```no_run
+    /// # use conveyor_sdk::{Driver, DriverResult, ReconcileError, ResourceType, Run};
+    /// # struct Deployer;
+    /// # #[derive(serde::Deserialize)] struct Spec { target: String }
+    /// #[async_trait::async_trait]
+    /// impl Driver for Deployer {
+    ///     type Spec = Spec;
+    /// #   fn name(&self) -> &str { "deployer" }
+    /// #   fn resources(&self) -> Vec<ResourceType> { vec![ResourceType::foreign("app")] }
+    /// #   async fn reconcile(&self, run: Run<Spec>) -> Result<DriverResult, ReconcileError> {
+    /// #       Ok(DriverResult::success("deployed"))
+    /// #   }
+    ///     // reconcile deploys to `spec.target` …
+    ///
+    ///     async fn cleanup(&self, run: Run<Option<Spec>>) -> Result<DriverResult, ReconcileError> {
+    ///         let Some(spec) = run.spec() else {
+    ///             return Ok(DriverResult::success("deleted; its spec named no target"));
+    ///         };
+    ///         run.log().log(format!("undeploying from {}", spec.target)).await;
+    ///         Ok(DriverResult::success(format!("undeployed from {}", spec.target)))
+    ///     }
+    /// }
+    /// ```
+    async fn cleanup(&self, run: Run<Option<Self::Spec>>) -> Result<DriverResult, ReconcileError> {
+        let _ = run;
+        Ok(DriverResult::success(NOTHING_TO_CLEAN_UP))
+    }
 
     /// Whether the driver can take runs now, beside the runtime's own conditions (NATS
     /// connected, consumer bound): `/readyz` answers 503 with the error's text while

@@ -18,7 +18,7 @@ use crate::protocol::{Event, Resource};
 /// cancel.cancel(CancelReason::Requested);
 /// assert_eq!(cancel.reason(), Some(CancelReason::Requested));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CancelReason {
     /// The driver is shutting down and its grace period is over: whatever the run
@@ -30,6 +30,47 @@ pub enum CancelReason {
     /// Someone asked to cancel this run (a cancel request on NATS, see
     /// `docs/run-lifecycle.md`). The run ends with a failure result `cancelled`.
     Requested,
+    /// A newer version of the resource arrived ([`Event::Update`]): the run ends with
+    /// a failure result `superseded by run <run id> (version N)`, and the newer
+    /// version runs next. See [`Config::supersede`](crate::Config::supersede).
+    Superseded {
+        /// The run of the newer version.
+        run_id: String,
+        /// The newer version's `metadata.version`, when it is a number.
+        version: Option<u64>,
+    },
+    /// The resource was deleted ([`Event::Delete`]): the run ends with a failure
+    /// result `the resource was deleted`, and the deletion is handled next.
+    Deleted {
+        /// The run of the deletion.
+        run_id: String,
+    },
+}
+
+impl fmt::Display for CancelReason {
+    /// What the run's failure result says of it.
+    ///
+    /// ```
+    /// use conveyor_sdk::driver::CancelReason;
+    /// let newer = CancelReason::Superseded { run_id: "0b8e5a57".into(), version: Some(2) };
+    /// assert_eq!(newer.to_string(), "superseded by run 0b8e5a57 (version 2)");
+    /// let deleted = CancelReason::Deleted { run_id: "c2d7f1e4".into() };
+    /// assert_eq!(deleted.to_string(), "the resource was deleted");
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Shutdown => f.write_str("the driver is shutting down"),
+            CancelReason::Deadline(after) => {
+                write!(f, "timed out after {}", humantime::format_duration(*after))
+            }
+            CancelReason::Requested => f.write_str("cancelled"),
+            CancelReason::Superseded { run_id, version: Some(version) } => {
+                write!(f, "superseded by run {run_id} (version {version})")
+            }
+            CancelReason::Superseded { run_id, version: None } => write!(f, "superseded by run {run_id}"),
+            CancelReason::Deleted { .. } => f.write_str("the resource was deleted"),
+        }
+    }
 }
 
 /// How a run is asked to stop: a [`CancellationToken`] and the [`CancelReason`] of the
@@ -106,7 +147,7 @@ impl RunCancellation {
     /// ```
     pub fn reason(&self) -> Option<CancelReason> {
         match self.reason.get() {
-            Some(reason) => Some(*reason),
+            Some(reason) => Some(reason.clone()),
             None => self.token.is_cancelled().then_some(CancelReason::Shutdown),
         }
     }
@@ -155,6 +196,7 @@ pub struct Run<S> {
     retries: u32,
     log: LogHandle,
     cancel: RunCancellation,
+    superseded_run: Option<String>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Run<S> {
@@ -193,6 +235,7 @@ impl<S> Run<S> {
             retries: 0,
             log: LogHandle::stdout(),
             cancel: RunCancellation::new(),
+            superseded_run: None,
         }
     }
 
@@ -279,6 +322,26 @@ impl<S> Run<S> {
         self.attempt = attempt;
         self.retries = retries;
         self
+    }
+
+    /// Names the run of an older version of the resource that this event cancelled.
+    pub(crate) fn with_superseded_run(mut self, run_id: Option<String>) -> Self {
+        self.superseded_run = run_id;
+        self
+    }
+
+    /// The run of an older version of this resource that this event cancelled before
+    /// it was handed over (an update or a deletion arriving while that run was in
+    /// flight; see [`Config::supersede`](crate::Config::supersede)); `None` when
+    /// nothing was running.
+    ///
+    /// ```
+    /// use conveyor_sdk::{Resource, Run};
+    /// let run = Run::new(Resource::new("a", "pipeline", serde_json::Value::Null), ());
+    /// assert_eq!(run.superseded_run(), None);
+    /// ```
+    pub fn superseded_run(&self) -> Option<&str> {
+        self.superseded_run.as_deref()
     }
 
     /// The resource's spec, decoded.
@@ -449,7 +512,29 @@ impl<S> Run<S> {
     /// assert_eq!(run.resource().name, "a");
     /// ```
     pub fn into_spec(self) -> (S, Run<()>) {
-        let Run { spec, resource, event, run_id, message_id, attempt, retries, log, cancel } = self;
-        (spec, Run { spec: (), resource, event, run_id, message_id, attempt, retries, log, cancel })
+        let Run { spec, resource, event, run_id, message_id, attempt, retries, log, cancel, superseded_run } =
+            self;
+        let run = Run {
+            spec: (),
+            resource,
+            event,
+            run_id,
+            message_id,
+            attempt,
+            retries,
+            log,
+            cancel,
+            superseded_run,
+        };
+        (spec, run)
+    }
+
+    /// The same run with another spec.
+    pub(crate) fn with_spec<T>(self, spec: T) -> Run<T> {
+        let (_, run) = self.into_spec();
+        let Run {
+            resource, event, run_id, message_id, attempt, retries, log, cancel, superseded_run, ..
+        } = run;
+        Run { spec, resource, event, run_id, message_id, attempt, retries, log, cancel, superseded_run }
     }
 }

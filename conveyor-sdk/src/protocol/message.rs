@@ -14,16 +14,25 @@ use super::resource::Resource;
 /// use conveyor_sdk::Event;
 /// let event: Event = serde_json::from_str(r#""process""#)?;
 /// assert_eq!(event, Event::Process);
-/// let later: Event = serde_json::from_str(r#""delete""#)?;
-/// assert_eq!(later, Event::Other("delete".into()), "unknown events keep their name");
+/// let deleted: Event = serde_json::from_str(r#""delete""#)?;
+/// assert_eq!(deleted, Event::Delete);
+/// let later: Event = serde_json::from_str(r#""archive""#)?;
+/// assert_eq!(later, Event::Other("archive".into()), "unknown events keep their name");
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Event {
-    /// A new resource, or the first step of a pipeline.
+    /// A new resource (`POST /resources/`); in a pipeline, every step of its run.
     Create,
-    /// A later pipeline step.
+    /// A new version of a resource (`PUT /resources/{type}/{name}`), with a new run
+    /// id; servers after 2026-05-31.
+    Update,
+    /// The resource was deleted (`DELETE /resources/{type}/{name}`); the payload is
+    /// the resource as it was. Servers after 2026-05-31; the runtime hands it to
+    /// [`Driver::cleanup`](crate::Driver::cleanup), not to `reconcile`.
+    Delete,
+    /// A later pipeline step, as 0.6.x engines send it.
     Process,
     /// An event this version of the SDK does not know.
     Other(String),
@@ -36,10 +45,13 @@ impl Event {
     /// use conveyor_sdk::Event;
     /// assert_eq!(Event::Create.as_str(), "create");
     /// assert_eq!(Event::from("delete").as_str(), "delete");
+    /// assert_eq!(Event::from("archive").as_str(), "archive");
     /// ```
     pub fn as_str(&self) -> &str {
         match self {
             Event::Create => "create",
+            Event::Update => "update",
+            Event::Delete => "delete",
             Event::Process => "process",
             Event::Other(name) => name,
         }
@@ -56,6 +68,8 @@ impl From<&str> for Event {
     fn from(name: &str) -> Self {
         match name {
             "create" => Event::Create,
+            "update" => Event::Update,
+            "delete" => Event::Delete,
             "process" => Event::Process,
             other => Event::Other(other.to_owned()),
         }

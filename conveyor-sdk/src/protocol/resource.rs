@@ -30,9 +30,14 @@ pub struct Resource {
     /// The pipeline the resource belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
-    /// Metadata; values are always strings (`version`, `driverresults.<driver>`, …).
+    /// Metadata, any JSON by key. The server keeps `version` (a string, `"1"`, `"2"`,
+    /// …); a 0.6.x engine keeps earlier steps' results as strings under
+    /// `driverresults.<driver>`, newer engines keep booleans (`deleting`), strings
+    /// (`current_pipeline_step`) and objects (`driverresults`). Read them with
+    /// [`version`](Self::version), [`metadata_str`](Self::metadata_str) and
+    /// [`driver_result`](Self::driver_result).
     #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, Value>,
     /// The specification, whatever the resource definition's schema allows.
     #[serde(default)]
     pub spec: Value,
@@ -70,29 +75,76 @@ impl Resource {
         self.pipeline.as_deref().filter(|p| !p.is_empty())
     }
 
-    /// The result an earlier pipeline step's driver left in the metadata
-    /// (`metadata["driverresults.<driver>"]`), decoded.
+    /// The metadata value under `key` when it is a string.
     ///
-    /// `None` when that driver left no result; `Some(Err(_))` when the stored text is
+    /// ```
+    /// let mut r = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::Value::Null);
+    /// r.metadata.insert("current_pipeline_step".into(), "build".into());
+    /// r.metadata.insert("deleting".into(), true.into());
+    /// assert_eq!(r.metadata_str("current_pipeline_step"), Some("build"));
+    /// assert_eq!(r.metadata_str("deleting"), None, "not a string");
+    /// ```
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// The resource's version, `metadata.version`, when it is a whole number (the server
+    /// writes it as a string, `"2"`; a number is read too).
+    ///
+    /// ```
+    /// let mut r = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::Value::Null);
+    /// assert_eq!(r.version(), None);
+    /// r.metadata.insert("version".into(), "3".into());
+    /// assert_eq!(r.version(), Some(3));
+    /// r.metadata.insert("version".into(), 4.into());
+    /// assert_eq!(r.version(), Some(4));
+    /// r.metadata.insert("version".into(), "v1.2".into());
+    /// assert_eq!(r.version(), None);
+    /// ```
+    pub fn version(&self) -> Option<u64> {
+        match self.metadata.get(VERSION_KEY)? {
+            Value::String(text) => text.trim().parse().ok(),
+            Value::Number(number) => number.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// The result an earlier pipeline step's driver left in the metadata, decoded: from
+    /// the `driverresults` object of newer engines (`{"<driver>": {…}}`), else from the
+    /// `driverresults.<driver>` string of 0.6.x.
+    ///
+    /// `None` when that driver left no result; `Some(Err(_))` when what is stored is
     /// not a result.
     ///
     /// ```
     /// let mut r = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::Value::Null);
+    /// // As a 0.6.x engine keeps it: a JSON text.
     /// r.metadata.insert(
     ///     "driverresults.git-cloner".into(),
     ///     r#"{"success":true,"message":"cloned","data":{"commit":"9f2c1e7"},"driver":"git-cloner"}"#.into(),
     /// );
+    /// // As newer engines keep it: an object by driver.
+    /// r.metadata.insert(
+    ///     "driverresults".into(),
+    ///     serde_json::json!({"tester": {"success": false, "message": "2 failed", "driver": "tester"}}),
+    /// );
     /// let cloned = r.driver_result("git-cloner").ok_or("git-cloner left no result")??;
-    /// assert!(cloned.success);
     /// assert_eq!(cloned.data["commit"], "9f2c1e7");
-    /// assert!(r.driver_result("tester").is_none());
+    /// let tested = r.driver_result("tester").ok_or("tester left no result")??;
+    /// assert!(!tested.success);
+    /// assert!(r.driver_result("deployer").is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn driver_result(&self, driver: &str) -> Option<Result<DriverResultEvent, serde_json::Error>> {
-        self.metadata.get(&format!("{DRIVER_RESULTS_PREFIX}{driver}")).map(|text| serde_json::from_str(text))
+        let newer = self.metadata.get(DRIVER_RESULTS_KEY).and_then(|all| all.get(driver));
+        newer
+            .or_else(|| self.metadata.get(&format!("{DRIVER_RESULTS_PREFIX}{driver}")))
+            .map(decode_driver_result)
     }
 
-    /// Every earlier driver result in the metadata, by driver name, each decoded.
+    /// Every earlier driver result in the metadata, by driver name, each decoded: those of
+    /// the `driverresults` object first, then the `driverresults.<driver>` strings of
+    /// drivers not in it.
     ///
     /// ```
     /// let mut r = conveyor_sdk::Resource::new("hello", "pipeline", serde_json::Value::Null);
@@ -101,19 +153,43 @@ impl Resource {
     ///     "driverresults.git-cloner".into(),
     ///     r#"{"success":true,"message":"cloned","driver":"git-cloner"}"#.into(),
     /// );
-    /// for (driver, result) in r.driver_results() {
-    ///     assert_eq!(driver, "git-cloner");
+    /// r.metadata.insert(
+    ///     "driverresults".into(),
+    ///     serde_json::json!({"tester": {"success": true, "message": "ok", "driver": "tester"}}),
+    /// );
+    /// let drivers: Vec<&str> = r.driver_results().map(|(driver, _)| driver).collect();
+    /// assert_eq!(drivers, ["tester", "git-cloner"]);
+    /// for (_, result) in r.driver_results() {
     ///     assert!(result?.success);
     /// }
-    /// assert_eq!(r.driver_results().count(), 1);
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn driver_results(
         &self,
     ) -> impl Iterator<Item = (&str, Result<DriverResultEvent, serde_json::Error>)> + '_ {
-        self.metadata.iter().filter_map(|(key, text)| {
-            key.strip_prefix(DRIVER_RESULTS_PREFIX).map(|driver| (driver, serde_json::from_str(text)))
-        })
+        let newer = self.metadata.get(DRIVER_RESULTS_KEY).and_then(Value::as_object);
+        let in_newer = move |driver: &str| newer.is_some_and(|all| all.contains_key(driver));
+        let objects =
+            newer.into_iter().flatten().map(|(driver, value)| (driver.as_str(), decode_driver_result(value)));
+        let texts = self.metadata.iter().filter_map(move |(key, value)| {
+            let driver = key.strip_prefix(DRIVER_RESULTS_PREFIX)?;
+            (!in_newer(driver)).then(|| (driver, decode_driver_result(value)))
+        });
+        objects.chain(texts)
+    }
+}
+
+/// The metadata key of a resource's version.
+const VERSION_KEY: &str = "version";
+
+/// The metadata key under which newer engines keep every earlier step's result, by driver.
+const DRIVER_RESULTS_KEY: &str = "driverresults";
+
+/// A stored driver result: a JSON text (0.6.x) or an object (newer engines).
+fn decode_driver_result(value: &Value) -> Result<DriverResultEvent, serde_json::Error> {
+    match value {
+        Value::String(text) => serde_json::from_str(text),
+        other => DriverResultEvent::deserialize(other),
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! | outcome | stored | its message |
 //! |---|---|---|
-//! | `Success`, `Failure`, `InvalidSpec`, `TimedOut`, `CancelRequested` | its result | ack |
+//! | `Success`, `Failure`, `InvalidSpec`, `TimedOut`, `CancelRequested`, `Superseded` | its result | ack |
 //! | `GivenUp` (delivered or retried too often) | its failure result | term: never again |
 //! | `AlreadyFinished` (its result was stored by an earlier delivery) | nothing more | ack |
 //! | `Retried(delay)` (reconcile asked to try again) | its record's retry count | nak after `delay` |
@@ -28,6 +28,9 @@ pub(crate) enum Outcome {
     TimedOut,
     /// Cancelled on request; its failure result is stored.
     CancelRequested,
+    /// Cancelled by a newer event of its resource (an update or a deletion), or an
+    /// event older than one already handled; its failure result is stored.
+    Superseded,
     /// Delivered or retried too often; its failure result is stored and its message
     /// terminated.
     GivenUp,
@@ -44,7 +47,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// Every outcome once, in the order of [`index`](Self::index).
     #[cfg(feature = "metrics")]
-    pub(crate) const ALL: [Outcome; 10] = [
+    pub(crate) const ALL: [Outcome; 11] = [
         Outcome::Success,
         Outcome::Failure,
         Outcome::InvalidSpec,
@@ -55,6 +58,7 @@ impl Outcome {
         Outcome::Retried(Duration::ZERO),
         Outcome::NotStored,
         Outcome::Cancelled,
+        Outcome::Superseded,
     ];
 
     /// The outcome of a result the driver returned.
@@ -74,6 +78,7 @@ impl Outcome {
             | Outcome::InvalidSpec
             | Outcome::TimedOut
             | Outcome::CancelRequested
+            | Outcome::Superseded
             | Outcome::AlreadyFinished => AckKind::Ack,
             Outcome::GivenUp => AckKind::Term,
             Outcome::Retried(delay) => AckKind::Nak(Some(delay)),
@@ -96,6 +101,7 @@ impl Outcome {
             Outcome::Retried(_) => "retried",
             Outcome::NotStored => "not_stored",
             Outcome::Cancelled => "cancelled",
+            Outcome::Superseded => "superseded",
         }
     }
 
@@ -113,6 +119,7 @@ impl Outcome {
             Outcome::Retried(_) => 7,
             Outcome::NotStored => 8,
             Outcome::Cancelled => 9,
+            Outcome::Superseded => 10,
         }
     }
 }
@@ -131,6 +138,7 @@ mod tests {
             Outcome::InvalidSpec,
             Outcome::TimedOut,
             Outcome::CancelRequested,
+            Outcome::Superseded,
             Outcome::AlreadyFinished,
         ] {
             assert!(matches!(outcome.ack(NAK_DELAY), AckKind::Ack), "{outcome:?}");

@@ -22,7 +22,7 @@ use super::records::{RunRecord, RunRecords};
 use super::Config;
 use crate::driver::{CancelReason, Driver, Run, RunCancellation};
 use crate::log::LogHandle;
-use crate::protocol::{subjects, DriverMessage, DriverResult, PipelineEvent};
+use crate::protocol::{subjects, DriverMessage, DriverResult, Event, PipelineEvent};
 use crate::report::error_text;
 use crate::validate::SpecValidator;
 
@@ -188,22 +188,38 @@ async fn run<D: Driver>(
         tracing::info!(retries, "redelivered run");
         log.log(redelivered_line(attempt, config.max_deliveries, &record, config.max_retries)).await;
     }
-    match shared.validator.decode::<D::Spec>(&delivery.payload) {
-        Err(error) => {
+    let spec = shared.validator.decode::<D::Spec>(&delivery.payload);
+    match (&delivery.event, spec) {
+        (Event::Delete, spec) => {
+            // A deletion is answered whatever its spec: the driver cleans up with what it has.
+            let spec = spec
+                .inspect_err(|error| tracing::info!(%error, "the deleted resource's spec does not validate"))
+                .ok();
+            reconcile(shared, delivery, Work::Cleanup(spec), attempt, retries, log).await
+        }
+        (_, Err(error)) => {
             tracing::warn!(%error, "refusing the resource");
             log.log(error.to_string()).await;
             Ended::result(DriverResult::failure(error.to_string()), Outcome::InvalidSpec, retries)
         }
-        Ok(spec) => reconcile(shared, delivery, spec, attempt, retries, log).await,
+        (_, Ok(spec)) => reconcile(shared, delivery, Work::Apply(spec), attempt, retries, log).await,
     }
 }
 
-/// Calls the driver's reconcile and says what the run came to, by why it was
-/// cancelled, if it was, then by what reconcile returned.
+/// What the driver is asked to do with a resource.
+enum Work<S> {
+    /// Bring it about: [`Driver::reconcile`].
+    Apply(S),
+    /// Clean up after its deletion: [`Driver::cleanup`], with its spec when it validates.
+    Cleanup(Option<S>),
+}
+
+/// Calls the driver's reconcile (or cleanup, for a deletion) and says what the run came
+/// to, by why it was cancelled, if it was, then by what the driver returned.
 async fn reconcile<D: Driver>(
     shared: &Shared<D>,
     delivery: &DriverMessage,
-    spec: D::Spec,
+    work: Work<D::Spec>,
     attempt: u64,
     retries: u32,
     log: &LogHandle,
@@ -211,15 +227,24 @@ async fn reconcile<D: Driver>(
     let config = &shared.config;
     let cancel = RunCancellation::child_of(&shared.run_cancel);
     let _held = shared.in_flight.enter(&delivery.run_id, cancel.clone());
-    let run = Run::new(delivery.payload.clone(), spec)
+    let run = Run::new(delivery.payload.clone(), ())
         .with_event(delivery.event.clone())
         .with_run_id(delivery.run_id.clone())
         .with_log(log.clone())
         .with_run_cancellation(cancel.clone())
         .with_delivery(delivery.id.clone(), attempt, retries);
-    let deadline = shared.driver.deadline(&run).unwrap_or(config.run_deadline);
-    let returned =
-        reconcile::call(shared.driver.reconcile(run), deadline, &cancel, config.cancel_timeout).await;
+    let returned = match work {
+        Work::Apply(spec) => {
+            let run = run.with_spec(spec);
+            let deadline = shared.driver.deadline(&run).unwrap_or(config.run_deadline);
+            reconcile::call(shared.driver.reconcile(run), deadline, &cancel, config.cancel_timeout).await
+        }
+        Work::Cleanup(spec) => {
+            let run = run.with_spec(spec);
+            reconcile::call(shared.driver.cleanup(run), config.run_deadline, &cancel, config.cancel_timeout)
+                .await
+        }
+    };
     let (result, outcome) = match (cancel.reason(), returned) {
         (Some(CancelReason::Shutdown), _) | (None, Returned::Abandoned) => {
             tracing::info!("run cancelled by shutdown; it will be delivered again");
@@ -231,6 +256,12 @@ async fn reconcile<D: Driver>(
             log.log(format!("the run {text}")).await;
             let data = returned.result().map(|r| r.data.clone()).unwrap_or_default();
             (DriverResult::failure(text).with_data(data), Outcome::TimedOut)
+        }
+        (Some(reason @ (CancelReason::Superseded { .. } | CancelReason::Deleted { .. })), returned) => {
+            tracing::info!(%reason, "the run was cancelled: a newer event of its resource arrived");
+            log.log(format!("the run was cancelled: {reason}")).await;
+            let data = returned.result().map(|r| r.data.clone()).unwrap_or_default();
+            (DriverResult::failure(reason.to_string()).with_data(data), Outcome::Superseded)
         }
         (Some(_), returned) => {
             tracing::info!("the run was cancelled on request");

@@ -103,7 +103,7 @@ async fn advance(state: &ServerState, event: PipelineEvent) -> Result<(), StepEr
         let result = &event.driverresult;
         let text = serde_json::to_string(result).map_err(StepError::Encode)?;
         let resource = state.resources.change_latest(&run.resource, |latest| {
-            latest.metadata.insert(format!("{DRIVER_RESULTS_PREFIX}{}", result.driver), text);
+            latest.metadata.insert(format!("{DRIVER_RESULTS_PREFIX}{}", result.driver), text.into());
         })?;
         let pipeline = state.pipelines.find(&run.pipeline)?;
         run.step += 1;

@@ -32,7 +32,7 @@ impl Stored for Resource {
     /// the metadata (`version`).
     fn stamp(&mut self, number: u64, previous: Option<&Self>) {
         self.id = previous.map_or_else(|| uuid::Uuid::new_v4().to_string(), |p| p.id.clone());
-        self.metadata.insert("version".into(), number.to_string());
+        self.metadata.insert("version".into(), number.to_string().into());
     }
 }
 
@@ -124,7 +124,10 @@ mod tests {
         update.id = "ignored".into();
         update.metadata.insert("version".into(), "7".into());
         let updated = store.update(update).unwrap();
-        assert_eq!((updated.id.as_str(), updated.metadata["version"].as_str()), (created.id.as_str(), "2"));
+        assert_eq!(
+            (updated.id.as_str(), updated.metadata_str("version").unwrap_or_default()),
+            (created.id.as_str(), "2")
+        );
     }
 
     #[test]
