@@ -99,6 +99,22 @@ pub fn run_record_key(run_id: &str, driver: &str) -> String {
     format!("{}.{}", key_token(run_id), key_token(driver))
 }
 
+/// The key-value bucket of the newest event handled of each resource, by driver: what
+/// lets the newest version of a resource win ([`Config::supersede`](crate::Config::supersede)).
+pub const RESOURCES_BUCKET: &str = "conveyor_resources";
+
+/// The key of a resource's newest event in [`RESOURCES_BUCKET`]:
+/// `<driver>.<type>.<name>`, each part written as in [`run_record_key`].
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects::resource_key;
+/// assert_eq!(resource_key("command-runner", "pipeline", "build-1"), "command-runner.pipeline.build-1");
+/// assert_eq!(resource_key("command-runner", "pipeline", "a.b c"), "command-runner.pipeline.a=2Eb=20c");
+/// ```
+pub fn resource_key(driver: &str, resource_type: &str, name: &str) -> String {
+    format!("{}.{}.{}", key_token(driver), key_token(resource_type), key_token(name))
+}
+
 fn key_token(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {

@@ -29,6 +29,7 @@ pub struct Config {
     pub(crate) max_retries: u32,
     pub(crate) run_deadline: Duration,
     pub(crate) run_record_ttl: Duration,
+    pub(crate) supersede: bool,
     pub(crate) nak_delay: Duration,
     pub(crate) grace_period: Duration,
     pub(crate) cancel_timeout: Duration,
@@ -69,6 +70,7 @@ impl Default for Config {
             max_retries: 5,
             run_deadline: Duration::from_secs(60 * 60),
             run_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            supersede: true,
             nak_delay: Duration::from_secs(5),
             grace_period: Duration::from_secs(30),
             cancel_timeout: Duration::from_secs(10),
@@ -268,6 +270,40 @@ impl Config {
     #[must_use]
     pub fn run_record_ttl(mut self, ttl: Duration) -> Self {
         self.run_record_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Whether the newest version of a resource wins (default `true`): runs of one
+    /// resource (its type and name) never overlap, in this process or across replicas.
+    ///
+    /// - An [`update`](crate::Event::Update) or [`delete`](crate::Event::Delete) that
+    ///   arrives while a run of an older event of the same resource is in flight cancels
+    ///   that run ([`CancelReason::Superseded`](crate::driver::CancelReason::Superseded),
+    ///   [`CancelReason::Deleted`](crate::driver::CancelReason::Deleted)): its step is
+    ///   stopped and its failure result says `superseded by run <run id> (version N)`
+    ///   or `the resource was deleted`. The new event is handled once that run has
+    ///   ended, and [`Run::superseded_run`](crate::Run::superseded_run) names it. A
+    ///   deletion in progress is waited for, never cancelled.
+    /// - An event older than the newest one handled for its resource (by
+    ///   `metadata.version` when both are numbers and the resource id is the same, else
+    ///   by the order the server published them in), delivered late (a redelivery, a
+    ///   replica that was down), does not run: it gets one failure result saying which
+    ///   run superseded it, and is acknowledged.
+    ///
+    /// This is what users of a CI system expect (a newer commit cancels the pipeline
+    /// of an older one; a deleted resource stops running), and what a Kubernetes
+    /// controller does: work only towards the newest state. The newest event of each
+    /// resource is kept in the key-value bucket `conveyor_resources`, shared by the
+    /// replicas of a driver, for [`run_record_ttl`](Self::run_record_ttl). Turn it off
+    /// for a driver whose runs of one resource may overlap; every event then runs.
+    ///
+    /// ```
+    /// let config = conveyor_sdk::Config::default().supersede(false);
+    /// assert!(!config.get_supersede());
+    /// ```
+    #[must_use]
+    pub fn supersede(mut self, on: bool) -> Self {
+        self.supersede = on;
         self
     }
 
@@ -621,6 +657,15 @@ impl Config {
         urls.into_iter()
             .map(|url| url.parse().map_err(|source| super::Error::InvalidNatsUrl { url, source }))
             .collect()
+    }
+
+    /// Whether the newest version of a resource wins ([`supersede`](Self::supersede)).
+    ///
+    /// ```
+    /// assert!(conveyor_sdk::Config::default().get_supersede());
+    /// ```
+    pub fn get_supersede(&self) -> bool {
+        self.supersede
     }
 
     /// This replica's instance ([`instance`](Self::instance)).

@@ -29,6 +29,7 @@ mod records;
 mod register;
 mod runner;
 mod setup;
+mod supersede;
 mod worker;
 
 use std::future::Future;

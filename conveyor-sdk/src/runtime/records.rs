@@ -58,37 +58,13 @@ pub(crate) struct RunRecords {
 impl RunRecords {
     /// Opens the bucket, creating it (with the replicas of `replicas`) when missing.
     pub(crate) async fn open(js: &Context, driver: &str, ttl: Duration, replicas: usize) -> Self {
-        let store = match js.get_key_value(subjects::RUNS_BUCKET).await {
-            Ok(store) => Some(store),
-            Err(_) => {
-                let config = kv::Config {
-                    bucket: subjects::RUNS_BUCKET.to_owned(),
-                    description: "Conveyor drivers: runs that finished or asked to be retried".to_owned(),
-                    history: 1,
-                    max_age: ttl,
-                    storage: StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                };
-                match js.create_key_value(config).await {
-                    Ok(store) => Some(store),
-                    // Another driver may have created it meanwhile.
-                    Err(error) => match js.get_key_value(subjects::RUNS_BUCKET).await {
-                        Ok(store) => Some(store),
-                        Err(_) => {
-                            tracing::error!(
-                                bucket = subjects::RUNS_BUCKET,
-                                error = %error_text(&error),
-                                "cannot create the bucket of run records: a run delivered again after it \
-                                 finished will run again, and retries are limited only by max_deliveries"
-                            );
-                            None
-                        }
-                    },
-                }
-            }
+        let bucket = Bucket {
+            name: subjects::RUNS_BUCKET,
+            description: "Conveyor drivers: runs that finished or asked to be retried",
+            without: "a run delivered again after it finished will run again, and retries are limited \
+                      only by max_deliveries",
         };
-        Self { store, driver: driver.to_owned() }
+        Self { store: bucket.open(js, ttl, replicas).await, driver: driver.to_owned() }
     }
 
     /// Records that nothing is remembered: for a runtime whose bucket cannot be had.
@@ -115,6 +91,11 @@ impl RunRecords {
                 None
             }
         }
+    }
+
+    /// Whether `run_id` has a record that says it finished.
+    pub(crate) async fn is_finished(&self, run_id: &str) -> bool {
+        self.read(run_id).await.is_some_and(|record| record.finished.is_some())
     }
 
     /// Remembers that `run_id` ended as `success` with `message`. Sent, not awaited:
@@ -162,6 +143,49 @@ impl RunRecords {
                 tracing::warn!(error = %error_text(&error), "cannot record {what}");
                 false
             }
+        }
+    }
+}
+
+/// A key-value bucket of the runtime's, kept with one version of each key.
+pub(crate) struct Bucket {
+    /// Its name.
+    pub(crate) name: &'static str,
+    /// Its description.
+    pub(crate) description: &'static str,
+    /// What goes missing without it, for the diagnostics.
+    pub(crate) without: &'static str,
+}
+
+impl Bucket {
+    /// Opens the bucket, creating it with keys kept for `ttl` (and the replicas of
+    /// `replicas`) when missing; `None`, said in the diagnostics, when it can be neither.
+    pub(crate) async fn open(&self, js: &Context, ttl: Duration, replicas: usize) -> Option<Store> {
+        if let Ok(store) = js.get_key_value(self.name).await {
+            return Some(store);
+        }
+        let config = kv::Config {
+            bucket: self.name.to_owned(),
+            description: self.description.to_owned(),
+            history: 1,
+            max_age: ttl,
+            storage: StorageType::File,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        };
+        match js.create_key_value(config).await {
+            Ok(store) => Some(store),
+            // Another driver may have created it meanwhile.
+            Err(error) => match js.get_key_value(self.name).await {
+                Ok(store) => Some(store),
+                Err(_) => {
+                    tracing::error!(
+                        bucket = self.name, error = %error_text(&error),
+                        "cannot create the bucket: {}", self.without
+                    );
+                    None
+                }
+            },
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::cancel::{self, InFlight};
 use super::observe::Observer;
 use super::records::RunRecords;
+use super::supersede::Supersede;
 use super::worker::{self, Shared};
 use super::{pull, setup, Config, Error};
 use crate::driver::Driver;
@@ -120,6 +121,11 @@ async fn prepare<D: Driver>(
     let consumer = setup::ensure_consumer(&stream, &name, &type_names, config.ack_wait).await?;
     let replicas = stream.cached_info().config.num_replicas;
     let records = RunRecords::open(&js, &name, config.run_record_ttl, replicas).await;
+    let in_flight = InFlight::default();
+    let supersede =
+        Supersede::open(&js, config.supersede, &name, &config.instance, config.run_record_ttl, replicas)
+            .await
+            .reaching(client.clone(), in_flight.clone(), records.clone());
     // What a replica makes may be taken for an orphan by the others until its record
     // exists: none is taken before.
     let bucket = match config.liveness_ttl {
@@ -139,7 +145,6 @@ async fn prepare<D: Driver>(
     let mut background = JoinSet::new();
     #[cfg(feature = "client")]
     super::register::start(&config, &types, stop, &mut background)?;
-    let in_flight = InFlight::default();
     background.spawn(cancel::listen(client.clone(), name.clone(), in_flight.clone()));
     let housekeeping = CancellationToken::new();
     let replicas = Replicas::new(name.clone(), config.instance.clone(), bucket);
@@ -157,6 +162,7 @@ async fn prepare<D: Driver>(
         observer,
         records,
         in_flight,
+        supersede,
     });
     Ok(Some(Prepared { shared, consumer, background, housekeeping }))
 }

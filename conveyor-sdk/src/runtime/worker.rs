@@ -19,6 +19,7 @@ use super::observe::Observer;
 use super::outcome::Outcome;
 use super::reconcile::{self, Returned};
 use super::records::{RunRecord, RunRecords};
+use super::supersede::{Claim, Latest, Supersede};
 use super::Config;
 use crate::driver::{CancelReason, Driver, Run, RunCancellation};
 use crate::log::LogHandle;
@@ -49,6 +50,8 @@ pub(crate) struct Shared<D: Driver> {
     pub(crate) records: RunRecords,
     /// The runs in progress, for cancel requests.
     pub(crate) in_flight: InFlight,
+    /// The newest event taken on of each resource.
+    pub(crate) supersede: Supersede,
 }
 
 /// What a run came to, and the result to store when it has one.
@@ -74,7 +77,8 @@ impl Ended {
 /// Handles one message, top to bottom: decode → validate → reconcile → logs and
 /// result out → ack. Never panics on what the message holds.
 pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, slot: OwnedSemaphorePermit) {
-    let attempt = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+    let (attempt, sequence) =
+        message.info().map(|i| (i.delivered.max(1) as u64, i.stream_sequence)).unwrap_or((1, 0));
     let delivery = match DriverMessage::decode(&message.payload) {
         Ok(delivery) => delivery,
         Err(error) => {
@@ -99,7 +103,16 @@ pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, 
         resource_name = %delivery.payload.name,
         attempt,
     );
-    process(shared, message, delivery, attempt, slot).instrument(span).await
+    process(shared, message, delivery, Place { attempt, sequence }, slot).instrument(span).await
+}
+
+/// Where a message stands: its delivery and its place in the stream.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// Its delivery, from 1.
+    attempt: u64,
+    /// Its sequence in the stream: the order the server published events in.
+    sequence: u64,
 }
 
 /// Runs a decoded message, holding it with progress acknowledgements meanwhile; then
@@ -108,15 +121,19 @@ async fn process<D: Driver>(
     shared: Arc<Shared<D>>,
     message: Message,
     delivery: DriverMessage,
-    attempt: u64,
+    place: Place,
     slot: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
-    shared.observer.run_started(attempt);
+    shared.observer.run_started(place.attempt);
     let config = &shared.config;
     let log = run_log(&shared, &delivery);
+    // Held until its message is acknowledged: a cancel request reaches it until then,
+    // and a newer event of its resource waits for that.
+    let cancel = RunCancellation::child_of(&shared.run_cancel);
+    let _held = shared.in_flight.enter(&delivery.run_id, cancel.clone());
     let work = async {
-        let ended = run(&shared, &delivery, attempt, &log).await;
+        let ended = run(&shared, &delivery, place, &log, &cancel).await;
         // The reconcile slot goes to the next message once this run may finish.
         let finishing = shared.finishing.clone().acquire_owned().await;
         drop(slot);
@@ -147,13 +164,14 @@ fn run_log<D: Driver>(shared: &Shared<D>, delivery: &DriverMessage) -> LogHandle
     ))
 }
 
-/// What the run comes to: unless it finished before or was delivered too often, its
-/// spec validated and reconciled.
+/// What the run comes to: unless it finished before, was delivered too often or was
+/// superseded, its spec validated and reconciled.
 async fn run<D: Driver>(
     shared: &Shared<D>,
     delivery: &DriverMessage,
-    attempt: u64,
+    Place { attempt, sequence }: Place,
     log: &LogHandle,
+    cancel: &RunCancellation,
 ) -> Ended {
     let config = &shared.config;
     // Only a message delivered again can have a record.
@@ -188,6 +206,27 @@ async fn run<D: Driver>(
         tracing::info!(retries, "redelivered run");
         log.log(redelivered_line(attempt, config.max_deliveries, &record, config.max_retries)).await;
     }
+    let superseded = match shared.supersede.claim(delivery, sequence).await {
+        Claim::Older(newest) => {
+            let text = newest.superseded_text();
+            tracing::info!(%text, "an older event of the resource arrived after a newer one; not running it");
+            log.log(format!("not run: {text}")).await;
+            return Ended::result(DriverResult::failure(text), Outcome::Superseded, retries);
+        }
+        Claim::Newest { older: None } => None,
+        Claim::Newest { older: Some(older) } => {
+            let newer = Latest::of(delivery, sequence, &config.instance);
+            let budget = config.cancel_timeout.saturating_add(config.log_retry);
+            shared.supersede.end_older(&older, &newer, budget, cancel.token()).await
+        }
+    };
+    let run = Run::new(delivery.payload.clone(), ())
+        .with_event(delivery.event.clone())
+        .with_run_id(delivery.run_id.clone())
+        .with_log(log.clone())
+        .with_run_cancellation(cancel.clone())
+        .with_delivery(delivery.id.clone(), attempt, retries)
+        .with_superseded_run(superseded);
     let spec = shared.validator.decode::<D::Spec>(&delivery.payload);
     match (&delivery.event, spec) {
         (Event::Delete, spec) => {
@@ -195,14 +234,14 @@ async fn run<D: Driver>(
             let spec = spec
                 .inspect_err(|error| tracing::info!(%error, "the deleted resource's spec does not validate"))
                 .ok();
-            reconcile(shared, delivery, Work::Cleanup(spec), attempt, retries, log).await
+            reconcile(shared, run, Work::Cleanup(spec), cancel, log).await
         }
         (_, Err(error)) => {
             tracing::warn!(%error, "refusing the resource");
             log.log(error.to_string()).await;
             Ended::result(DriverResult::failure(error.to_string()), Outcome::InvalidSpec, retries)
         }
-        (_, Ok(spec)) => reconcile(shared, delivery, Work::Apply(spec), attempt, retries, log).await,
+        (_, Ok(spec)) => reconcile(shared, run, Work::Apply(spec), cancel, log).await,
     }
 }
 
@@ -218,30 +257,22 @@ enum Work<S> {
 /// to, by why it was cancelled, if it was, then by what the driver returned.
 async fn reconcile<D: Driver>(
     shared: &Shared<D>,
-    delivery: &DriverMessage,
+    run: Run<()>,
     work: Work<D::Spec>,
-    attempt: u64,
-    retries: u32,
+    cancel: &RunCancellation,
     log: &LogHandle,
 ) -> Ended {
     let config = &shared.config;
-    let cancel = RunCancellation::child_of(&shared.run_cancel);
-    let _held = shared.in_flight.enter(&delivery.run_id, cancel.clone());
-    let run = Run::new(delivery.payload.clone(), ())
-        .with_event(delivery.event.clone())
-        .with_run_id(delivery.run_id.clone())
-        .with_log(log.clone())
-        .with_run_cancellation(cancel.clone())
-        .with_delivery(delivery.id.clone(), attempt, retries);
+    let (run_id, retries) = (run.run_id().to_owned(), run.retries());
     let returned = match work {
         Work::Apply(spec) => {
             let run = run.with_spec(spec);
             let deadline = shared.driver.deadline(&run).unwrap_or(config.run_deadline);
-            reconcile::call(shared.driver.reconcile(run), deadline, &cancel, config.cancel_timeout).await
+            reconcile::call(shared.driver.reconcile(run), deadline, cancel, config.cancel_timeout).await
         }
         Work::Cleanup(spec) => {
             let run = run.with_spec(spec);
-            reconcile::call(shared.driver.cleanup(run), config.run_deadline, &cancel, config.cancel_timeout)
+            reconcile::call(shared.driver.cleanup(run), config.run_deadline, cancel, config.cancel_timeout)
                 .await
         }
     };
@@ -275,7 +306,7 @@ async fn reconcile<D: Driver>(
         }
         (None, Returned::Error(error)) => match error.retry_delay() {
             Some(delay) => {
-                return retry(shared, delivery, delay, &error_text(error.error()), retries, log).await
+                return retry(shared, &run_id, delay, &error_text(error.error()), retries, log).await
             }
             None => {
                 let text = format!("reconcile failed: {}", error_text(error.error()));
@@ -299,7 +330,7 @@ async fn reconcile<D: Driver>(
 /// unless the run has been retried as often as it may, which gives it up.
 async fn retry<D: Driver>(
     shared: &Shared<D>,
-    delivery: &DriverMessage,
+    run_id: &str,
     delay: Duration,
     reason: &str,
     retries: u32,
@@ -319,7 +350,7 @@ async fn retry<D: Driver>(
     );
     tracing::info!(%text, "reconcile asked to try again");
     log.log(text).await;
-    if !shared.records.retrying(&delivery.run_id, next, reason).await {
+    if !shared.records.retrying(run_id, next, reason).await {
         tracing::warn!("the retry is not recorded: the next delivery will not know its number");
     }
     Ended::without_result(Outcome::Retried(delay))

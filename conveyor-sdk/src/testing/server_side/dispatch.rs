@@ -62,6 +62,43 @@ impl Harness {
         self.dispatch(subject, Event::Create, resource, Some(run_id)).await
     }
 
+    /// Sends `resource` as a server after 2026-05-31 does after `PUT
+    /// /resources/{type}/{name}`: event `update`, with a new run id, on
+    /// `resources.<type>`. Give the resource the id of the version it replaces and its
+    /// next `metadata.version`.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let first = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let mut next = first.resource.clone();
+    /// next.spec = serde_json::json!({"who": "everyone"});
+    /// next.metadata.insert("version".into(), "2".into());
+    /// let update = harness.update(next).await?;
+    /// assert_ne!(update.run_id, first.run_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn update(&self, resource: Resource) -> Result<Dispatched, TestingError> {
+        let subject = subjects::resource(&resource.resource);
+        self.dispatch(subject, Event::Update, resource, None).await
+    }
+
+    /// Sends `resource` as a server after 2026-05-31 does after `DELETE
+    /// /resources/{type}/{name}`: event `delete`, with a new run id, on
+    /// `resources.<type>`, the resource as it was.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// let created = harness.create(conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}))).await?;
+    /// let deleted = harness.delete(created.resource).await?;
+    /// let result = harness.result(&deleted.run_id).await?;
+    /// assert!(result.driverresult.success);
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(&self, resource: Resource) -> Result<Dispatched, TestingError> {
+        let subject = subjects::resource(&resource.resource);
+        self.dispatch(subject, Event::Delete, resource, None).await
+    }
+
     /// Sends `resource` as the server does for a pipeline step addressed to `driver`:
     /// on `drivers.<driver>.resources.<type>`, with `event` (`create` for the first
     /// step, `process` for later ones). `run_id` continues a run; `None` starts one.
