@@ -238,6 +238,18 @@ impl Driver for CommandRunner {
         Ok(self.execute(&run, PullProgress::Log(run.log())).await.into_result())
     }
 
+    /// A deleted resource starts no container: the runtime has cancelled the run of the
+    /// resource in flight, if there was one, wherever it ran ([`Config::supersede`]),
+    /// and its container is removed with it; this says which.
+    ///
+    /// [`Config::supersede`]: conveyor_sdk::Config::supersede
+    async fn cleanup(&self, run: Run<Option<PipelineSpec>>) -> Result<DriverResult, ReconcileError> {
+        Ok(DriverResult::success(match run.superseded_run() {
+            Some(older) => format!("deleted; cancelled run {older}"),
+            None => "deleted; nothing was running".to_owned(),
+        }))
+    }
+
     /// The run's timeout ([`Settings::run_timeout_for`]) covers it all: pull, start and
     /// steps.
     fn deadline(&self, run: &Run<PipelineSpec>) -> Option<std::time::Duration> {
