@@ -175,3 +175,43 @@ async fn with_superseding_turned_off_an_update_runs_beside_the_older_version() {
     assert_eq!(driver.probe.max_running.load(Ordering::SeqCst), 2);
     serving.shutdown().await.unwrap();
 }
+
+/// The resource of a fixture message of today's engine, as a job of the test driver.
+fn engine_step(fixture: &str, mode: &str) -> (conveyor_sdk::DriverMessage, Resource) {
+    let message = conveyor_sdk::DriverMessage::decode(fixture.as_bytes()).unwrap();
+    let mut resource = message.payload.clone();
+    resource.resource = TYPE.into();
+    resource.spec = json!({"mode": mode});
+    (message, resource)
+}
+
+#[tokio::test]
+async fn a_pipeline_deletion_cancels_the_step_in_flight_and_echoes_the_deletion_metadata_as_delivered() {
+    let (nats, harness) = setup().await;
+    let (driver, replicas) = two_replicas(&nats, &harness).await;
+
+    let (step, running) =
+        engine_step(include_str!("fixtures/driver-message.pipeline-step.rich-metadata.json"), "await-cancel");
+    let run = harness.step(DRIVER, step.event, running, Some(&step.run_id)).await.unwrap();
+    harness.wait_for_log(&run.run_id, "started", Duration::from_secs(30)).await.unwrap();
+    let (deletion, deleted) =
+        engine_step(include_str!("fixtures/driver-message.pipeline-step.delete.json"), "ok");
+    assert_eq!(deleted.metadata["deleting"], true);
+    let sent = harness.step(DRIVER, deletion.event, deleted.clone(), Some(&deletion.run_id)).await.unwrap();
+    assert_eq!(sent.run_id, deleted.metadata_str("deletion_runid").unwrap());
+
+    let answer = harness.result_within(&sent.run_id, Duration::from_secs(5)).await.unwrap();
+    assert!(answer.driverresult.success, "{}", answer.driverresult.message);
+    assert_eq!(
+        serde_json::to_value(&answer.resource).unwrap(),
+        serde_json::to_value(&deleted).unwrap(),
+        "the engine accepts only a result that echoes the resource it sent"
+    );
+    let older = harness.result(&run.run_id).await.unwrap().driverresult;
+    assert_eq!(older.message, "the resource was deleted");
+    wait_until_settled(&harness).await;
+    assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1);
+    for replica in replicas {
+        replica.shutdown().await.unwrap();
+    }
+}
