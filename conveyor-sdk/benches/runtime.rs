@@ -102,14 +102,17 @@ fn consumer_config(name: &str, resource_type: &str) -> pull::Config {
     }
 }
 
-/// Publishes `n` DriverMessages for `resource_type`, pipelined, and waits for all acks.
+/// Publishes `n` DriverMessages for `resource_type`, pipelined, and waits for all acks:
+/// `n` resources, each created once, as many users' pipelines are.
 async fn backlog(js: &Context, resource_type: &str, n: usize) {
-    let resource = Resource::new("bench", resource_type, seed_spec());
     let mut pending = std::collections::VecDeque::new();
-    for _ in 0..n {
+    for i in 0..n {
+        let mut resource = Resource::new(format!("bench-{i}"), resource_type, seed_spec());
+        resource.id = uuid::Uuid::new_v4().to_string();
+        resource.metadata.insert("version".into(), "1".into());
         let message = DriverMessage {
             event: Event::Create,
-            payload: resource.clone(),
+            payload: resource,
             id: "5f0c2a9e1b7d4c3e8a6f0b1d".into(),
             run_id: uuid::Uuid::new_v4().to_string(),
         };
@@ -193,17 +196,31 @@ async fn purge_results(js: &Context) {
     }
 }
 
-/// The runtime with a no-op driver, with or without its metrics (recorded and served
-/// on a loopback port, as `--metrics-listen` does).
+/// What a runtime loop is measured with, beside the defaults.
+#[derive(Clone, Copy)]
+enum Variant {
+    /// The defaults: superseding on, no metrics.
+    Default,
+    /// Its metrics recorded and served on a loopback port, as `--metrics-listen` does.
+    Metrics,
+    /// Superseding off (`Config::supersede(false)`): no claim of each resource.
+    NoSupersede,
+}
+
+/// The runtime with a no-op driver, as `variant` says.
 async fn sdk_loop(
     url: &str,
     js: &Context,
     client: &async_nats::Client,
     concurrency: usize,
     n: usize,
-    metrics: bool,
+    variant: Variant,
 ) -> f64 {
-    let kind = if metrics { "sdkm" } else { "sdk" };
+    let kind = match variant {
+        Variant::Default => "sdk",
+        Variant::Metrics => "sdkm",
+        Variant::NoSupersede => "sdkn",
+    };
     let name = format!("{kind}-{concurrency}");
     let resource_type = format!("{kind}job{concurrency}");
     let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
@@ -215,7 +232,10 @@ async fn sdk_loop(
     let started = Instant::now();
     let driver = Bench { name: name.clone(), resource_type, lines: 0 };
     let mut config = Config::default().nats_url(url).concurrency(concurrency);
-    if metrics {
+    if let Variant::NoSupersede = variant {
+        config = config.supersede(false);
+    }
+    if let Variant::Metrics = variant {
         config = config
             .metrics(conveyor_sdk::runtime::Metrics::new())
             .metrics_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -381,6 +401,7 @@ async fn overhead(url: &str, js: &Context, client: &async_nats::Client, messages
     for concurrency in [1, 8] {
         let (mut raw, mut sdk, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut with_metrics, mut metric_ratios) = (Vec::new(), Vec::new());
+        let (mut unclaimed, mut unclaimed_ratios) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let r = raw_loop(js, client, concurrency, messages).await;
             purge_results(js).await;
@@ -389,20 +410,24 @@ async fn overhead(url: &str, js: &Context, client: &async_nats::Client, messages
             // Each loop starts from an empty result stream, so that none pays for the
             // results of the one before.
             let (s, m) = if round % 2 == 0 {
-                let s = sdk_loop(url, js, client, concurrency, messages, false).await;
+                let s = sdk_loop(url, js, client, concurrency, messages, Variant::Default).await;
                 purge_results(js).await;
-                (s, sdk_loop(url, js, client, concurrency, messages, true).await)
+                (s, sdk_loop(url, js, client, concurrency, messages, Variant::Metrics).await)
             } else {
-                let m = sdk_loop(url, js, client, concurrency, messages, true).await;
+                let m = sdk_loop(url, js, client, concurrency, messages, Variant::Metrics).await;
                 purge_results(js).await;
-                (sdk_loop(url, js, client, concurrency, messages, false).await, m)
+                (sdk_loop(url, js, client, concurrency, messages, Variant::Default).await, m)
             };
+            purge_results(js).await;
+            let n = sdk_loop(url, js, client, concurrency, messages, Variant::NoSupersede).await;
             purge_results(js).await;
             raw.push(r);
             sdk.push(s);
             ratios.push(s / r);
             with_metrics.push(m);
             metric_ratios.push(m / s);
+            unclaimed.push(n);
+            unclaimed_ratios.push(n / r);
         }
         let sdk = median(sdk);
         println!(
@@ -416,6 +441,11 @@ async fn overhead(url: &str, js: &Context, client: &async_nats::Client, messages
             sdk,
             median(with_metrics),
             median(metric_ratios)
+        );
+        println!(
+            "  concurrency {concurrency}: supersede off {:>9.0} msg/s   ratio to raw {:.2}",
+            median(unclaimed),
+            median(unclaimed_ratios)
         );
     }
 }
