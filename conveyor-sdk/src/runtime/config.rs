@@ -283,7 +283,10 @@ impl Config {
     ///   stopped and its failure result says `superseded by run <run id> (version N)`
     ///   or `the resource was deleted`. The new event is handled once that run has
     ///   ended, and [`Run::superseded_run`](crate::Run::superseded_run) names it. A
-    ///   deletion in progress is waited for, never cancelled.
+    ///   deletion in progress is waited for, never cancelled. The wait holds the new
+    ///   event's reconcile slot for at most [`cancel_timeout`](Self::cancel_timeout)
+    ///   plus [`log_retry`](Self::log_retry) (the older run's time to stop and to
+    ///   store its result); past that, the new event runs.
     /// - An event older than the newest one handled for its resource (by
     ///   `metadata.version` when both are numbers and the resource id is the same, else
     ///   by the order the server published them in), delivered late (a redelivery, a
