@@ -2,6 +2,11 @@
 //! clients without the Go server: resources, resource definitions, pipelines, stored
 //! logs and live log streams (WebSocket and Server-Sent Events).
 //!
+//! As today's server, it sends the drivers `create`, `update` (with a new run id,
+//! answered beside the version kept) and `delete` (the resource as it was); a resource
+//! in a pipeline carries its operation through every step, and one deleted is kept,
+//! marked `deleting`, until every step's driver has cleaned up.
+//!
 //! ```text
 //! cargo run --example dev-server -- --listen 127.0.0.1:8080 --nats-url nats://127.0.0.1:4222
 //! ```

@@ -153,7 +153,7 @@ async fn a_two_step_pipeline_passes_the_first_result_to_the_second_driver() {
     let report = harness.result_of_driver(&created.runid, "reporter", Duration::from_secs(60)).await.unwrap();
     assert!(report.driverresult.success, "{}", report.driverresult.message);
     assert_eq!(report.driverresult.data["build"], "3 steps succeeded");
-    assert_eq!(report.driverresult.data["event"], "process");
+    assert_eq!(report.driverresult.data["event"], "create", "every step gets the operation itself");
 
     let stored = services.client.get_resource("pipeline", "piped").await.unwrap();
     let build = stored.driver_result("command-runner").unwrap().unwrap();

@@ -69,7 +69,7 @@ async fn resources_are_validated_versioned_and_listed() {
     let mut changed = stored.clone();
     changed.spec = json!({"steps": ["lint"]});
     let updated = client.update_resource(&changed).await.unwrap();
-    assert_eq!(updated.metadata["version"], "2");
+    assert_eq!(updated.resource.metadata["version"], "2");
     assert_eq!(client.get_resource_version("job", "build-1", "1").await.unwrap().spec, json!({"steps": []}));
     assert_eq!(
         client.get_resource_version("job", "build-1", "2").await.unwrap().spec,

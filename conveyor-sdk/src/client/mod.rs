@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
 pub use logs::{LogStream, Transport};
-pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep};
+pub use types::{CreatedResource, Health, LogQuery, Pipeline, PipelineStep, UpdatedResource};
 
 #[cfg(feature = "auth")]
 use crate::auth::ClientIdentity;

@@ -1,9 +1,9 @@
-//! Resources (`/resources/…`): creating one starts a run.
+//! Resources (`/resources/…`): creating, updating and deleting one each start a run.
 
 use reqwest::Method;
 
 use crate::client::error::ClientError;
-use crate::client::types::CreatedResource;
+use crate::client::types::{CreatedResource, UpdatedResource};
 use crate::client::{seg, Client};
 use crate::protocol::Resource;
 
@@ -86,21 +86,38 @@ impl Client {
         .map(Option::unwrap_or_default)
     }
 
-    /// `PUT /resources/{type}/{name}`: updates a resource.
+    /// `PUT /resources/{type}/{name}`: keeps `resource` as the resource's next version;
+    /// the server sends its drivers `update` with a new run id, and the answer carries
+    /// that id ([`UpdatedResource::runid`]) beside the version kept. A driver on this
+    /// SDK ends a run of the resource still in progress as superseded (a failure
+    /// `superseded by run <id> (version N)`). A 0.6.x server names no run: `runid` is
+    /// `None`.
     ///
     /// ```no_run
     /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
     /// let mut resource = client.get_resource("pipeline", "hello").await?;
     /// resource.spec["image"] = "alpine:3".into();
     /// let updated = client.update_resource(&resource).await?;
+    /// println!("version {:?}", updated.resource.version());
+    /// let run = updated.runid.ok_or("the server did not say which run the update started")?;
+    /// let mut lines = client.stream_logs("command-runner", &run).await?;
+    /// while let Some(line) = lines.next().await {
+    ///     println!("{}", line?.message);
+    /// }
     /// # Ok(()) }
     /// ```
-    pub async fn update_resource(&self, resource: &Resource) -> Result<Resource, ClientError> {
+    pub async fn update_resource(&self, resource: &Resource) -> Result<UpdatedResource, ClientError> {
         let path = format!("/resources/{}/{}", seg(&resource.resource), seg(&resource.name));
         self.json(Method::PUT, &path, Some(resource), &[]).await
     }
 
-    /// `DELETE /resources/{type}/{name}`.
+    /// `DELETE /resources/{type}/{name}`: the server sends the resource's drivers
+    /// `delete` with the resource as it was. A resource outside any pipeline is gone at
+    /// once; a resource in a pipeline stays, marked `deleting` (its
+    /// `metadata.deletion_runid` names the run), until every step's driver has cleaned
+    /// up, and stays with `deletion_failed` when one could not (deleting it again
+    /// retries). The server answers no run id (`204`).
     ///
     /// ```no_run
     /// # async fn demo(client: conveyor_sdk::client::Client) -> Result<(), Box<dyn std::error::Error>> {

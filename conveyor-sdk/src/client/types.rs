@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::Resource;
+
 /// The answer to `POST /resources/`, from [`Client::create_resource`](super::Client::create_resource).
 ///
 /// ```
@@ -24,6 +26,74 @@ pub struct CreatedResource {
     /// The resource's version.
     #[serde(default)]
     pub version: String,
+}
+
+/// The answer to `PUT /resources/{type}/{name}`, from
+/// [`Client::update_resource`](super::Client::update_resource): the version the server
+/// kept and the run its `update` started.
+///
+/// Today's servers (and the dev server) answer as to a create, with the resource
+/// beside the run id: `{"message", "name", "runid", "version", "resource": {…}}`.
+/// 0.6.x servers answer the resource alone and name no run (they start one all the
+/// same): `runid` is then `None`. A resource with `runid` among its own fields is read
+/// as well.
+///
+/// ```
+/// use conveyor_sdk::client::UpdatedResource;
+/// let today: UpdatedResource = serde_json::from_str(
+///     r#"{"message":"Resource updated successfully","name":"hello","runid":"0b8e5a57","version":"2",
+///        "resource":{"id":"3a6f","name":"hello","resource":"pipeline","metadata":{"version":"2"},"spec":{}}}"#,
+/// )?;
+/// assert_eq!(today.runid.as_deref(), Some("0b8e5a57"));
+/// assert_eq!(today.resource.version(), Some(2));
+///
+/// let older: UpdatedResource = serde_json::from_str(
+///     r#"{"id":"3a6f","name":"hello","resource":"pipeline","metadata":{"version":"2"},"spec":{}}"#,
+/// )?;
+/// assert_eq!(older.runid, None, "a 0.6.x server does not say which run the update started");
+/// assert_eq!(older.resource.name, "hello");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+pub struct UpdatedResource {
+    /// The version kept (its number in `metadata.version`).
+    pub resource: Resource,
+    /// The run the update started; `None` when the server did not say (0.6.x).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runid: Option<String>,
+    /// `Resource updated successfully`; empty when the server said nothing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl TryFrom<serde_json::Value> for UpdatedResource {
+    type Error = serde_json::Error;
+
+    fn try_from(answer: serde_json::Value) -> Result<Self, Self::Error> {
+        use serde::de::Error as _;
+        use serde_json::Value;
+        let Value::Object(mut fields) = answer else {
+            return Err(Self::Error::custom("the answer to an update is not a JSON object"));
+        };
+        let runid = match fields.remove("runid") {
+            Some(Value::String(runid)) if !runid.is_empty() => Some(runid),
+            None | Some(Value::Null | Value::String(_)) => None,
+            Some(other) => return Err(Self::Error::custom(format!("runid is not a string: {other}"))),
+        };
+        let message = fields.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+        // Beside the run id, `resource` is the resource; in a resource, its type's name.
+        let resource = match fields.remove("resource") {
+            Some(nested @ Value::Object(_)) => serde_json::from_value(nested)?,
+            type_name => {
+                if let Some(type_name) = type_name {
+                    fields.insert("resource".into(), type_name);
+                }
+                serde_json::from_value(Value::Object(fields))?
+            }
+        };
+        Ok(Self { resource, runid, message })
+    }
 }
 
 /// The answer to `GET /health`, from [`Client::health`](super::Client::health).
@@ -204,7 +274,33 @@ impl LogQuery {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn an_update_answer_reads_the_resource_beside_the_run_id_flattened_or_alone() {
+        let resource = json!({"id": "3a6f", "name": "app", "resource": "job", "metadata": {"version": "2"}, "spec": {"v": 2}});
+        let beside = json!({"message": "Resource updated successfully", "name": "app", "runid": "r-2", "version": "2", "resource": resource});
+        let mut flattened = resource.clone();
+        flattened["runid"] = "r-2".into();
+        for answer in [beside, flattened] {
+            let updated: UpdatedResource = serde_json::from_value(answer.clone()).unwrap();
+            assert_eq!(updated.runid.as_deref(), Some("r-2"), "{answer}");
+            assert_eq!((updated.resource.resource.as_str(), updated.resource.version()), ("job", Some(2)));
+            assert_eq!(updated.resource.spec, json!({"v": 2}));
+        }
+        let alone: UpdatedResource = serde_json::from_value(resource.clone()).unwrap();
+        assert_eq!((alone.runid, alone.message.as_str()), (None, ""));
+        let written = serde_json::to_value(UpdatedResource { runid: Some("r-3".into()), ..alone }).unwrap();
+        let again: UpdatedResource = serde_json::from_value(written).unwrap();
+        assert_eq!(again.runid.as_deref(), Some("r-3"), "what it writes it reads");
+        for wrong in
+            [json!("text"), json!({"runid": 7, "name": "app", "resource": "job"}), json!({"runid": "r"})]
+        {
+            assert!(serde_json::from_value::<UpdatedResource>(wrong.clone()).is_err(), "{wrong}");
+        }
+    }
 
     #[test]
     fn the_create_answer_of_the_real_server_decodes() {

@@ -57,6 +57,7 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::Store(StoreError::Taken { .. })
             | Self::Payload(_)
             | Self::BadRequest(_)
@@ -116,6 +117,19 @@ mod tests {
         assert_eq!(
             (poisoned.status(), poisoned.message().as_str()),
             (StatusCode::INTERNAL_SERVER_ERROR, "state poisoned")
+        );
+    }
+
+    #[test]
+    fn a_change_the_state_refuses_answers_409() {
+        let busy = ApiError::from(StoreError::Conflict {
+            kind: "resource",
+            key: "job/a".into(),
+            reason: "is being deleted".into(),
+        });
+        assert_eq!(
+            (busy.status(), busy.message().as_str()),
+            (StatusCode::CONFLICT, "resource job/a is being deleted")
         );
     }
 

@@ -64,7 +64,6 @@ struct ServerState {
     /// Every version of every resource, by type and name.
     resources: Store<Resource>,
     pipelines: Store<Pipeline>,
-    runs: engine::Runs,
 }
 
 impl DevServer {
@@ -149,7 +148,6 @@ impl DevServer {
             definitions: Store::default(),
             resources: Store::default(),
             pipelines: Store::default(),
-            runs: engine::Runs::default(),
         });
         let stop = CancellationToken::new();
         let engine = tokio::spawn(engine::pipeline_engine(

@@ -58,6 +58,16 @@ pub(super) enum StoreError {
         /// Its name.
         key: String,
     },
+    /// The name is kept, but in a state that refuses the change; the reason says why.
+    #[error("{kind} {key} {reason}")]
+    Conflict {
+        /// What was to be changed.
+        kind: &'static str,
+        /// Its name.
+        key: String,
+        /// Why not, e.g. `is being deleted`.
+        reason: String,
+    },
     /// A thread panicked while it held the server's state.
     #[error("state poisoned")]
     Poisoned,
@@ -112,9 +122,22 @@ impl<T: Stored> Store<T> {
 
     /// Keeps `thing` as the next version of a name kept already.
     pub(super) fn update(&self, thing: T) -> Result<T, StoreError> {
+        self.update_if(thing, |_| Ok(()))
+    }
+
+    /// [`update`](Self::update), if `allowed` accepts the latest version; it looks
+    /// under the same lock, so nothing changes the name in between.
+    pub(super) fn update_if(
+        &self,
+        thing: T,
+        allowed: impl FnOnce(&T) -> Result<(), StoreError>,
+    ) -> Result<T, StoreError> {
         let key = thing.key();
         let mut things = self.write()?;
         let versions = things.get_mut(&key).ok_or_else(|| StoreError::not_found::<T>(&key))?;
+        if let Some(latest) = versions.last() {
+            allowed(latest)?;
+        }
         Ok(next(versions, thing))
     }
 
@@ -153,15 +176,34 @@ impl<T: Stored> Store<T> {
         Ok(latest.clone())
     }
 
+    /// Settles the latest version of a name under the store's lock: `decide` may change
+    /// it in place and answers whether the name stays (`false` forgets it and every
+    /// version) and what else it decided. `None` when the name is not kept.
+    pub(super) fn settle<R>(
+        &self,
+        key: &T::Key,
+        decide: impl FnOnce(&mut T) -> (bool, R),
+    ) -> Result<Option<R>, StoreError> {
+        let mut things = self.write()?;
+        let Some(latest) = things.get_mut(key).and_then(|v| v.last_mut()) else {
+            return Ok(None);
+        };
+        let (keep, decided) = decide(latest);
+        if !keep {
+            things.remove(key);
+        }
+        Ok(Some(decided))
+    }
+
     /// The latest version of every name whose key `wanted` accepts, in key order.
     pub(super) fn list(&self, wanted: impl Fn(&T::Key) -> bool) -> Result<Vec<T>, StoreError> {
         let things = self.read()?;
         Ok(things.iter().filter(|(key, _)| wanted(key)).filter_map(|(_, v)| v.last().cloned()).collect())
     }
 
-    /// Forgets a name and every version of it.
-    pub(super) fn delete(&self, key: &T::Key) -> Result<(), StoreError> {
-        self.write()?.remove(key).map(drop).ok_or_else(|| StoreError::not_found::<T>(key))
+    /// Forgets a name and every version of it; returns the latest version.
+    pub(super) fn delete(&self, key: &T::Key) -> Result<T, StoreError> {
+        self.write()?.remove(key).and_then(|mut v| v.pop()).ok_or_else(|| StoreError::not_found::<T>(key))
     }
 
     fn read(&self) -> Result<RwLockReadGuard<'_, Things<T>>, StoreError> {
@@ -311,6 +353,41 @@ mod tests {
     }
 
     #[test]
+    fn an_update_the_latest_version_refuses_keeps_nothing() {
+        let store = Store::default();
+        store.create(note("a", "one")).unwrap();
+        let refuse = |latest: &Note| {
+            Err(StoreError::Conflict { kind: "note", key: latest.name.clone(), reason: "is busy".into() })
+        };
+        let refused = store.update_if(note("a", "two"), refuse).unwrap_err();
+        assert_eq!(refused.to_string(), "note a is busy");
+        assert!(matches!(store.version(&"a".into(), "2"), Err(StoreError::NoSuchVersion { .. })));
+        let accepted = store.update_if(note("a", "two"), |latest| {
+            assert_eq!(latest.text, "one", "the check sees the latest version");
+            Ok(())
+        });
+        assert_eq!(accepted.unwrap().number, 2);
+    }
+
+    #[test]
+    fn settling_changes_the_latest_version_in_place_or_forgets_the_name() {
+        let store = Store::default();
+        store.create(note("a", "one")).unwrap();
+        store.update(note("a", "two")).unwrap();
+        let key = "a".to_owned();
+        let kept = store.settle(&key, |n| {
+            n.text.push_str(" settled");
+            (true, n.number)
+        });
+        assert_eq!(kept.unwrap(), Some(2), "the latest version is the one settled");
+        assert_eq!(store.version(&key, "2").unwrap().text, "two settled");
+        assert_eq!(store.version(&key, "1").unwrap().text, "one");
+        assert_eq!(store.settle(&key, |_| (false, ())).unwrap(), Some(()));
+        assert!(matches!(store.get(&key), Err(StoreError::NotFound { .. })), "every version is gone");
+        assert_eq!(store.settle(&key, |_| (true, ())).unwrap(), None, "nothing to settle");
+    }
+
+    #[test]
     fn lists_hold_the_latest_version_of_each_wanted_name_in_key_order() {
         let store = Store::default();
         for (name, text) in [("c", "c1"), ("a", "a1"), ("b", "b1")] {
@@ -328,7 +405,7 @@ mod tests {
         store.create(note("a", "one")).unwrap();
         store.update(note("a", "two")).unwrap();
         let key = "a".to_owned();
-        store.delete(&key).unwrap();
+        assert_eq!(store.delete(&key).unwrap().text, "two", "the latest version is returned");
         assert!(matches!(store.get(&key), Err(StoreError::NotFound { .. })));
         assert!(matches!(store.version(&key, "1"), Err(StoreError::NoSuchVersion { .. })));
         assert!(matches!(store.delete(&key), Err(StoreError::NotFound { .. })));

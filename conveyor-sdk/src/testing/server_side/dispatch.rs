@@ -78,8 +78,7 @@ impl Harness {
     /// # Ok(()) }
     /// ```
     pub async fn update(&self, resource: Resource) -> Result<Dispatched, TestingError> {
-        let subject = subjects::resource(&resource.resource);
-        self.dispatch(subject, Event::Update, resource, None).await
+        self.send(Event::Update, resource, None).await
     }
 
     /// Sends `resource` as a server after 2026-05-31 does after `DELETE
@@ -95,13 +94,38 @@ impl Harness {
     /// # Ok(()) }
     /// ```
     pub async fn delete(&self, resource: Resource) -> Result<Dispatched, TestingError> {
+        self.send(Event::Delete, resource, None).await
+    }
+
+    /// Sends `event` about `resource` as the server does for a resource outside any
+    /// pipeline, on `resources.<type>`: `update` after `PUT` (the new version),
+    /// `delete` after `DELETE` (the resource as it was). `run_id` names the run; `None`
+    /// starts one with a new id, as the server does for each event.
+    ///
+    /// ```no_run
+    /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conveyor_sdk::Event;
+    /// let resource = conveyor_sdk::Resource::new("hi", "greeting", serde_json::json!({"who": "you"}));
+    /// let created = harness.create(resource).await?;
+    /// let deleted = harness.send(Event::Delete, created.resource, None).await?;
+    /// assert!(harness.result(&deleted.run_id).await?.driverresult.success);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(
+        &self,
+        event: Event,
+        resource: Resource,
+        run_id: Option<&str>,
+    ) -> Result<Dispatched, TestingError> {
         let subject = subjects::resource(&resource.resource);
-        self.dispatch(subject, Event::Delete, resource, None).await
+        self.dispatch(subject, event, resource, run_id).await
     }
 
     /// Sends `resource` as the server does for a pipeline step addressed to `driver`:
-    /// on `drivers.<driver>.resources.<type>`, with `event` (`create` for the first
-    /// step, `process` for later ones). `run_id` continues a run; `None` starts one.
+    /// on `drivers.<driver>.resources.<type>`, with `event`: today's engines send the
+    /// operation itself (`create`, `update` or `delete`) to every step, 0.6.x engines
+    /// sent `process` to the steps after the first. `run_id` continues a run; `None`
+    /// starts one.
     ///
     /// ```no_run
     /// # async fn demo(harness: conveyor_sdk::testing::Harness) -> Result<(), Box<dyn std::error::Error>> {
@@ -109,7 +133,7 @@ impl Harness {
     /// let resource = conveyor_sdk::Resource::new("app", "pipeline", serde_json::json!({"steps": []}));
     /// let first = harness.step("git-cloner", Event::Create, resource.clone(), None).await?;
     /// harness.result_of_driver(&first.run_id, "git-cloner", std::time::Duration::from_secs(30)).await?;
-    /// let second = harness.step("command-runner", Event::Process, resource, Some(&first.run_id)).await?;
+    /// let second = harness.step("command-runner", Event::Create, resource, Some(&first.run_id)).await?;
     /// # Ok(()) }
     /// ```
     pub async fn step(
