@@ -212,3 +212,52 @@ async fn a_run_created_over_http_is_cancelled_over_http_and_its_log_says_so() {
     assert_eq!(unknown.state, conveyor_sdk::protocol::CancelState::NotRunning);
     services.finish().await;
 }
+
+/// Reads `live` until a line is `last`; every line read, in order.
+async fn read_until(
+    live: &mut (impl futures_util::Stream<Item = Result<conveyor_sdk::Log, conveyor_sdk::client::ClientError>>
+              + Unpin),
+    last: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some(last) {
+        let next = tokio::time::timeout(Duration::from_secs(30), live.next()).await;
+        let line = next.unwrap_or_else(|_| panic!("no {last:?} in {seen:#?}")).unwrap().unwrap();
+        seen.push(line.message);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_tutorial_s_update_supersedes_the_running_version_and_its_delete_removes_the_resource() {
+    let services = services().await;
+    let client = &services.client;
+    let created: Resource = serde_json::from_value(tutorial_resource()).unwrap();
+    let first = client.create_resource(&created).await.unwrap();
+
+    // Step 6: a version that takes a while.
+    let mut waiting = created.clone();
+    waiting.spec["steps"] = json!([{"name": "wait", "command": "echo waiting; sleep 60"}]);
+    let second = client.update_resource(&waiting).await.unwrap();
+    let second_run = second.runid.expect("today's server names the update's run");
+    assert_ne!(second_run, first.runid);
+    assert_eq!(second.resource.version(), Some(2));
+    let mut live = client.stream_logs("command-runner", &second_run).await.unwrap();
+    read_until(&mut live, "waiting").await;
+
+    // While it sleeps, back to the tutorial's three steps.
+    let third = client.update_resource(&created).await.unwrap();
+    let third_run = third.runid.expect("a run id");
+    assert_eq!(third.resource.version(), Some(3));
+    let superseded = format!("the run was cancelled: superseded by run {third_run} (version 3)");
+    let seen = read_until(&mut live, &superseded).await;
+    assert!(!seen.iter().any(|m| m == "run succeeded"), "{seen:?}");
+    let mut newest = client.stream_logs("command-runner", &third_run).await.unwrap();
+    let lines = read_until(&mut newest, "run succeeded").await;
+    assert!(lines.iter().any(|m| m == "==> step 3/3 show-os-info: cat /etc/os-release"), "{lines:?}");
+
+    // Then delete it: the record goes.
+    client.delete_resource("pipeline", "ubuntu-pipeline-6").await.unwrap();
+    assert!(client.get_resource("pipeline", "ubuntu-pipeline-6").await.is_err(), "the resource is gone");
+    services.finish().await;
+}
