@@ -290,17 +290,6 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_resource_is_valid_and_decodes() {
-        let seed: Resource =
-            serde_json::from_str(include_str!("../../conveyor-sdk/tests/fixtures/resource.seed.json"))
-                .unwrap();
-        let spec: PipelineSpec = validator().decode(&seed).unwrap();
-        assert_eq!(spec.image.as_deref(), Some("jimjuniorb/hello-node:1.2.3"));
-        assert_eq!(spec.steps.len(), 3);
-        assert_eq!(spec.pull, PullPolicy::IfNotPresent);
-    }
-
-    #[test]
     fn everything_upstreams_schema_accepts_is_accepted() {
         // Upstream's schema requires only `steps`, each with `name` and `command`,
         // and allows any other field.

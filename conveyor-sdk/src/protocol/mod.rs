@@ -1,7 +1,7 @@
 //! The messages of the Conveyor CI wire protocol, exactly as the server sends and reads them.
 //!
 //! Every type here round-trips with the real server's JSON: see the fixtures in the
-//! repository's `conveyor-sdk/tests/fixtures/` and `protocol/tests.rs`.
+//! repository's `conveyor-sdk/tests/fixtures/` and `conveyor-sdk/tests/protocol.rs`.
 
 mod cancel;
 mod log;
@@ -9,8 +9,6 @@ mod message;
 mod resource;
 mod result;
 pub mod subjects;
-#[cfg(test)]
-mod tests;
 
 pub use cancel::{CancelReply, CancelState};
 pub use log::Log;

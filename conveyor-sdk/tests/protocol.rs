@@ -1,15 +1,15 @@
 //! The wire types against the fixtures of the real server.
 
-use super::*;
+use conveyor_sdk::protocol::*;
 use serde_json::{json, Value};
 
-const CREATE: &str = include_str!("../../tests/fixtures/driver-message.create.json");
-const PROCESS: &str = include_str!("../../tests/fixtures/driver-message.process.json");
-const RESULT: &str = include_str!("../../tests/fixtures/pipeline-event.driver-result.json");
-const LOG: &str = include_str!("../../tests/fixtures/log.json");
-const LOG_PIPELINE: &str = include_str!("../../tests/fixtures/log.pipeline.json");
-const DEFINITION: &str = include_str!("../../tests/fixtures/resource-definition.pipeline.json");
-const SEED: &str = include_str!("../../tests/fixtures/resource.seed.json");
+const CREATE: &str = include_str!("fixtures/driver-message.create.json");
+const PROCESS: &str = include_str!("fixtures/driver-message.process.json");
+const RESULT: &str = include_str!("fixtures/pipeline-event.driver-result.json");
+const LOG: &str = include_str!("fixtures/log.json");
+const LOG_PIPELINE: &str = include_str!("fixtures/log.pipeline.json");
+const DEFINITION: &str = include_str!("fixtures/resource-definition.pipeline.json");
+const SEED: &str = include_str!("fixtures/resource.seed.json");
 
 #[test]
 fn create_fixture_decodes_with_payload_as_string() {
