@@ -143,3 +143,73 @@ fn unknown_events_are_kept_by_name() {
     assert_eq!(event, Event::Other("archive".into()));
     assert_eq!(serde_json::to_value(&event).unwrap(), json!("archive"));
 }
+
+const UPDATE: &str = include_str!("fixtures/driver-message.update.json");
+const DELETE: &str = include_str!("fixtures/driver-message.delete.json");
+const STEP_RICH: &str = include_str!("fixtures/driver-message.pipeline-step.rich-metadata.json");
+const STEP_DELETE: &str = include_str!("fixtures/driver-message.pipeline-step.delete.json");
+
+/// The payload of a fixture message, as the server wrote it.
+fn payload_of(fixture: &str) -> Value {
+    let message: Value = serde_json::from_str(fixture).unwrap();
+    serde_json::from_str(message["payload"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn every_message_of_both_servers_round_trips_with_its_resource_equal_as_json() {
+    let events = [
+        (CREATE, Event::Create),
+        (PROCESS, Event::Process),
+        (UPDATE, Event::Update),
+        (DELETE, Event::Delete),
+        (STEP_RICH, Event::Update),
+        (STEP_DELETE, Event::Delete),
+    ];
+    for (fixture, event) in events {
+        let message = DriverMessage::decode(fixture.as_bytes()).unwrap();
+        assert_eq!(message.event, event);
+        let encoded: Value = serde_json::to_value(&message).unwrap();
+        let original: Value = serde_json::from_str(fixture).unwrap();
+        assert_eq!(encoded["event"], original["event"]);
+        assert_eq!((&encoded["id"], &encoded["run_id"]), (&original["id"], &original["run_id"]));
+        let echoed: Value = serde_json::from_str(encoded["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(echoed, payload_of(fixture), "the resource is echoed as delivered");
+        // And in a result, as the engine requires.
+        let result = PipelineEvent::driver_result(
+            message.run_id.clone(),
+            message.payload.clone(),
+            DriverResult::success("ok").into_event("command-runner"),
+        );
+        let result: Value = serde_json::to_value(&result).unwrap();
+        assert_eq!(result["resource"], payload_of(fixture));
+    }
+}
+
+#[test]
+fn update_and_delete_carry_a_new_run_and_the_next_version_of_the_same_resource() {
+    let created = DriverMessage::decode(CREATE.as_bytes()).unwrap();
+    let updated = DriverMessage::decode(UPDATE.as_bytes()).unwrap();
+    let deleted = DriverMessage::decode(DELETE.as_bytes()).unwrap();
+    assert_eq!(created.payload.id, updated.payload.id);
+    assert_ne!(created.run_id, updated.run_id);
+    assert_ne!(updated.run_id, deleted.run_id);
+    assert_eq!((created.payload.version(), updated.payload.version()), (Some(1), Some(2)));
+    assert_eq!(deleted.payload.version(), Some(2), "a delete carries the resource as it was");
+}
+
+#[test]
+fn metadata_of_newer_engines_keeps_booleans_strings_and_the_driverresults_object() {
+    let step = DriverMessage::decode(STEP_RICH.as_bytes()).unwrap().payload;
+    assert_eq!(step.metadata["deleting"], false);
+    assert_eq!(step.metadata_str("current_pipeline_step"), Some("build"));
+    assert_eq!(step.metadata_str("current_pipeline_event"), Some("update"));
+    let cloner = step.driver_result("git-cloner").unwrap().unwrap();
+    assert!(cloner.success);
+    assert_eq!(cloner.data, json!({"commit": "4e1f0c9"}));
+    let all: Vec<&str> = step.driver_results().map(|(driver, _)| driver).collect();
+    assert_eq!(all, ["git-cloner"]);
+
+    let deletion = DriverMessage::decode(STEP_DELETE.as_bytes()).unwrap();
+    assert_eq!(deletion.payload.metadata["deleting"], true);
+    assert_eq!(deletion.payload.metadata_str("deletion_runid"), Some(deletion.run_id.as_str()));
+}
