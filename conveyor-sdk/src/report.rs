@@ -25,3 +25,50 @@ pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// How many characters of a name from outside (a run id) [`quoted`] shows.
+pub(crate) const SHOWN_NAME: usize = 64;
+
+/// A name from outside in quotes: every character that is not printable (a control
+/// character, a quote, a backslash, …) escaped, cut after [`SHOWN_NAME`] characters:
+/// `"a\r\nb"`, `"aaaa…" (100000 bytes)`.
+pub(crate) fn quoted(text: &str) -> String {
+    match escaped(text, SHOWN_NAME, |c| c.escape_debug().len() != 1) {
+        None => format!("\"{text}\""),
+        Some((head, None)) => format!("\"{head}\""),
+        Some((head, Some(bytes))) => format!("\"{head}…\" ({bytes} bytes)"),
+    }
+}
+
+/// `None` when `text` has no character to escape and at most `max`; else its first
+/// `max` characters, those to escape escaped, and its length in bytes when it was cut.
+fn escaped(text: &str, max: usize, escape: impl Fn(char) -> bool) -> Option<(String, Option<usize>)> {
+    let mut chars = text.chars();
+    if !chars.by_ref().take(max).any(&escape) && chars.next().is_none() {
+        return None;
+    }
+    let mut head = String::with_capacity(max.min(text.len()) + 8);
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        if escape(c) {
+            head.extend(c.escape_debug());
+        } else {
+            head.push(c);
+        }
+    }
+    Some((head, chars.next().is_some().then_some(text.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_name_is_escaped_within_its_quotes_and_its_length_outside() {
+        assert_eq!(quoted("a b"), "\"a b\"");
+        assert_eq!(quoted("a\"b\n"), "\"a\\\"b\\n\"");
+        assert_eq!(quoted(""), "\"\"");
+        let long = "x".repeat(100_000);
+        assert_eq!(quoted(&long), format!("\"{}…\" (100000 bytes)", "x".repeat(SHOWN_NAME)));
+    }
+}
