@@ -26,6 +26,18 @@ pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Text from outside as the driver's diagnostics and results may hold it: each control
+/// character escaped as Rust writes it (`\n`, `\u{0}`), so that it cannot forge a line,
+/// and cut after `max` characters, saying how many bytes it had. Borrowed as it is when
+/// nothing needs escaping or cutting.
+pub(crate) fn shown(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match escaped(text, max, char::is_control) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((head, None)) => std::borrow::Cow::Owned(head),
+        Some((head, Some(bytes))) => std::borrow::Cow::Owned(format!("{head}… ({bytes} bytes)")),
+    }
+}
+
 /// How many characters of a name from outside (a run id) [`quoted`] shows.
 pub(crate) const SHOWN_NAME: usize = 64;
 
@@ -62,6 +74,15 @@ fn escaped(text: &str, max: usize, escape: impl Fn(char) -> bool) -> Option<(Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_text_escapes_control_characters_and_is_cut_with_its_length() {
+        assert_eq!(shown("run \"1\"", 64), "run \"1\"");
+        assert!(matches!(shown("run-1", 64), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(shown("a\r\nb\0", 64), "a\\r\\nb\\0");
+        assert_eq!(shown("abcdef", 3), "abc… (6 bytes)");
+        assert_eq!(shown(&"\n".repeat(10), 2), "\\n\\n… (10 bytes)");
+    }
 
     #[test]
     fn a_quoted_name_is_escaped_within_its_quotes_and_its_length_outside() {

@@ -25,6 +25,7 @@ mod outcome;
 mod pull;
 mod reconcile;
 mod records;
+mod refuse;
 #[cfg(feature = "client")]
 mod register;
 mod runner;
