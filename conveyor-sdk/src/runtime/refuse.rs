@@ -201,9 +201,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use proptest::test_runner::RngSeed;
+
     use super::*;
-    use crate::protocol::subjects::is_token;
-    use crate::protocol::DriverMessage;
+    use crate::protocol::subjects::{is_token, MAX_TOKEN_LEN};
+    use crate::protocol::{DecodeErrorKind, DriverMessage};
 
     const FIXTURES: [&str; 6] = [
         include_str!("../../tests/fixtures/driver-message.create.json"),
@@ -259,6 +264,283 @@ mod tests {
         let event: PipelineEvent = serde_json::from_slice(&bare).unwrap();
         assert_eq!((event.run_id.as_str(), event.resource.name.as_str()), ("a b", ""));
         assert!(refusal.encode(100).is_none());
+    }
+
+    /// A change to the bytes of a message.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Set(usize, u8),
+        Insert(usize, Vec<u8>),
+        Remove(usize, usize),
+        Truncate(usize),
+        Repeat(usize, usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let byte = prop_oneof![any::<u8>(), select(b"{}[]\",:\\.*> \r\n\t\x00\x7f0a".to_vec())];
+        prop_oneof![
+            (any::<usize>(), byte.clone()).prop_map(|(at, b)| Edit::Set(at, b)),
+            (any::<usize>(), vec(byte, 1..8)).prop_map(|(at, bytes)| Edit::Insert(at, bytes)),
+            (any::<usize>(), 1..16usize).prop_map(|(at, n)| Edit::Remove(at, n)),
+            any::<usize>().prop_map(Edit::Truncate),
+            (any::<usize>(), 1..64usize).prop_map(|(at, n)| Edit::Repeat(at, n)),
+        ]
+    }
+
+    fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
+        let at = |at: usize, bytes: &Vec<u8>| at % (bytes.len() + 1);
+        match edit {
+            Edit::Set(i, b) => {
+                if !bytes.is_empty() {
+                    let i = i % bytes.len();
+                    bytes[i] = *b;
+                }
+            }
+            Edit::Insert(i, new) => {
+                let i = at(*i, bytes);
+                bytes.splice(i..i, new.iter().copied());
+            }
+            Edit::Remove(i, n) => {
+                let i = at(*i, bytes);
+                bytes.drain(i..(i + n).min(bytes.len()));
+            }
+            Edit::Truncate(i) => bytes.truncate(at(*i, bytes)),
+            Edit::Repeat(i, n) => {
+                let i = at(*i, bytes);
+                let copy = bytes[i..(i + n).min(bytes.len())].to_vec();
+                bytes.splice(i..i, copy);
+            }
+        }
+    }
+
+    /// Texts such as a hostile run id, name or key is made of.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        let texts = vec![
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "*",
+            ">",
+            "a b",
+            "a\tb",
+            "a\r\nb",
+            "a\0b",
+            "\u{7f}",
+            "\u{85}",
+            "\u{2028}",
+            "fbdf5edf-66d4-46ce-859a-8ee44d6c9463",
+            "r-1",
+        ];
+        prop_oneof![
+            select(texts).prop_map(String::from),
+            vec(any::<char>(), 0..24).prop_map(String::from_iter),
+            vec(select(vec!['a', '-', '_', '.', '*', '>', ' ', '\n', '\0', 'é']), 0..40)
+                .prop_map(String::from_iter),
+            (MAX_TOKEN_LEN - 2..MAX_TOKEN_LEN + 3).prop_map(|n| "r".repeat(n)),
+            Just("x".repeat(100_000)),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            hostile_text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                btree_map(hostile_text(), inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A change to a message's fields.
+    #[derive(Debug, Clone)]
+    enum Change {
+        RunId(String),
+        Top(&'static str, Value),
+        Remove(&'static str),
+        Payload(Value),
+        PayloadField(&'static str, Value),
+        PayloadAsObject,
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        let top = select(vec!["event", "id", "run_id", "payload"]);
+        let field = select(vec!["id", "name", "resource", "pipeline", "metadata", "spec"]);
+        prop_oneof![
+            3 => hostile_text().prop_map(Change::RunId),
+            1 => (top.clone(), json_value()).prop_map(|(key, value)| Change::Top(key, value)),
+            1 => top.prop_map(Change::Remove),
+            1 => json_value().prop_map(Change::Payload),
+            3 => (field, json_value()).prop_map(|(key, value)| Change::PayloadField(key, value)),
+            1 => Just(Change::PayloadAsObject),
+        ]
+    }
+
+    fn changed(fixture: &str, changes: &[Change]) -> Vec<u8> {
+        let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(fixture) else {
+            panic!("a fixture is not a JSON object");
+        };
+        for change in changes {
+            match change {
+                Change::RunId(run_id) => {
+                    message.insert("run_id".into(), run_id.clone().into());
+                }
+                Change::Top(key, value) => {
+                    message.insert((*key).into(), value.clone());
+                }
+                Change::Remove(key) => {
+                    message.remove(*key);
+                }
+                Change::Payload(value) => {
+                    message.insert("payload".into(), value.clone());
+                }
+                Change::PayloadField(key, value) => {
+                    let as_text = message.get("payload").and_then(Value::as_str).map(str::to_owned);
+                    let mut payload = match &as_text {
+                        Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+                        None => message.get("payload").cloned().unwrap_or(Value::Null),
+                    };
+                    if let Some(fields) = payload.as_object_mut() {
+                        fields.insert((*key).into(), value.clone());
+                    }
+                    let payload = match as_text {
+                        Some(_) => Value::String(payload.to_string()),
+                        None => payload,
+                    };
+                    message.insert("payload".into(), payload);
+                }
+                Change::PayloadAsObject => {
+                    let text = message.get("payload").and_then(Value::as_str).map(str::to_owned);
+                    if let Some(object) = text.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+                        message.insert("payload".into(), object);
+                    }
+                }
+            }
+        }
+        serde_json::to_vec(&Value::Object(message)).unwrap_or_default()
+    }
+
+    /// The payload object of `bytes`, when they are a JSON object whose payload is one
+    /// (or a string holding one).
+    fn payload_object(bytes: &[u8]) -> Option<serde_json::Map<String, Value>> {
+        let message: Value = serde_json::from_slice(bytes).ok()?;
+        match message.get("payload")? {
+            Value::String(text) => serde_json::from_str::<Value>(text).ok()?.as_object().cloned(),
+            Value::Object(object) => Some(object.clone()),
+            _ => None,
+        }
+    }
+
+    /// What must hold of whatever the decoder makes of `bytes`, and of its refusal.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let error = match DriverMessage::decode(bytes) {
+            Ok(message) => {
+                prop_assert!(
+                    is_token(&message.run_id),
+                    "a message is returned only with a token: {:?}",
+                    message.run_id
+                );
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let (run_id, invalid) = (error.run_id(), error.invalid_run_id());
+        match error.kind() {
+            DecodeErrorKind::NotAMessage => prop_assert!(run_id.is_none() && invalid.is_none()),
+            DecodeErrorKind::InvalidRunId => {
+                prop_assert!(run_id.is_none(), "an invalid run id is never given as the run id");
+                prop_assert!(invalid.is_some_and(|raw| !is_token(raw)), "{invalid:?}");
+            }
+            _ => {
+                prop_assert!(run_id.is_some_and(is_token), "{run_id:?}");
+                prop_assert!(invalid.is_none());
+            }
+        }
+        let text = error.to_string();
+        prop_assert!(text.len() <= 512 && !text.contains(char::is_control), "{text:?}");
+        if let (Some(resource), Some(payload)) = (error.resource(), payload_object(bytes)) {
+            let read = |key: &str| payload.get(key).and_then(Value::as_str).unwrap_or_default();
+            prop_assert_eq!(
+                (resource.id.as_str(), resource.name.as_str(), resource.resource.as_str()),
+                (read("id"), read("name"), read("resource"))
+            );
+        }
+
+        let refusal = Refusal::of(&error, DRIVER);
+        prop_assert_eq!(refusal.is_none(), error.kind() == DecodeErrorKind::NotAMessage);
+        let Some(refusal) = refusal else { return Ok(()) };
+        prop_assert_eq!(Some(refusal.event.run_id.as_str()), run_id.or(invalid));
+        prop_assert!(!refusal.event.driverresult.success);
+        let id = &refusal.message_id;
+        let header_safe =
+            id.len() <= 2 * MAX_TOKEN_LEN + 32 && id.chars().all(|c| c.is_ascii_graphic() || !c.is_ascii());
+        prop_assert!(
+            header_safe && !id.contains(char::is_whitespace) && !id.contains(char::is_control),
+            "{id:?}"
+        );
+        if let Some(raw) = invalid {
+            prop_assert!(
+                raw.is_empty() || !id.contains(raw),
+                "the message id never holds a bad run id: {id:?}"
+            );
+        }
+        let message = &refusal.event.driverresult.message;
+        prop_assert!(
+            message.chars().count() <= SHOWN_REASON + 64 && !message.contains(char::is_control),
+            "{message:?}"
+        );
+        prop_assert!(
+            !refusal.shown_run_id().contains(char::is_control) && refusal.shown_run_id().len() <= 512
+        );
+        let encoded = refusal.encode(usize::MAX);
+        prop_assert!(encoded.is_some(), "a refusal always encodes");
+        let event: PipelineEvent = serde_json::from_slice(&encoded.unwrap_or_default())
+            .map_err(|e| TestCaseError::fail(format!("the result does not decode: {e}")))?;
+        prop_assert_eq!(event, refusal.event);
+        Ok(())
+    }
+
+    fn config() -> ProptestConfig {
+        // Seeded, so that every run tries the same cases; another seed with PROPTEST_RNG_SEED.
+        let seed =
+            std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x6865_7374);
+        ProptestConfig { cases: 400, rng_seed: RngSeed::Fixed(seed), ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn fixtures_with_changed_bytes_decode_to_runs_with_token_ids_or_to_refusals(
+            fixture in select(FIXTURES.to_vec()),
+            edits in vec(edit(), 1..6),
+        ) {
+            let mut bytes = fixture.as_bytes().to_vec();
+            for edit in &edits {
+                apply(&mut bytes, edit);
+            }
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn fixtures_with_changed_fields_decode_to_runs_with_token_ids_or_to_refusals(
+            fixture in select(FIXTURES.to_vec()),
+            changes in vec(change(), 1..4),
+            edits in vec(edit(), 0..2),
+        ) {
+            let mut bytes = changed(fixture, &changes);
+            for edit in &edits {
+                apply(&mut bytes, edit);
+            }
+            check(&bytes)?;
+        }
     }
 
     #[test]
