@@ -213,3 +213,53 @@ fn metadata_of_newer_engines_keeps_booleans_strings_and_the_driverresults_object
     assert_eq!(deletion.payload.metadata["deleting"], true);
     assert_eq!(deletion.payload.metadata_str("deletion_runid"), Some(deletion.run_id.as_str()));
 }
+
+#[test]
+fn a_run_id_that_cannot_stand_in_a_subject_is_refused_with_the_message_read() {
+    for (run_id, why) in [
+        ("", "it is empty"),
+        ("a..b", "it holds a `.`"),
+        ("r>", "it holds a wildcard (`*` or `>`)"),
+        ("r 1", "it holds white space"),
+        ("r\r\n1", "it holds a control character"),
+        ("r\u{0}", "it holds a control character"),
+    ] {
+        let mut message: Value = serde_json::from_str(CREATE).unwrap();
+        message["run_id"] = run_id.into();
+        let error = DriverMessage::decode(message.to_string().as_bytes()).unwrap_err();
+        assert_eq!(error.kind(), DecodeErrorKind::InvalidRunId, "{run_id:?}");
+        assert_eq!((error.run_id(), error.invalid_run_id()), (None, Some(run_id)));
+        assert!(error.to_string().ends_with(why), "{run_id:?}: {error}");
+        assert!(!error.to_string().contains(['\r', '\n', '\0']), "the id is escaped: {error}");
+        assert_eq!(error.resource().map(|r| r.name.as_str()), Some("ubuntu-pipeline-6"));
+    }
+    let long = "r".repeat(subjects::MAX_TOKEN_LEN + 1);
+    let mut message: Value = serde_json::from_str(CREATE).unwrap();
+    message["run_id"] = long.as_str().into();
+    let error = DriverMessage::decode(message.to_string().as_bytes()).unwrap_err();
+    assert!(error.to_string().ends_with("it is 257 bytes long, more than 256"), "{error}");
+    assert!(error.to_string().len() < 200, "the id is cut short: {error}");
+}
+
+#[test]
+fn a_resource_that_does_not_decode_is_named_with_the_field_at_fault_and_what_could_be_read() {
+    let mut message: Value = serde_json::from_str(CREATE).unwrap();
+    let mut payload: Value = serde_json::from_str(message["payload"].as_str().unwrap()).unwrap();
+    payload["name"] = json!(7);
+    message["payload"] = payload.to_string().into();
+    let error = DriverMessage::decode(message.to_string().as_bytes()).unwrap_err();
+    assert_eq!(error.kind(), DecodeErrorKind::InvalidResource);
+    assert_eq!(error.run_id(), Some("fbdf5edf-66d4-46ce-859a-8ee44d6c9463"));
+    let text = conveyor_sdk::error_text(&error);
+    assert!(text.contains("is not a resource: name: invalid type: integer `7`"), "{text}");
+    let read = error.resource().expect("the rest of the resource is read");
+    assert_eq!((read.id.as_str(), read.name.as_str()), ("3a6f0c2e-9d7b-4f7e-8a51-2c4b9e0d1f23", ""));
+    assert_eq!(read.metadata["version"], "1");
+    assert_eq!(read.spec["image"], "jimjuniorb/hello-node:1.2.3");
+
+    message["event"] = json!(["create"]);
+    message["payload"] = json!({"name": "n", "resource": "pipeline"});
+    let error = DriverMessage::decode(message.to_string().as_bytes()).unwrap_err();
+    assert_eq!(error.kind(), DecodeErrorKind::InvalidEnvelope);
+    assert_eq!(error.resource().map(|r| r.name.as_str()), Some("n"));
+}

@@ -95,7 +95,9 @@ async fn malformed_messages_are_terminated_and_the_loop_goes_on() {
     let info = wait_until_settled(&harness).await;
     assert_eq!(info.delivered.stream_sequence, 3, "all three messages were delivered");
     assert_eq!(info.num_redelivered, 0, "the malformed ones were terminated, not redelivered");
-    assert_eq!(harness.all_results().len(), 1, "no result for a message without a resource");
+    let refused = harness.result("r-1").await.unwrap().driverresult;
+    assert!(!refused.success && refused.message.contains("is not a resource"), "{refused:?}");
+    assert_eq!(harness.all_results().len(), 2, "a failure result for the run named, none for no run");
     assert_eq!(driver.probe.calls.load(Ordering::SeqCst), 1);
     serving.shutdown().await.unwrap();
 }

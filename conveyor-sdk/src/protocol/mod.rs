@@ -12,7 +12,7 @@ pub mod subjects;
 
 pub use cancel::{CancelReply, CancelState};
 pub use log::Log;
-pub use message::{DecodeError, DriverMessage, Event};
+pub use message::{DecodeError, DecodeErrorKind, DriverMessage, Event};
 pub use resource::{Resource, ResourceDefinition};
 pub use result::{DriverResult, DriverResultEvent, PipelineEvent};
 

@@ -9,16 +9,78 @@ pub const LOGS_STREAM: &str = "logs-engine";
 /// The subject a driver publishes its results to.
 pub const DRIVER_RESULT: &str = "pipelines.driver.result";
 
+/// The longest subject token the SDK accepts, in bytes: a run id, a driver name or a
+/// resource type. A subject of a few such tokens stays far below the 4 KiB control
+/// line nats-server allows (`max_control_line`), beyond which it closes the connection.
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects::{is_token, MAX_TOKEN_LEN};
+/// assert!(is_token(&"a".repeat(MAX_TOKEN_LEN)));
+/// assert!(!is_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
+/// ```
+pub const MAX_TOKEN_LEN: usize = 256;
+
 /// Whether `text` is one NATS subject token, as a driver name, a resource type or a run
-/// id must be to stand in a subject: not empty, no `.`, `*`, `>` or white space.
+/// id must be to stand in a subject: not empty, at most [`MAX_TOKEN_LEN`] bytes, no
+/// `.`, `*`, `>`, white space or control character.
 ///
 /// ```
 /// use conveyor_sdk::protocol::subjects::is_token;
 /// assert!(is_token("command-runner"));
 /// assert!(!is_token("a.b") && !is_token("") && !is_token("two words") && !is_token(">"));
+/// assert!(!is_token("a\u{0}b") && !is_token("line\r\n"));
 /// ```
 pub fn is_token(text: &str) -> bool {
-    !text.is_empty() && !text.contains(['.', '*', '>']) && !text.contains(char::is_whitespace)
+    token_fault(text).is_none()
+}
+
+/// Why a text cannot be one subject token: [`token_fault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenFault {
+    /// It is empty.
+    Empty,
+    /// It is longer than [`MAX_TOKEN_LEN`] bytes; how long it is.
+    TooLong(usize),
+    /// It holds a `.`, which separates tokens.
+    Dot,
+    /// It holds a wildcard, `*` or `>`.
+    Wildcard,
+    /// It holds a control character (NUL, CR, LF, …).
+    Control,
+    /// It holds white space.
+    WhiteSpace,
+}
+
+impl std::fmt::Display for TokenFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenFault::Empty => f.write_str("it is empty"),
+            TokenFault::TooLong(len) => write!(f, "it is {len} bytes long, more than {MAX_TOKEN_LEN}"),
+            TokenFault::Dot => f.write_str("it holds a `.`"),
+            TokenFault::Wildcard => f.write_str("it holds a wildcard (`*` or `>`)"),
+            TokenFault::Control => f.write_str("it holds a control character"),
+            TokenFault::WhiteSpace => f.write_str("it holds white space"),
+        }
+    }
+}
+
+/// Why `text` cannot be one subject token; `None` when it can.
+pub(crate) fn token_fault(text: &str) -> Option<TokenFault> {
+    if text.is_empty() {
+        Some(TokenFault::Empty)
+    } else if text.len() > MAX_TOKEN_LEN {
+        Some(TokenFault::TooLong(text.len()))
+    } else if text.contains('.') {
+        Some(TokenFault::Dot)
+    } else if text.contains(['*', '>']) {
+        Some(TokenFault::Wildcard)
+    } else if text.contains(char::is_control) {
+        Some(TokenFault::Control)
+    } else if text.contains(char::is_whitespace) {
+        Some(TokenFault::WhiteSpace)
+    } else {
+        None
+    }
 }
 
 /// `resources.<type>`: a resource created outside any pipeline.

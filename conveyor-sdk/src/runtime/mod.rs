@@ -25,6 +25,7 @@ mod outcome;
 mod pull;
 mod reconcile;
 mod records;
+mod refuse;
 #[cfg(feature = "client")]
 mod register;
 mod runner;
@@ -63,7 +64,7 @@ use crate::validate::SchemaError;
 #[non_exhaustive]
 pub enum Error {
     /// The driver's name is not a single NATS subject token.
-    #[error("invalid driver name {0:?}: it must be a non-empty NATS subject token (no '.', '*', '>' or white space)")]
+    #[error("invalid driver name {0:?}: it must be a NATS subject token of 1 to 256 bytes (no '.', '*', '>', white space or control character)")]
     InvalidName(String),
     /// The driver declares no resource types.
     #[error("driver {0:?} declares no resource types")]

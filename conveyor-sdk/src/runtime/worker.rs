@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -19,12 +19,14 @@ use super::observe::Observer;
 use super::outcome::Outcome;
 use super::reconcile::{self, Returned};
 use super::records::{RunRecord, RunRecords};
+use super::refuse;
 use super::supersede::{Claim, Latest, Supersede};
 use super::Config;
 use crate::driver::{CancelReason, Driver, Run, RunCancellation};
 use crate::log::LogHandle;
+use crate::protocol::subjects::MAX_TOKEN_LEN;
 use crate::protocol::{subjects, DriverMessage, DriverResult, Event, PipelineEvent};
-use crate::report::error_text;
+use crate::report::{error_text, shown};
 use crate::validate::SpecValidator;
 
 /// What every worker of one runtime shares.
@@ -81,26 +83,16 @@ pub(crate) async fn handle<D: Driver>(shared: Arc<Shared<D>>, message: Message, 
         message.info().map(|i| (i.delivered.max(1) as u64, i.stream_sequence)).unwrap_or((1, 0));
     let delivery = match DriverMessage::decode(&message.payload) {
         Ok(delivery) => delivery,
-        Err(error) => {
-            tracing::error!(
-                driver = %shared.name, subject = %message.subject, attempt,
-                run_id = error.run_id().unwrap_or(""), reason = %error_text(&error),
-                "terminating a message that cannot be processed"
-            );
-            shared.observer.undecodable();
-            // Not a run: no later delivery can do better.
-            if let Err(error) = message.ack_with(AckKind::Term).await {
-                tracing::warn!(%error, "terminating a message failed; JetStream will deliver it again");
-            }
-            return;
-        }
+        // Its run, when it names one, gets a failure result; then it is terminated.
+        Err(error) => return refuse::refuse(shared, message, error, attempt, slot).await,
     };
+    // The run id is a token; the resource's names are shown as the diagnostics may hold them.
     let span = tracing::info_span!(
         "run",
         driver = %shared.name,
         run_id = %delivery.run_id,
-        resource_type = %delivery.payload.resource,
-        resource_name = %delivery.payload.name,
+        resource_type = %shown(&delivery.payload.resource, MAX_TOKEN_LEN),
+        resource_name = %shown(&delivery.payload.name, MAX_TOKEN_LEN),
         attempt,
     );
     process(shared, message, delivery, Place { attempt, sequence }, slot).instrument(span).await
