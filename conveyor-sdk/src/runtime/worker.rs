@@ -386,7 +386,7 @@ async fn finish<D: Driver>(
 }
 
 /// Publishes the run's `driver.result` event and waits until JetStream has stored it,
-/// publishing again as the store back-off paces for up to `log_retry`: a NATS node
+/// publishing again as the store back-off paces for up to `log_retry` in all: a NATS node
 /// going away or a stream electing its leader is waited out. Its message id makes
 /// JetStream drop a second copy (published again, or after a crash before the ack).
 async fn publish_result<D: Driver>(
@@ -409,14 +409,15 @@ async fn publish_result<D: Driver>(
             Err(error) => Err(error.to_string()),
         }
     };
-    config
-        .store_backoff
-        .retry_within(
-            config.log_retry,
-            publish,
-            |reason| tracing::warn!(%reason, "storing the result failed; retrying"),
-        )
-        .await
+    let retried = config.store_backoff.retry_within(config.log_retry, publish, |reason| {
+        tracing::warn!(%reason, "storing the result failed; retrying")
+    });
+    // The attempt in flight when the time is up is not waited for: a run holds its
+    // finishing place for `log_retry` at most.
+    match tokio::time::timeout(config.log_retry, retried).await {
+        Ok(stored) => stored,
+        Err(_) => Err(format!("not stored within {}", humantime::format_duration(config.log_retry))),
+    }
 }
 
 /// The line a delivered-again run's log starts with: which delivery, and which retry
