@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use conveyor_sdk::testing::{Dispatched, Harness, NatsServer, Serving};
-use conveyor_sdk::Resource;
+use conveyor_sdk::{Event, Resource};
 use serde_json::json;
 use simple_runner::CommandRunner;
 
@@ -99,4 +99,47 @@ async fn an_update_during_a_run_ends_it_as_superseded_and_runs_the_new_spec() {
     for runner in runners {
         runner.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_late_older_update_and_a_pipeline_deletion_start_no_container() {
+    let (nats, harness) = setup().await;
+    let engine = engine().await;
+    let serving = serve(CommandRunner::new(engine.clone(), settings()), config(&nats), &harness).await;
+
+    let spec = |text: &str| json!({"image": TEST_IMAGE, "steps": [{"name": "say", "command": format!("echo {text}")}]});
+    let created = harness.create(pipeline("app", spec("one"))).await.unwrap();
+    assert!(harness.result(&created.run_id).await.unwrap().driverresult.success);
+    let third = harness.update(version(&created, 3, spec("three"))).await.unwrap();
+    assert!(harness.result(&third.run_id).await.unwrap().driverresult.success);
+    let late = harness.update(version(&created, 2, spec("two"))).await.unwrap();
+    let refused = harness.result(&late.run_id).await.unwrap().driverresult;
+    assert_eq!(refused.message, format!("superseded by run {} (version 3)", third.run_id));
+    assert_eq!(containers_of_run(&engine, &late.run_id).await, 0);
+
+    // A resource in a pipeline, deleted as today's engine does: every step's driver
+    // gets `delete` with the deletion's run id, and the metadata says so.
+    let mut deleted = version(&third, 3, spec("three"));
+    deleted.pipeline = Some("node-pipeline".into());
+    let deletion_run = uuid::Uuid::new_v4().to_string();
+    for (key, value) in [
+        ("deleting", json!(true)),
+        ("deletion_runid", json!(deletion_run)),
+        ("current_pipeline_event", json!("delete")),
+        ("current_pipeline_step", json!("build")),
+        (
+            "driverresults",
+            json!({"git-cloner": {"success": true, "message": "cloned", "driver": "git-cloner"}}),
+        ),
+    ] {
+        deleted.metadata.insert(key.into(), value);
+    }
+    let step = harness.step(simple_runner::DRIVER_NAME, Event::Delete, deleted.clone(), Some(&deletion_run));
+    let step = step.await.unwrap();
+    let answer = harness.result(&step.run_id).await.unwrap();
+    assert!(answer.driverresult.success, "{}", answer.driverresult.message);
+    assert_eq!(answer.driverresult.message, "deleted; nothing was running");
+    assert_eq!(answer.resource, deleted, "the result echoes the resource as delivered");
+    assert_eq!(containers_of_run(&engine, &deletion_run).await, 0);
+    serving.shutdown().await.unwrap();
 }

@@ -409,9 +409,11 @@ async fn publish_result<D: Driver>(
             Err(error) => Err(error.to_string()),
         }
     };
-    let retried = config.store_backoff.retry_within(config.log_retry, publish, |reason| {
-        tracing::warn!(%reason, "storing the result failed; retrying")
-    });
+    let retried = config.store_backoff.retry_within(
+        config.log_retry,
+        publish,
+        |reason| tracing::warn!(%reason, "storing the result failed; retrying"),
+    );
     // The attempt in flight when the time is up is not waited for: a run holds its
     // finishing place for `log_retry` at most.
     match tokio::time::timeout(config.log_retry, retried).await {
