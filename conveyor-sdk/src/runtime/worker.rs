@@ -198,18 +198,13 @@ async fn run<D: Driver>(
         tracing::info!(retries, "redelivered run");
         log.log(redelivered_line(attempt, config.max_deliveries, &record, config.max_retries)).await;
     }
-    let superseded = match shared.supersede.claim(delivery, sequence).await {
-        Claim::Older(newest) => {
+    let superseded = match claim(shared, delivery, sequence, cancel).await {
+        Ok(superseded) => superseded,
+        Err(newest) => {
             let text = newest.superseded_text();
             tracing::info!(%text, "an older event of the resource arrived after a newer one; not running it");
             log.log(format!("not run: {text}")).await;
             return Ended::result(DriverResult::failure(text), Outcome::Superseded, retries);
-        }
-        Claim::Newest { older: None } => None,
-        Claim::Newest { older: Some(older) } => {
-            let newer = Latest::of(delivery, sequence, &config.instance);
-            let budget = config.cancel_timeout.saturating_add(config.log_retry);
-            shared.supersede.end_older(&older, &newer, budget, cancel.token()).await
         }
     };
     let run = Run::new(delivery.payload.clone(), ())
@@ -234,6 +229,27 @@ async fn run<D: Driver>(
             Ended::result(DriverResult::failure(error.to_string()), Outcome::InvalidSpec, retries)
         }
         (_, Ok(spec)) => reconcile(shared, run, Work::Apply(spec), cancel, log).await,
+    }
+}
+
+/// Claims the delivery's resource ([`Config::supersede`]): the run of the older event it
+/// cancelled or waited for, if any; or, when a newer event was taken on already, that
+/// one.
+async fn claim<D: Driver>(
+    shared: &Shared<D>,
+    delivery: &DriverMessage,
+    sequence: u64,
+    cancel: &RunCancellation,
+) -> Result<Option<String>, Latest> {
+    match shared.supersede.claim(delivery, sequence).await {
+        Claim::Older(newest) => Err(newest),
+        Claim::Newest { older: None } => Ok(None),
+        Claim::Newest { older: Some(older) } => {
+            let config = &shared.config;
+            let newer = Latest::of(delivery, sequence, &config.instance);
+            let budget = config.cancel_timeout.saturating_add(config.log_retry);
+            Ok(shared.supersede.end_older(&older, &newer, budget, cancel.token()).await)
+        }
     }
 }
 
