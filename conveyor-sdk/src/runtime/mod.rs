@@ -30,6 +30,7 @@ mod refuse;
 mod register;
 mod runner;
 mod setup;
+mod store_result;
 mod supersede;
 mod worker;
 

@@ -19,13 +19,13 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ack::{acknowledge, keep_alive, progress, progress_interval};
+use super::store_result::store_result;
 use super::worker::Shared;
 use crate::driver::Driver;
 use crate::protocol::{subjects, DecodeError, DriverResult, PipelineEvent, Resource};
@@ -168,27 +168,9 @@ async fn store<D: Driver>(shared: &Shared<D>, refusal: &Refusal) -> Result<(), N
         max => max,
     };
     let payload = refusal.encode(max.saturating_sub(PUBLISH_OVERHEAD)).ok_or(NotStored::TooLarge)?;
-    let config = &shared.config;
-    let publish = || async {
-        let message = PublishMessage::build().payload(payload.clone()).message_id(&refusal.message_id);
-        match shared.js.send_publish(subjects::DRIVER_RESULT, message).await {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        }
-    };
-    let retried = config.store_backoff.retry_within(
-        config.log_retry,
-        publish,
-        |reason| tracing::warn!(%reason, "storing the refusal's result failed; retrying"),
-    );
-    // The last attempt too ends within the budget.
-    match tokio::time::timeout(config.log_retry, retried).await {
-        Ok(stored) => stored.map_err(NotStored::Failed),
-        Err(_) => Err(NotStored::Failed(format!(
-            "not stored within {}",
-            humantime::format_duration(config.log_retry)
-        ))),
-    }
+    let stored =
+        store_result(&shared.js, &shared.config, payload, &refusal.message_id, "the refusal's result");
+    stored.await.map_err(NotStored::Failed)
 }
 
 /// FNV-1a, 64 bits: a message id of a run id that cannot stand in one, the same in

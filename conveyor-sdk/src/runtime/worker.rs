@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -20,12 +19,13 @@ use super::outcome::Outcome;
 use super::reconcile::{self, Returned};
 use super::records::{RunRecord, RunRecords};
 use super::refuse;
+use super::store_result::store_result;
 use super::supersede::{Claim, Latest, Supersede};
 use super::Config;
 use crate::driver::{CancelReason, Driver, Run, RunCancellation};
 use crate::log::LogHandle;
 use crate::protocol::subjects::MAX_TOKEN_LEN;
-use crate::protocol::{subjects, DriverMessage, DriverResult, Event, PipelineEvent};
+use crate::protocol::{DriverMessage, DriverResult, Event, PipelineEvent};
 use crate::report::{error_text, shown};
 use crate::validate::SpecValidator;
 
@@ -417,25 +417,7 @@ async fn publish_result<D: Driver>(
     );
     let payload = bytes::Bytes::from(serde_json::to_vec(&event).map_err(|e| e.to_string())?);
     let id = format!("result.{}.{}", delivery.run_id, shared.name);
-    let config = &shared.config;
-    let publish = || async {
-        let message = PublishMessage::build().payload(payload.clone()).message_id(&id);
-        match shared.js.send_publish(subjects::DRIVER_RESULT, message).await {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        }
-    };
-    let retried = config.store_backoff.retry_within(
-        config.log_retry,
-        publish,
-        |reason| tracing::warn!(%reason, "storing the result failed; retrying"),
-    );
-    // The attempt in flight when the time is up is not waited for: a run holds its
-    // finishing place for `log_retry` at most.
-    match tokio::time::timeout(config.log_retry, retried).await {
-        Ok(stored) => stored,
-        Err(_) => Err(format!("not stored within {}", humantime::format_duration(config.log_retry))),
-    }
+    store_result(&shared.js, &shared.config, payload, &id, "the result").await
 }
 
 /// The line a delivered-again run's log starts with: which delivery, and which retry
