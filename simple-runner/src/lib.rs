@@ -52,7 +52,6 @@ pub mod runner;
 pub mod secrets;
 pub mod session;
 pub mod settings;
-pub mod size;
 pub mod spec;
 mod steps;
 

@@ -15,7 +15,7 @@ use simple_runner::image::PullProgress;
 use simple_runner::registry::RegistryAuth;
 use simple_runner::secrets::Secrets;
 use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT, DEFAULT_WARM_IMAGES};
-use simple_runner::size::ByteSize;
+use simple_runner::spec::ByteSize;
 use simple_runner::{CommandRunner, ContainerSettings, Engine, Mode, Settings, WarmSettings, DRIVER_NAME};
 
 mod spinner;

@@ -183,7 +183,7 @@ impl StepsEnd {
             StepsEnd::KilledForMemory { step, exit_code, limit } => match limit {
                 Some(limit) => format!(
                     "step {step} was killed for memory (exit code {exit_code}): it went over the run's limit of {}",
-                    crate::size::ByteSize::new(u64::try_from(*limit).unwrap_or(0))
+                    crate::spec::ByteSize::new(u64::try_from(*limit).unwrap_or(0))
                 ),
                 None => format!("step {step} was killed for memory (exit code {exit_code})"),
             },
