@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use conveyor_sdk::error_text;
 
-use crate::docker::{labels, Engine};
-use crate::error::EngineError;
+use crate::engine::error::EngineError;
+use crate::engine::{labels, Engine};
 use crate::liveness::{live_records, record_key, LivenessError};
 use crate::settings::Mode;
 

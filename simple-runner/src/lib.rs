@@ -9,8 +9,8 @@
 //!
 //! - [`CommandRunner`] (`runner.rs`): the driver, usable with [`conveyor_sdk::Runtime`]
 //!   or on its own through [`CommandRunner::execute`]. A run goes:
-//!   1. prepared (`prepare.rs`): image present ([`image`]), a warm container taken
-//!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`docker`]), its shell
+//!   1. prepared (`prepare.rs`): image present ([`engine::image`]), a warm container taken
+//!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`engine`]), its shell
 //!      attached ([`session`]);
 //!   2. its steps run (`steps.rs`), each through that shell;
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
@@ -26,8 +26,8 @@
 //!   `when`).
 //! - [`Settings`] ([`settings`]): what the operator decides for every run: limits and
 //!   their maxima (`limits.rs`), [`secrets`], [`registry`] credentials, the log cap.
-//! - [`Engine`] ([`docker`]): the Docker engine as the runner uses it;
-//!   [`EngineError`] ([`error`]): what can go wrong with it; what it counts,
+//! - [`Engine`] ([`engine`]): the Docker engine as the runner uses it;
+//!   [`EngineError`] ([`engine::error`]): what can go wrong with it; what it counts,
 //!   [`metrics::RunnerMetrics`], is served beside the runtime's metrics.
 //!
 //! The binary (`simple-runner serve | run FILE | schema`, `main.rs` and its terminal
@@ -35,9 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod cleanup;
-pub mod docker;
-pub mod error;
-pub mod image;
+pub mod engine;
 pub mod installation;
 mod limits;
 pub mod liveness;
@@ -55,8 +53,8 @@ pub mod settings;
 pub mod spec;
 mod steps;
 
-pub use docker::Engine;
-pub use error::EngineError;
+pub use engine::error::EngineError;
+pub use engine::Engine;
 pub use report::RunReport;
 pub use runner::CommandRunner;
 pub use settings::{

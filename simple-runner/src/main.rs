@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use conveyor_sdk::driver::{CancelReason, RunCancellation};
 use conveyor_sdk::validate::SpecValidator;
 use conveyor_sdk::{Config, Driver, LogHandle, Resource, Run};
-use simple_runner::image::PullProgress;
+use simple_runner::engine::image::PullProgress;
 use simple_runner::registry::RegistryAuth;
 use simple_runner::secrets::Secrets;
 use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT, DEFAULT_WARM_IMAGES};

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{LogHandle, Run};
 
-use crate::docker::{container_name, labels, Engine};
-use crate::image::{PullOptions, PullProgress};
+use crate::engine::image::{PullOptions, PullProgress};
+use crate::engine::{container_name, labels, Engine};
 use crate::pool::{PoolKey, Warm, WarmPool};
 use crate::removal::{ContainerGuard, Removals};
 use crate::report::{Refusal, RunReport};
@@ -119,7 +119,7 @@ async fn cold(
     workdir: Option<&str>,
     labels: HashMap<String, String>,
     settings: &crate::settings::ContainerSettings,
-) -> Result<Warm, crate::error::EngineError> {
+) -> Result<Warm, crate::engine::error::EngineError> {
     // The environment reaches the steps through the steps, as for a warm container.
     let container = engine.start_run_container(image, name, workdir, Vec::new(), labels, settings).await?;
     // From here the container goes with the guard, even if this future is dropped.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::docker::Engine;
+use crate::engine::Engine;
 
 /// How long a container whose session has ended has to exit by itself before it is
 /// removed anyway.

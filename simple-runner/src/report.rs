@@ -7,7 +7,7 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{error_text, DriverResult};
 use serde_json::{json, Value};
 
-use crate::error::{ContainerEnd, EngineError};
+use crate::engine::error::{ContainerEnd, EngineError};
 
 /// What a run came to.
 ///

@@ -11,9 +11,9 @@ use std::time::Duration;
 use crate::cleanup;
 use crate::installation::identify;
 
-use crate::docker::Engine;
-use crate::error::EngineError;
-use crate::image::PullProgress;
+use crate::engine::error::EngineError;
+use crate::engine::image::PullProgress;
+use crate::engine::Engine;
 use crate::pool::WarmPool;
 use crate::prepare::{prepare, Containers, Prepared};
 use crate::removal::Removals;
@@ -187,7 +187,7 @@ impl CommandRunner {
     ///
     /// ```no_run
     /// use conveyor_sdk::{LogHandle, Resource, Run};
-    /// use simple_runner::image::PullProgress;
+    /// use simple_runner::engine::image::PullProgress;
     /// use simple_runner::{CommandRunner, PipelineSpec};
     ///
     /// # async fn demo(runner: CommandRunner) -> Result<(), serde_json::Error> {

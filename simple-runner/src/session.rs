@@ -35,8 +35,8 @@ use conveyor_sdk::LogHandle;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::docker::ContainerWatch;
-use crate::error::EngineError;
+use crate::engine::error::EngineError;
+use crate::engine::ContainerWatch;
 use crate::marker::MarkerScanner;
 
 /// How long, once the container has ended, the output already on its way may still
@@ -170,7 +170,7 @@ impl Channel {
 
 impl Session {
     /// Attaches to the shell of `container`, a container started by
-    /// [`Engine::start_run_container`](crate::docker::Engine::start_run_container),
+    /// [`Engine::start_run_container`](crate::engine::Engine::start_run_container),
     /// and watches the container from now on until the session is dropped.
     ///
     /// ```no_run
@@ -374,7 +374,7 @@ pub(crate) fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ContainerEnd;
+    use crate::engine::error::ContainerEnd;
 
     #[test]
     fn the_trailer_gives_the_exit_code_and_whether_memory_ran_out() {

@@ -9,8 +9,8 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::Run;
 use tokio::time::Instant;
 
-use crate::docker::Engine;
-use crate::error::{ContainerEnd, EngineError};
+use crate::engine::error::{ContainerEnd, EngineError};
+use crate::engine::Engine;
 use crate::report::{human, RunReport, StepRecord, StepsEnd};
 use crate::session::{quote, Session, StepExit};
 use crate::settings::Settings;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use simple_runner::image::{PullOptions, PullProgress, PullUpdate};
+use simple_runner::engine::image::{PullOptions, PullProgress, PullUpdate};
 use simple_runner::liveness::Liveness;
 use simple_runner::{cleanup, CommandRunner, Engine, EngineError, PullPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

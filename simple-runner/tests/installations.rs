@@ -12,7 +12,7 @@ use common::*;
 use conveyor_sdk::testing::{create_replicated_server_streams, NatsCluster};
 use conveyor_sdk::Event;
 use serde_json::json;
-use simple_runner::docker::labels;
+use simple_runner::engine::labels;
 use simple_runner::installation;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};

@@ -155,7 +155,7 @@ pub async fn labelled_container(
     owner: &str,
     mode: &str,
 ) -> String {
-    use simple_runner::docker::labels;
+    use simple_runner::engine::labels;
     let labels = std::collections::HashMap::from([
         (labels::RUN_ID.to_owned(), format!("run-of-{owner}-{mode}")),
         (labels::DRIVER.to_owned(), driver.to_owned()),
@@ -163,7 +163,7 @@ pub async fn labelled_container(
         (labels::INSTANCE.to_owned(), owner.to_owned()),
         (labels::MODE.to_owned(), mode.to_owned()),
     ]);
-    let name = simple_runner::docker::container_name("leftover", owner);
+    let name = simple_runner::engine::container_name("leftover", owner);
     let container =
         ContainerSettings { installation: installation.map(str::to_owned), ..settings().container };
     engine
@@ -248,7 +248,7 @@ pub async fn run_here(
     let run_id = uuid::Uuid::new_v4().to_string();
     let (log, memory) = conveyor_sdk::LogHandle::memory();
     let run = conveyor_sdk::Run::new(resource, decoded).with_log(log).with_run_id(run_id.clone());
-    let report = runner.execute(&run, simple_runner::image::PullProgress::Log(run.log())).await;
+    let report = runner.execute(&run, simple_runner::engine::image::PullProgress::Log(run.log())).await;
     runner.finish_removals().await;
     assert_no_container_left(runner.engine(), &run_id).await;
     (report, memory.lines(), run_id)

@@ -71,7 +71,7 @@ pub enum EngineError {
 /// killed from outside ends at once, saying so.
 ///
 /// ```
-/// use simple_runner::error::ContainerEnd;
+/// use simple_runner::engine::error::ContainerEnd;
 ///
 /// assert_eq!(ContainerEnd::Removed.to_string(), "was removed from outside");
 /// let killed = ContainerEnd::Exited { exit_code: 137, oom_killed: false };

@@ -1,6 +1,9 @@
 //! The Docker engine, as the runner uses it: a connection, and one container per run.
-//! Images are in [`crate::image`]; a run container's steps go through its own shell,
+//! Images are in [`image`]; a run container's steps go through its own shell,
 //! see [`crate::session`].
+
+pub mod error;
+pub mod image;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,14 +19,14 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::{ContainerEnd, EngineError};
 use crate::metrics::RunnerMetrics;
 use crate::settings::ContainerSettings;
+use error::{ContainerEnd, EngineError};
 
 /// Labels every run container carries.
 ///
 /// ```
-/// use simple_runner::docker::labels;
+/// use simple_runner::engine::labels;
 ///
 /// let filter = format!("{}=command-runner", labels::DRIVER);
 /// assert_eq!(filter, "conveyor.driver=command-runner");
@@ -167,7 +170,7 @@ impl Engine {
     ///
     /// ```no_run
     /// use std::collections::HashMap;
-    /// use simple_runner::docker::labels;
+    /// use simple_runner::engine::labels;
     /// use simple_runner::ContainerSettings;
     ///
     /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {
@@ -336,7 +339,7 @@ impl Engine {
     /// ```no_run
     /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {
     /// for (id, labels) in engine.containers_of("command-runner").await? {
-    ///     println!("{id}: run {:?}", labels.get(simple_runner::docker::labels::RUN_ID));
+    ///     println!("{id}: run {:?}", labels.get(simple_runner::engine::labels::RUN_ID));
     /// }
     /// # Ok(())
     /// # }
@@ -485,7 +488,7 @@ fn host_config(settings: &ContainerSettings) -> HostConfig {
 /// with anything but `[a-zA-Z0-9_.-]` replaced and the name shortened.
 ///
 /// ```
-/// let name = simple_runner::docker::container_name("my pipeline", "fbdf5edf-66d4");
+/// let name = simple_runner::engine::container_name("my pipeline", "fbdf5edf-66d4");
 /// assert!(name.starts_with("conveyor-my-pipeline-fbdf5edf-"));
 /// ```
 pub fn container_name(resource: &str, run_id: &str) -> String {
