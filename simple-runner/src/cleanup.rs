@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use conveyor_sdk::error_text;
 
 use crate::engine::error::EngineError;
-use crate::engine::{labels, Engine};
+use crate::engine::Engine;
 use crate::liveness::{live_records, record_key, LivenessError};
+use crate::pod::labels;
 use crate::settings::Mode;
 
 /// Who sweeps: the containers a sweep may remove are those of this installation and

@@ -6,7 +6,7 @@
 //! only the liveness records of its own NATS ([`crate::liveness`]), so it must know
 //! which containers are its installation's at all: every container a serving runner
 //! makes carries its installation's identity in the label
-//! [`labels::INSTALLATION`](crate::engine::labels::INSTALLATION), and a sweep looks
+//! [`labels::INSTALLATION`](crate::pod::labels::INSTALLATION), and a sweep looks
 //! only at containers with its own ([`crate::cleanup`]).
 //!
 //! [`CommandRunner::serve`](crate::CommandRunner::serve) reads it before the runner

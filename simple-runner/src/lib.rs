@@ -41,6 +41,7 @@ mod limits;
 pub mod liveness;
 mod marker;
 pub mod metrics;
+pub mod pod;
 mod pool;
 mod prepare;
 pub mod registry;

@@ -28,7 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{labels, Engine};
+use crate::engine::Engine;
+use crate::pod::labels;
 use crate::removal::{ContainerGuard, Removals};
 use crate::session::Session;
 use crate::settings::{ContainerSettings, Mode, Settings, WarmSettings};
@@ -461,7 +462,7 @@ mod tests {
         let settings =
             Settings { mode: Mode::Serve, instance: "gone".into(), container, ..Settings::default() };
         // As the engine labels it when it is made.
-        let labels = crate::engine::with_installation(warm_labels(&settings), &settings.container);
+        let labels = crate::pod::with_installation(warm_labels(&settings), &settings.container);
         let scope = |installation: &str, instance: &str| Scope {
             installation: installation.into(),
             driver: settings.name.clone(),

@@ -7,7 +7,8 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{LogHandle, Run};
 
 use crate::engine::image::{PullOptions, PullProgress};
-use crate::engine::{container_name, labels, Engine};
+use crate::engine::Engine;
+use crate::pod::{container_name, labels};
 use crate::pool::{PoolKey, Warm, WarmPool};
 use crate::removal::{ContainerGuard, Removals};
 use crate::report::{Refusal, RunReport};

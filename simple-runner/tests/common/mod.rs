@@ -155,7 +155,7 @@ pub async fn labelled_container(
     owner: &str,
     mode: &str,
 ) -> String {
-    use simple_runner::engine::labels;
+    use simple_runner::pod::labels;
     let labels = std::collections::HashMap::from([
         (labels::RUN_ID.to_owned(), format!("run-of-{owner}-{mode}")),
         (labels::DRIVER.to_owned(), driver.to_owned()),
@@ -163,7 +163,7 @@ pub async fn labelled_container(
         (labels::INSTANCE.to_owned(), owner.to_owned()),
         (labels::MODE.to_owned(), mode.to_owned()),
     ]);
-    let name = simple_runner::engine::container_name("leftover", owner);
+    let name = simple_runner::pod::container_name("leftover", owner);
     let container =
         ContainerSettings { installation: installation.map(str::to_owned), ..settings().container };
     engine
