@@ -25,7 +25,7 @@
 //!   and a step's `env`, `workdir`, `secrets`, `timeout`, `continue_on_error` and
 //!   `when`).
 //! - [`Settings`] ([`settings`]): what the operator decides for every run: limits and
-//!   their maxima (`limits.rs`), [`secrets`], [`registry`] credentials, the log cap.
+//!   their maxima (`limits.rs`), [`settings::secrets`], [`settings::registry`] credentials, the log cap.
 //! - [`Engine`] ([`engine`]): the Docker engine as the runner uses it;
 //!   [`EngineError`] ([`engine::error`]): what can go wrong with it; what it counts,
 //!   [`metrics::RunnerMetrics`], is served beside the runtime's metrics.
@@ -37,18 +37,15 @@
 pub mod cleanup;
 pub mod engine;
 pub mod installation;
-mod limits;
 pub mod liveness;
 mod marker;
 pub mod metrics;
 pub mod pod;
 mod pool;
 mod prepare;
-pub mod registry;
 mod removal;
 pub mod report;
 pub mod runner;
-pub mod secrets;
 pub mod session;
 pub mod settings;
 pub mod spec;

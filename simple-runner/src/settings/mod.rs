@@ -1,9 +1,16 @@
-//! What the operator decides for every run, where a resource has no say.
+//! What the operator decides for every run, where a resource has no say: these
+//! settings (this file), the limits a run's spec may ask for within their maxima
+//! (`limits.rs`), the secrets a resource may name ([`secrets`]) and the registry
+//! credentials of pulls ([`registry`]).
+
+mod limits;
+pub mod registry;
+pub mod secrets;
 
 use std::time::Duration;
 
-use crate::registry::RegistryAuth;
-use crate::secrets::Secrets;
+use registry::RegistryAuth;
+use secrets::Secrets;
 
 /// The driver's default name: its consumer, its subjects, the `driver` of its logs and
 /// results.
