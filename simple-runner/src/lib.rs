@@ -9,14 +9,14 @@
 //!
 //! - [`CommandRunner`] (`runner.rs`): the driver, usable with [`conveyor_sdk::Runtime`]
 //!   or on its own through [`CommandRunner::execute`]. A run goes:
-//!   1. prepared (`prepare.rs`): image present ([`engine::image`]), a warm container taken
+//!   1. prepared (`pod/up.rs`): image present ([`engine::image`]), a warm container taken
 //!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`engine`]), its shell
 //!      attached ([`session`]);
 //!   2. its steps run (`steps.rs`), each through that shell;
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
 //!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
 //!
-//!   Containers are removed on every path (`removal.rs`), and those of serving
+//!   Containers are removed on every path (`pod/down.rs`), and those of serving
 //!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
 //!   who is alive from their liveness records ([`liveness`]) and looks only at the
 //!   containers of its own installation ([`installation`]).
@@ -42,8 +42,6 @@ mod marker;
 pub mod metrics;
 pub mod pod;
 mod pool;
-mod prepare;
-mod removal;
 pub mod report;
 pub mod runner;
 pub mod session;

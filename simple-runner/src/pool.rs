@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::Engine;
+use crate::pod::down::{ContainerGuard, Removals};
 use crate::pod::labels;
-use crate::removal::{ContainerGuard, Removals};
 use crate::session::Session;
 use crate::settings::{ContainerSettings, Mode, Settings, WarmSettings};
 

@@ -1,6 +1,6 @@
-//! Run containers are removed on every path: in the background after a result, so
-//! that it is not delayed, at once when a run is cancelled, and when a run is
-//! abandoned half-way.
+//! The pod down: run containers are removed on every path: in the background after a
+//! result, so that it is not delayed, at once when a run is cancelled, and when a run
+//! is abandoned half-way.
 
 use std::time::Duration;
 

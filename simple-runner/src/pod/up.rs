@@ -1,5 +1,5 @@
-//! Preparing a run: its image present, its container started, the container's shell
-//! attached. A run that cannot be prepared ends here with its report.
+//! The pod up, or preparing a run: its image present, its container started, the
+//! container's shell attached. A run that cannot be prepared ends here with its report.
 
 use std::collections::HashMap;
 
@@ -8,9 +8,9 @@ use conveyor_sdk::{LogHandle, Run};
 
 use crate::engine::image::{PullOptions, PullProgress};
 use crate::engine::Engine;
+use crate::pod::down::{ContainerGuard, Removals};
 use crate::pod::{container_name, labels};
 use crate::pool::{PoolKey, Warm, WarmPool};
-use crate::removal::{ContainerGuard, Removals};
 use crate::report::{Refusal, RunReport};
 use crate::session::Session;
 use crate::settings::secrets::valid_name;
