@@ -11,8 +11,8 @@
 //!   or on its own through [`CommandRunner::execute`]. A run goes:
 //!   1. prepared (`pod/up.rs`): image present ([`engine::image`]), a warm container taken
 //!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`engine`]), its shell
-//!      attached ([`session`]);
-//!   2. its steps run (`steps.rs`), each through that shell;
+//!      attached ([`steps::session`]);
+//!   2. its steps run (`steps/mod.rs`), each through that shell;
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
 //!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
 //!
@@ -38,16 +38,14 @@ pub mod cleanup;
 pub mod engine;
 pub mod installation;
 pub mod liveness;
-mod marker;
 pub mod metrics;
 pub mod pod;
 mod pool;
 pub mod report;
 pub mod runner;
-pub mod session;
 pub mod settings;
 pub mod spec;
-mod steps;
+pub mod steps;
 
 pub use engine::error::EngineError;
 pub use engine::Engine;

@@ -4,7 +4,7 @@
 //!
 //! A warm container is made as a run's would be, with nothing of a run in it: no
 //! environment (a step gets the run's environment and secrets through the step, see
-//! `steps.rs`), and only its owner's labels: `conveyor.driver`, `conveyor.instance`,
+//! `steps/mod.rs`), and only its owner's labels: `conveyor.driver`, `conveyor.instance`,
 //! `conveyor.mode` (`serve`: only serving runners keep warm containers),
 //! `conveyor.warm`, and `conveyor.installation` (from its settings, as every
 //! container). The sweep of another replica of the installation thus removes it once
@@ -31,8 +31,8 @@ use tokio_util::task::TaskTracker;
 use crate::engine::Engine;
 use crate::pod::down::{ContainerGuard, Removals};
 use crate::pod::labels;
-use crate::session::Session;
 use crate::settings::{ContainerSettings, Mode, Settings, WarmSettings};
+use crate::steps::session::Session;
 
 /// What a warm container must match to serve a run: what its creation fixed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

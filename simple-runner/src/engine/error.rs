@@ -67,7 +67,7 @@ pub enum EngineError {
 
 /// How a run's container ended while the runner used it, as the engine tells it: the
 /// runner keeps a watch on each container it uses (see
-/// [`Session`](crate::session::Session)), so a step whose container is removed or
+/// [`Session`](crate::steps::session::Session)), so a step whose container is removed or
 /// killed from outside ends at once, saying so.
 ///
 /// ```

@@ -1,7 +1,7 @@
 //! A run's container: labelled with whose it is, named after its resource and run,
 //! hardened whatever its settings, limited by them, and started
 //! ([`Engine::start_run_container`]). Its steps go through its own shell, see
-//! [`crate::session`].
+//! [`crate::steps::session`].
 
 use std::collections::HashMap;
 
@@ -64,7 +64,7 @@ pub struct RunContainer {
 impl Engine {
     /// Creates and starts the container of a run: kept alive by a shell waiting on its
     /// open stdin (any image with `/bin/sh` works) until the one client attached to it
-    /// ([`Session`](crate::session::Session)) goes: then the shell reads the end of its
+    /// ([`Session`](crate::steps::session::Session)) goes: then the shell reads the end of its
     /// input and the container exits by itself. With an init process, labelled,
     /// never privileged, with `no-new-privileges`, a pids limit and no host mounts,
     /// and the network, limits, user and read-only root of `settings`. Its working

@@ -12,10 +12,10 @@ use crate::pod::down::{ContainerGuard, Removals};
 use crate::pod::{container_name, labels};
 use crate::pool::{PoolKey, Warm, WarmPool};
 use crate::report::{Refusal, RunReport};
-use crate::session::Session;
 use crate::settings::secrets::valid_name;
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
+use crate::steps::session::Session;
 use crate::steps::Shell;
 
 /// A run ready for its steps.
