@@ -10,16 +10,16 @@
 //! - [`CommandRunner`] (`runner.rs`): the driver, usable with [`conveyor_sdk::Runtime`]
 //!   or on its own through [`CommandRunner::execute`]. A run goes:
 //!   1. prepared (`pod/up.rs`): image present ([`engine::image`]), a warm container taken
-//!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`engine`]), its shell
+//!      (`housekeeping/pool.rs`, see [`WarmSettings`]) or else one started ([`engine`]), its shell
 //!      attached ([`steps::session`]);
 //!   2. its steps run (`steps/mod.rs`), each through that shell;
 //!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
 //!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
 //!
 //!   Containers are removed on every path (`pod/down.rs`), and those of serving
-//!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
-//!   who is alive from their liveness records ([`liveness`]) and looks only at the
-//!   containers of its own installation ([`installation`]).
+//!   runners that died by the periodic sweep of another ([`housekeeping::cleanup`]), which knows
+//!   who is alive from their liveness records ([`housekeeping::liveness`]) and looks only at the
+//!   containers of its own installation ([`housekeeping::installation`]).
 //! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
 //!   `workdir`, `secrets`, `cpus`, `memory`, `pids`, `platform`, `timeout`, `pull`,
 //!   and a step's `env`, `workdir`, `secrets`, `timeout`, `continue_on_error` and
@@ -34,13 +34,10 @@
 //! spinner in `spinner.rs`) is documented in the README.
 #![warn(missing_docs)]
 
-pub mod cleanup;
 pub mod engine;
-pub mod installation;
-pub mod liveness;
+pub mod housekeeping;
 pub mod metrics;
 pub mod pod;
-mod pool;
 pub mod report;
 pub mod runner;
 pub mod settings;

@@ -12,7 +12,7 @@ use common::*;
 use conveyor_sdk::testing::{create_replicated_server_streams, NatsCluster};
 use conveyor_sdk::Event;
 use serde_json::json;
-use simple_runner::installation;
+use simple_runner::housekeeping::installation;
 use simple_runner::pod::labels;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};

@@ -36,7 +36,8 @@ pub mod labels {
     /// [`crate::WarmSettings`]).
     pub const WARM: &str = "conveyor.warm";
     /// The identity of the installation whose runner made the container (see
-    /// [`crate::installation`]): a sweep looks only at containers with its own.
+    /// [`crate::housekeeping::installation`]): a sweep looks only at containers with
+    /// its own.
     pub const INSTALLATION: &str = "conveyor.installation";
 }
 

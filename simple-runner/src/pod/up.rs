@@ -8,9 +8,9 @@ use conveyor_sdk::{LogHandle, Run};
 
 use crate::engine::image::{PullOptions, PullProgress};
 use crate::engine::Engine;
+use crate::housekeeping::pool::{PoolKey, Warm, WarmPool};
 use crate::pod::down::{ContainerGuard, Removals};
 use crate::pod::{container_name, labels};
-use crate::pool::{PoolKey, Warm, WarmPool};
 use crate::report::{Refusal, RunReport};
 use crate::settings::secrets::valid_name;
 use crate::settings::Settings;

@@ -161,7 +161,7 @@ impl Default for WarmSettings {
 /// Only the containers of a [`Serve`](Mode::Serve) runner are ever removed by another
 /// runner's sweep, only by a runner of the same installation (the containers'
 /// [`ContainerSettings::installation`]), and only once that runner's liveness record is
-/// gone (see [`crate::liveness`] and [`crate::cleanup`]).
+/// gone (see [`crate::housekeeping::liveness`] and [`crate::housekeeping::cleanup`]).
 ///
 /// ```
 /// use simple_runner::{Mode, Settings};
@@ -250,7 +250,7 @@ pub struct ContainerSettings {
     /// `conveyor.installation` label: only the sweeps of that installation's runners
     /// ever remove them (default: none, and no sweep removes them).
     /// [`CommandRunner::serve`](crate::CommandRunner::serve) sets it to the identity kept
-    /// in its NATS (see [`crate::installation`]) when it is none.
+    /// in its NATS (see [`crate::housekeeping::installation`]) when it is none.
     pub installation: Option<String>,
 }
 

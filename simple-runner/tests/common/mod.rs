@@ -215,14 +215,18 @@ impl Drop for RemovesOnDrop {
 pub async fn installation_of(url: &str) -> String {
     let client = async_nats::connect(url).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
     let js = async_nats::jetstream::new(client);
-    simple_runner::installation::identify(&js)
+    simple_runner::housekeeping::installation::identify(&js)
         .await
         .unwrap_or_else(|e| panic!("{}", conveyor_sdk::error_text(&e)))
 }
 
 /// The sweep of runner `instance` of `driver` in `installation`.
-pub fn scope(installation: &str, driver: &str, instance: &str) -> simple_runner::cleanup::Scope {
-    simple_runner::cleanup::Scope {
+pub fn scope(
+    installation: &str,
+    driver: &str,
+    instance: &str,
+) -> simple_runner::housekeeping::cleanup::Scope {
+    simple_runner::housekeeping::cleanup::Scope {
         installation: installation.to_owned(),
         driver: driver.to_owned(),
         instance: instance.to_owned(),

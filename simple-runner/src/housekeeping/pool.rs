@@ -8,8 +8,9 @@
 //! `conveyor.mode` (`serve`: only serving runners keep warm containers),
 //! `conveyor.warm`, and `conveyor.installation` (from its settings, as every
 //! container). The sweep of another replica of the installation thus removes it once
-//! its owner's liveness record is gone ([`crate::cleanup`]). It carries the run's limits from its
-//! creation, so an idle one counts against the host as a run would.
+//! its owner's liveness record is gone ([`cleanup`](super::cleanup)). It carries the
+//! run's limits from its creation, so an idle one counts against the host as a run
+//! would.
 //!
 //! A run takes one only if it is still running and made of the image the run's tag
 //! names now; it is never given back: its run's container guard removes it after the
@@ -455,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_warm_container_of_a_runner_that_is_gone_is_an_orphan_to_the_sweep_of_its_installation_only() {
-        use crate::cleanup::{verdict, Scope, Verdict};
+        use crate::housekeeping::cleanup::{verdict, Scope, Verdict};
         use std::collections::HashSet;
         let container =
             ContainerSettings { installation: Some("here".into()), ..ContainerSettings::default() };
