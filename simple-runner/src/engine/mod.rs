@@ -1,7 +1,9 @@
-//! The Docker engine, as the runner uses it: a connection ([`Engine`], this file) and
-//! what the runner does to any container (stop, signal, inspect, remove, list); images
-//! made present (`image.rs`), a container watched until it ends (`watch.rs`), and what
-//! can go wrong (`error.rs`). What a run's container is, see [`crate::pod`].
+//! The Docker engine, as the runner uses it.
+//!
+//! A connection ([`Engine`], this file) and what the runner does to any container
+//! (stop, signal, inspect, remove, list); images made present ([`image`]), a container
+//! watched until it ends (`watch.rs`), and what can go wrong ([`error`]). What a run's
+//! container is: [`crate::pod`].
 
 pub mod error;
 pub mod image;

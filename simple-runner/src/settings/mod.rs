@@ -1,5 +1,6 @@
-//! What the operator decides for every run, where a resource has no say: these
-//! settings (this file), the limits a run's spec may ask for within their maxima
+//! What the operator decides for every run, where a resource has no say.
+//!
+//! The settings (this file), the limits a run's spec may ask for within their maxima
 //! (`limits.rs`), the secrets a resource may name ([`secrets`]) and the registry
 //! credentials of pulls ([`registry`]).
 

@@ -1,8 +1,9 @@
-//! Running a prepared run's steps one after the other, each within its timeout, into
-//! the run's report. The run's own timeout is its deadline: the runtime (or, for a
-//! local run, `simple-runner run`) cancels the run when it passes. Each step goes
-//! through the container's own shell ([`session`]), whose end markers are found in its
-//! output by `marker.rs`.
+//! A run's steps, one after the other, each within its timeout, into its report.
+//!
+//! Running them is this file's job; the run's own timeout is its deadline: the runtime
+//! (or, for a local run, `simple-runner run`) cancels the run when it passes. Each step
+//! goes through the container's own shell ([`session`]), whose end markers are found in
+//! its output by `marker.rs`.
 
 mod marker;
 pub mod session;
