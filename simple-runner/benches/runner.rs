@@ -145,7 +145,8 @@ async fn main() {
 async fn one_step(docker: &bollard::Docker, samples: usize) {
     let container = raw_container(docker).await;
     let (log, _lines) = LogHandle::memory();
-    let mut session = simple_runner::session::Session::attach(docker, &container).await.expect("attach");
+    let mut session =
+        simple_runner::steps::session::Session::attach(docker, &container).await.expect("attach");
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..samples {
         let t = Instant::now();

@@ -5,59 +5,61 @@
 //! in a Docker container of the resource's image, streams every line of their output
 //! to the run's log, and reports which step failed with which exit code.
 //!
-//! ## Where to start
+//! ## The path of a run
 //!
-//! - [`CommandRunner`] (`runner.rs`): the driver, usable with [`conveyor_sdk::Runtime`]
-//!   or on its own through [`CommandRunner::execute`]. A run goes:
-//!   1. prepared (`prepare.rs`): image present ([`image`]), a warm container taken
-//!      (`pool.rs`, see [`WarmSettings`]) or else one started ([`docker`]), its shell
-//!      attached ([`session`]);
-//!   2. its steps run (`steps.rs`), each through that shell;
-//!   3. into a [`RunReport`] (`report.rs`), whose [`RunReport::into_result`] is the one
-//!      place a run becomes the [`conveyor_sdk::DriverResult`] it publishes.
+//! [`CommandRunner`] (`runner.rs`) is the driver, usable with [`conveyor_sdk::Runtime`]
+//! or on its own through [`CommandRunner::execute`]. A run goes:
 //!
-//!   Containers are removed on every path (`removal.rs`), and those of serving
-//!   runners that died by the periodic sweep of another ([`cleanup`]), which knows
-//!   who is alive from their liveness records ([`liveness`]) and looks only at the
-//!   containers of its own installation ([`installation`]).
-//! - [`PipelineSpec`] ([`spec`]): the resource's spec (upstream's, plus optional `env`,
+//! 1. **spec** ([`spec`]): the resource's spec, decoded into a [`PipelineSpec`], within
+//!    what the operator's [`Settings`] ([`settings`]) allow;
+//! 2. **pod up** (`pod/up.rs`): its image present ([`engine::image`]), a warm container
+//!    taken (`housekeeping/pool.rs`, see [`WarmSettings`]) or else one started
+//!    (`pod/container.rs`), its shell attached ([`steps::session`]);
+//! 3. **steps** (`steps/mod.rs`): one after the other, each through that shell;
+//! 4. **pod down** (`pod/down.rs`): its container removed, on every path: at once when
+//!    the run is cancelled, else in the background while its result goes out;
+//! 5. **report** (`report.rs`): what the run came to, a [`RunReport`], whose
+//!    [`RunReport::into_result`] is the one place a run becomes the
+//!    [`conveyor_sdk::DriverResult`] it publishes. A run that cannot come up ends at
+//!    pod up with its report.
+//!
+//! ## The areas
+//!
+//! - [`spec`]: the resource format, [`PipelineSpec`] (upstream's, plus optional `env`,
 //!   `workdir`, `secrets`, `cpus`, `memory`, `pids`, `platform`, `timeout`, `pull`,
 //!   and a step's `env`, `workdir`, `secrets`, `timeout`, `continue_on_error` and
-//!   `when`).
-//! - [`Settings`] ([`settings`]): what the operator decides for every run: limits and
-//!   their maxima (`limits.rs`), [`secrets`], [`registry`] credentials, the log cap.
-//! - [`Engine`] ([`docker`]): the Docker engine as the runner uses it;
-//!   [`EngineError`] ([`error`]): what can go wrong with it; what it counts,
-//!   [`metrics::RunnerMetrics`], is served beside the runtime's metrics.
+//!   `when`), with its sizes and durations.
+//! - [`settings`]: what the operator decides for every run ([`Settings`]): limits and
+//!   their maxima, [`settings::secrets`], [`settings::registry`] credentials, the log
+//!   cap.
+//! - [`engine`]: the Docker engine as the runner uses it ([`Engine`]): containers,
+//!   image pulls, and what can go wrong with it ([`EngineError`]).
+//! - [`pod`]: a run's container, up and down.
+//! - [`steps`]: a run's steps, through its container's shell.
+//! - [`housekeeping`]: what keeps a runner's containers in order around its runs: its
+//!   warm containers, and the periodic sweep for the containers of serving runners that
+//!   died ([`housekeeping::cleanup`]), which knows who is alive from their liveness
+//!   records ([`housekeeping::liveness`]) and looks only at the containers of its own
+//!   installation ([`housekeeping::installation`]).
+//! - [`metrics`]: what the runner counts ([`metrics::RunnerMetrics`]), served beside
+//!   the runtime's metrics.
 //!
-//! The binary (`simple-runner serve | run FILE | schema`, `main.rs` and its terminal
-//! spinner in `spinner.rs`) is documented in the README.
+//! The binary (`simple-runner serve | run FILE | schema`: `main.rs`, with its command
+//! line and terminal spinner in `cli/`) is documented in the README.
 #![warn(missing_docs)]
 
-pub mod cleanup;
-pub mod docker;
-pub mod error;
-pub mod image;
-pub mod installation;
-mod limits;
-pub mod liveness;
-mod marker;
+pub mod engine;
+pub mod housekeeping;
 pub mod metrics;
-mod pool;
-mod prepare;
-pub mod registry;
-mod removal;
+pub mod pod;
 pub mod report;
 pub mod runner;
-pub mod secrets;
-pub mod session;
 pub mod settings;
-pub mod size;
 pub mod spec;
-mod steps;
+pub mod steps;
 
-pub use docker::Engine;
-pub use error::EngineError;
+pub use engine::error::EngineError;
+pub use engine::Engine;
 pub use report::RunReport;
 pub use runner::CommandRunner;
 pub use settings::{

@@ -7,7 +7,7 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{error_text, DriverResult};
 use serde_json::{json, Value};
 
-use crate::error::{ContainerEnd, EngineError};
+use crate::engine::error::{ContainerEnd, EngineError};
 
 /// What a run came to.
 ///
@@ -183,7 +183,7 @@ impl StepsEnd {
             StepsEnd::KilledForMemory { step, exit_code, limit } => match limit {
                 Some(limit) => format!(
                     "step {step} was killed for memory (exit code {exit_code}): it went over the run's limit of {}",
-                    crate::size::ByteSize::new(u64::try_from(*limit).unwrap_or(0))
+                    crate::spec::ByteSize::new(u64::try_from(*limit).unwrap_or(0))
                 ),
                 None => format!("step {step} was killed for memory (exit code {exit_code})"),
             },

@@ -8,15 +8,15 @@ use conveyor_sdk::{
 
 use std::time::Duration;
 
-use crate::cleanup;
-use crate::installation::identify;
+use crate::housekeeping::cleanup;
+use crate::housekeeping::installation::identify;
 
-use crate::docker::Engine;
-use crate::error::EngineError;
-use crate::image::PullProgress;
-use crate::pool::WarmPool;
-use crate::prepare::{prepare, Containers, Prepared};
-use crate::removal::Removals;
+use crate::engine::error::EngineError;
+use crate::engine::image::PullProgress;
+use crate::engine::Engine;
+use crate::housekeeping::pool::WarmPool;
+use crate::pod::down::Removals;
+use crate::pod::up::{prepare, Containers, Prepared};
 use crate::report::RunReport;
 use crate::settings::{Mode, Settings, DEFAULT_LIVENESS_TTL};
 use crate::spec::{PipelineSpec, RESOURCE_TYPE};
@@ -78,8 +78,8 @@ impl CommandRunner {
     /// [`Config::housekeeping_interval`](conveyor_sdk::Config::housekeeping_interval).
     ///
     /// Before it takes a run, a serving runner reads the identity of its installation
-    /// from its NATS ([`crate::installation::identify`], asked again every 2 s until
-    /// NATS answers), unless its [`ContainerSettings::installation`](crate::ContainerSettings::installation)
+    /// from its NATS ([`identify`], asked again every 2 s until NATS answers), unless
+    /// its [`ContainerSettings::installation`](crate::ContainerSettings::installation)
     /// names one already: every container it makes carries it, and its sweeps look
     /// only at containers that carry it.
     ///
@@ -187,7 +187,7 @@ impl CommandRunner {
     ///
     /// ```no_run
     /// use conveyor_sdk::{LogHandle, Resource, Run};
-    /// use simple_runner::image::PullProgress;
+    /// use simple_runner::engine::image::PullProgress;
     /// use simple_runner::{CommandRunner, PipelineSpec};
     ///
     /// # async fn demo(runner: CommandRunner) -> Result<(), serde_json::Error> {

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use simple_runner::image::{PullOptions, PullProgress, PullUpdate};
-use simple_runner::liveness::Liveness;
-use simple_runner::{cleanup, CommandRunner, Engine, EngineError, PullPolicy};
+use simple_runner::engine::image::{PullOptions, PullProgress, PullUpdate};
+use simple_runner::housekeeping::cleanup;
+use simple_runner::housekeeping::liveness::Liveness;
+use simple_runner::{CommandRunner, Engine, EngineError, PullPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -153,7 +154,8 @@ async fn a_removal_that_fails_is_tried_again_by_the_next_sweep() {
     let (nats, _harness) = setup().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
+    let (bucket, _) =
+        simple_runner::housekeeping::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
     let driver = unique_driver("retry-test");
     let _cleanup = RemovesOnDrop(driver.clone());
     let installation = installation_of(&nats.url()).await;
@@ -187,8 +189,9 @@ async fn a_sweep_that_cannot_read_the_liveness_bucket_removes_nothing() {
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
-    let (bucket, _) = simple_runner::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
-    let installation = simple_runner::installation::identify(&js).await.unwrap();
+    let (bucket, _) =
+        simple_runner::housekeeping::liveness::open_bucket(&js, Duration::from_secs(30)).await.unwrap();
+    let installation = simple_runner::housekeeping::installation::identify(&js).await.unwrap();
     let driver = unique_driver("unreadable-test");
     let orphan = labelled_container(&engine, Some(&installation), &driver, "dead-runner", "serve").await;
 

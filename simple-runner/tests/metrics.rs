@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use common::*;
 use conveyor_sdk::runtime::Metrics;
 use serde_json::json;
-use simple_runner::{cleanup, CommandRunner};
+use simple_runner::housekeeping::cleanup;
+use simple_runner::CommandRunner;
 
 #[tokio::test]
 async fn a_scrape_counts_pulls_container_starts_removals_and_reaped_orphans() {
@@ -42,9 +43,11 @@ async fn a_scrape_counts_pulls_container_starts_removals_and_reaped_orphans() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let (bucket, _) =
-        simple_runner::liveness::open_bucket(&js, std::time::Duration::from_secs(30)).await.unwrap();
+        simple_runner::housekeeping::liveness::open_bucket(&js, std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
     let driver = unique_driver("metrics-test");
-    let installation = simple_runner::installation::identify(&js).await.unwrap();
+    let installation = simple_runner::housekeeping::installation::identify(&js).await.unwrap();
     labelled_container(&engine, Some(&installation), &driver, "dead-runner", "serve").await;
     let swept = cleanup::sweep(&engine, &bucket, &scope(&installation, &driver, "me")).await;
     remove_all_of(&engine, &driver).await;

@@ -10,7 +10,7 @@ use common::*;
 use conveyor_sdk::testing::{Dispatched, Harness, Serving};
 use conveyor_sdk::Event;
 use serde_json::json;
-use simple_runner::docker::labels;
+use simple_runner::pod::labels;
 use simple_runner::{CommandRunner, Engine, Mode, Settings, WarmSettings};
 use tokio::time::Instant;
 

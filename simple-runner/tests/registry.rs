@@ -14,7 +14,7 @@ use bollard::query_parameters::{PushImageOptions, RemoveImageOptions};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
-use simple_runner::registry::RegistryAuth;
+use simple_runner::settings::registry::RegistryAuth;
 use simple_runner::{CommandRunner, Settings};
 
 const USER: &str = "ci-user";

@@ -311,7 +311,8 @@ async fn a_shutdown_mid_step_removes_the_container_and_leaves_the_run_for_redeli
 async fn a_served_runs_secret_is_masked_in_the_lines_stored_on_nats() {
     let (nats, harness) = setup().await;
     let engine = engine().await;
-    let secrets = simple_runner::secrets::Secrets::default().with("API_KEY", "nats-secret-6e0f").unwrap();
+    let secrets =
+        simple_runner::settings::secrets::Secrets::default().with("API_KEY", "nats-secret-6e0f").unwrap();
     let settings = simple_runner::Settings { secrets, ..settings() };
     let serving = serve(CommandRunner::new(engine.clone(), settings), config(&nats), &harness).await;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 use simple_runner::report::{Refusal, RunReport};
-use simple_runner::secrets::Secrets;
+use simple_runner::settings::secrets::Secrets;
 use simple_runner::{CommandRunner, ContainerSettings, Settings};
 
 /// An image of the test image's with `WORKDIR /app` and a file there, removed when

@@ -12,9 +12,9 @@ use common::*;
 use conveyor_sdk::validate::SpecValidator;
 use conveyor_sdk::{Driver, LogHandle, Run};
 use serde_json::{json, Value};
-use simple_runner::docker::labels;
-use simple_runner::image::PullProgress;
-use simple_runner::secrets::Secrets;
+use simple_runner::engine::image::PullProgress;
+use simple_runner::pod::labels;
+use simple_runner::settings::secrets::Secrets;
 use simple_runner::{CommandRunner, Engine, Mode, RunReport, Settings, WarmSettings};
 
 /// A serving runner of a driver of its own with `per_image` warm containers.

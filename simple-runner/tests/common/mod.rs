@@ -155,7 +155,7 @@ pub async fn labelled_container(
     owner: &str,
     mode: &str,
 ) -> String {
-    use simple_runner::docker::labels;
+    use simple_runner::pod::labels;
     let labels = std::collections::HashMap::from([
         (labels::RUN_ID.to_owned(), format!("run-of-{owner}-{mode}")),
         (labels::DRIVER.to_owned(), driver.to_owned()),
@@ -163,7 +163,7 @@ pub async fn labelled_container(
         (labels::INSTANCE.to_owned(), owner.to_owned()),
         (labels::MODE.to_owned(), mode.to_owned()),
     ]);
-    let name = simple_runner::docker::container_name("leftover", owner);
+    let name = simple_runner::pod::container_name("leftover", owner);
     let container =
         ContainerSettings { installation: installation.map(str::to_owned), ..settings().container };
     engine
@@ -215,14 +215,18 @@ impl Drop for RemovesOnDrop {
 pub async fn installation_of(url: &str) -> String {
     let client = async_nats::connect(url).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
     let js = async_nats::jetstream::new(client);
-    simple_runner::installation::identify(&js)
+    simple_runner::housekeeping::installation::identify(&js)
         .await
         .unwrap_or_else(|e| panic!("{}", conveyor_sdk::error_text(&e)))
 }
 
 /// The sweep of runner `instance` of `driver` in `installation`.
-pub fn scope(installation: &str, driver: &str, instance: &str) -> simple_runner::cleanup::Scope {
-    simple_runner::cleanup::Scope {
+pub fn scope(
+    installation: &str,
+    driver: &str,
+    instance: &str,
+) -> simple_runner::housekeeping::cleanup::Scope {
+    simple_runner::housekeeping::cleanup::Scope {
         installation: installation.to_owned(),
         driver: driver.to_owned(),
         instance: instance.to_owned(),
@@ -248,7 +252,7 @@ pub async fn run_here(
     let run_id = uuid::Uuid::new_v4().to_string();
     let (log, memory) = conveyor_sdk::LogHandle::memory();
     let run = conveyor_sdk::Run::new(resource, decoded).with_log(log).with_run_id(run_id.clone());
-    let report = runner.execute(&run, simple_runner::image::PullProgress::Log(run.log())).await;
+    let report = runner.execute(&run, simple_runner::engine::image::PullProgress::Log(run.log())).await;
     runner.finish_removals().await;
     assert_no_container_left(runner.engine(), &run_id).await;
     (report, memory.lines(), run_id)

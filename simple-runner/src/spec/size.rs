@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// `g` (powers of 1024; `kb`, `mib`, … and capitals are read the same).
 ///
 /// ```
-/// use simple_runner::size::ByteSize;
+/// use simple_runner::spec::ByteSize;
 ///
 /// let size: ByteSize = "512m".parse()?;
 /// assert_eq!(size.bytes(), 512 << 20);
@@ -26,7 +26,7 @@ impl ByteSize {
     /// A size of `bytes` bytes.
     ///
     /// ```
-    /// assert_eq!(simple_runner::size::ByteSize::new(1024).to_string(), "1k");
+    /// assert_eq!(simple_runner::spec::ByteSize::new(1024).to_string(), "1k");
     /// ```
     pub fn new(bytes: u64) -> Self {
         Self(bytes)
@@ -35,7 +35,7 @@ impl ByteSize {
     /// The size in bytes.
     ///
     /// ```
-    /// let size: simple_runner::size::ByteSize = "1k".parse()?;
+    /// let size: simple_runner::spec::ByteSize = "1k".parse()?;
     /// assert_eq!(size.bytes(), 1024);
     /// # Ok::<(), String>(())
     /// ```

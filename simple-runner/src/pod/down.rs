@@ -1,13 +1,13 @@
-//! Run containers are removed on every path: in the background after a result, so
-//! that it is not delayed, at once when a run is cancelled, and when a run is
-//! abandoned half-way.
+//! The pod down: run containers are removed on every path: in the background after a
+//! result, so that it is not delayed, at once when a run is cancelled, and when a run
+//! is abandoned half-way.
 
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::docker::Engine;
+use crate::engine::Engine;
 
 /// How long a container whose session has ended has to exit by itself before it is
 /// removed anyway.

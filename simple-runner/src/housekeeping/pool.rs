@@ -4,12 +4,13 @@
 //!
 //! A warm container is made as a run's would be, with nothing of a run in it: no
 //! environment (a step gets the run's environment and secrets through the step, see
-//! `steps.rs`), and only its owner's labels: `conveyor.driver`, `conveyor.instance`,
+//! `steps/mod.rs`), and only its owner's labels: `conveyor.driver`, `conveyor.instance`,
 //! `conveyor.mode` (`serve`: only serving runners keep warm containers),
 //! `conveyor.warm`, and `conveyor.installation` (from its settings, as every
 //! container). The sweep of another replica of the installation thus removes it once
-//! its owner's liveness record is gone ([`crate::cleanup`]). It carries the run's limits from its
-//! creation, so an idle one counts against the host as a run would.
+//! its owner's liveness record is gone ([`cleanup`](super::cleanup)). It carries the
+//! run's limits from its creation, so an idle one counts against the host as a run
+//! would.
 //!
 //! A run takes one only if it is still running and made of the image the run's tag
 //! names now; it is never given back: its run's container guard removes it after the
@@ -28,10 +29,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::docker::{labels, Engine};
-use crate::removal::{ContainerGuard, Removals};
-use crate::session::Session;
+use crate::engine::Engine;
+use crate::pod::down::{ContainerGuard, Removals};
+use crate::pod::labels;
 use crate::settings::{ContainerSettings, Mode, Settings, WarmSettings};
+use crate::steps::session::Session;
 
 /// What a warm container must match to serve a run: what its creation fixed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -454,14 +456,14 @@ mod tests {
 
     #[test]
     fn a_warm_container_of_a_runner_that_is_gone_is_an_orphan_to_the_sweep_of_its_installation_only() {
-        use crate::cleanup::{verdict, Scope, Verdict};
+        use crate::housekeeping::cleanup::{verdict, Scope, Verdict};
         use std::collections::HashSet;
         let container =
             ContainerSettings { installation: Some("here".into()), ..ContainerSettings::default() };
         let settings =
             Settings { mode: Mode::Serve, instance: "gone".into(), container, ..Settings::default() };
         // As the engine labels it when it is made.
-        let labels = crate::docker::with_installation(warm_labels(&settings), &settings.container);
+        let labels = crate::pod::with_installation(warm_labels(&settings), &settings.container);
         let scope = |installation: &str, instance: &str| Scope {
             installation: installation.into(),
             driver: settings.name.clone(),

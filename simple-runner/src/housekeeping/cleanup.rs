@@ -4,11 +4,12 @@
 //! A container is an orphan only when all of this holds ([`verdict`]): it is labelled
 //! with the driver, with [`labels::MODE`] `serve` (a local `simple-runner run`
 //! labels its containers `run`, and those are never touched), with the sweeping
-//! runner's installation ([`labels::INSTALLATION`], see [`crate::installation`]), with
-//! an owner ([`labels::INSTANCE`]) other than the sweeping runner, and that owner has
-//! no record in the liveness bucket ([`crate::liveness`]). If the containers or the
-//! bucket cannot be read, the sweep removes nothing that round. A removal that fails
-//! is tried again by the next sweep: the container is still listed.
+//! runner's installation ([`labels::INSTALLATION`], see
+//! [`installation`](super::installation)), with an owner ([`labels::INSTANCE`]) other
+//! than the sweeping runner, and that owner has no record in the liveness bucket
+//! ([`liveness`](super::liveness)). If the containers or the bucket cannot be read,
+//! the sweep removes nothing that round. A removal that fails is tried again by the
+//! next sweep: the container is still listed.
 //!
 //! The installation matters because the liveness records are those of one NATS: a
 //! runner of the same driver name on the same Docker engine but serving another
@@ -28,16 +29,17 @@ use tokio_util::sync::CancellationToken;
 
 use conveyor_sdk::error_text;
 
-use crate::docker::{labels, Engine};
-use crate::error::EngineError;
-use crate::liveness::{live_records, record_key, LivenessError};
+use crate::engine::error::EngineError;
+use crate::engine::Engine;
+use crate::housekeeping::liveness::{live_records, record_key, LivenessError};
+use crate::pod::labels;
 use crate::settings::Mode;
 
 /// Who sweeps: the containers a sweep may remove are those of this installation and
 /// driver, and never this runner's own.
 ///
 /// ```
-/// use simple_runner::cleanup::Scope;
+/// use simple_runner::housekeeping::cleanup::Scope;
 ///
 /// let scope = Scope {
 ///     installation: "5f0c…".into(),
@@ -48,7 +50,7 @@ use crate::settings::Mode;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
-    /// The sweeping runner's installation ([`crate::installation::identify`]).
+    /// The sweeping runner's installation ([`identify`](super::installation::identify)).
     pub installation: String,
     /// The driver's name.
     pub driver: String,
@@ -60,7 +62,7 @@ pub struct Scope {
 ///
 /// ```
 /// use std::collections::{HashMap, HashSet};
-/// use simple_runner::cleanup::{verdict, Scope, Verdict};
+/// use simple_runner::housekeeping::cleanup::{verdict, Scope, Verdict};
 ///
 /// let labels = HashMap::from([
 ///     ("conveyor.driver".to_owned(), "command-runner".to_owned()),
@@ -99,12 +101,12 @@ pub enum Verdict {
 }
 
 /// The verdict on a container labelled `container_labels`, for a sweep of `scope`
-/// while the records `live` (keys of [`crate::liveness::live_records`]) exist.
+/// while the records `live` (keys of [`live_records`]) exist.
 ///
 /// ```
 /// use std::collections::{HashMap, HashSet};
-/// use simple_runner::cleanup::{verdict, Scope, Verdict};
-/// use simple_runner::liveness::record_key;
+/// use simple_runner::housekeeping::cleanup::{verdict, Scope, Verdict};
+/// use simple_runner::housekeeping::liveness::record_key;
 ///
 /// let labels = HashMap::from([
 ///     ("conveyor.driver".to_owned(), "command-runner".to_owned()),
@@ -140,8 +142,9 @@ pub fn verdict(container_labels: &HashMap<String, String>, scope: &Scope, live: 
 /// What one sweep did.
 ///
 /// ```no_run
-/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store, scope: simple_runner::cleanup::Scope) -> Result<(), simple_runner::cleanup::SweepError> {
-/// let sweep = simple_runner::cleanup::sweep(&engine, &bucket, &scope).await?;
+/// # use simple_runner::housekeeping::cleanup::{Scope, SweepError};
+/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store, scope: Scope) -> Result<(), SweepError> {
+/// let sweep = simple_runner::housekeeping::cleanup::sweep(&engine, &bucket, &scope).await?;
 /// println!("removed {}, {} to try again", sweep.removed.len(), sweep.failed.len());
 /// # Ok(())
 /// # }
@@ -161,7 +164,7 @@ impl Sweep {
     /// How many containers had `verdict`.
     ///
     /// ```
-    /// use simple_runner::cleanup::{Sweep, Verdict};
+    /// use simple_runner::housekeeping::cleanup::{Sweep, Verdict};
     ///
     /// assert_eq!(Sweep::default().count(Verdict::OwnerAlive), 0);
     /// ```
@@ -173,7 +176,7 @@ impl Sweep {
 /// Why a sweep removed nothing.
 ///
 /// ```
-/// fn explain(error: &simple_runner::cleanup::SweepError) -> String {
+/// fn explain(error: &simple_runner::housekeeping::cleanup::SweepError) -> String {
 ///     conveyor_sdk::error_text(error)
 /// }
 /// ```
@@ -193,12 +196,14 @@ pub enum SweepError {
 /// scope's installation.
 ///
 /// ```no_run
-/// # async fn demo(engine: simple_runner::Engine, liveness: simple_runner::liveness::Liveness) -> Result<(), Box<dyn std::error::Error>> {
-/// use simple_runner::cleanup::{sweep, Scope};
+/// # use simple_runner::housekeeping::liveness::Liveness;
+/// # async fn demo(engine: simple_runner::Engine, liveness: Liveness) -> Result<(), Box<dyn std::error::Error>> {
+/// use simple_runner::housekeeping::cleanup::{sweep, Scope};
+/// use simple_runner::housekeeping::installation::identify;
 ///
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 /// let scope = Scope {
-///     installation: simple_runner::installation::identify(&async_nats::jetstream::new(client)).await?,
+///     installation: identify(&async_nats::jetstream::new(client)).await?,
 ///     driver: "command-runner".into(),
 ///     instance: "me".into(),
 /// };
@@ -241,12 +246,13 @@ pub async fn sweep(engine: &Engine, bucket: &Store, scope: &Scope) -> Result<Swe
 /// sweep that fails is reported and the next one comes at its time.
 ///
 /// ```no_run
-/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store, scope: simple_runner::cleanup::Scope) {
+/// # use simple_runner::housekeeping::cleanup::Scope;
+/// # async fn demo(engine: simple_runner::Engine, bucket: async_nats::jetstream::kv::Store, scope: Scope) {
 /// use std::time::Duration;
 /// use conveyor_sdk::CancellationToken;
 ///
 /// let stop = CancellationToken::new();
-/// let sweeping = tokio::spawn(simple_runner::cleanup::sweep_every(
+/// let sweeping = tokio::spawn(simple_runner::housekeeping::cleanup::sweep_every(
 ///     engine, bucket, scope, Duration::from_secs(30), stop.clone(),
 /// ));
 /// // … serve …

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use simple_runner::image::PullUpdate;
+use simple_runner::engine::image::PullUpdate;
 
 /// A spinner that draws the updates of a pull.
 pub struct PullSpinner {

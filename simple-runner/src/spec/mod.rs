@@ -1,17 +1,20 @@
 //! The `pipeline` resource: an image and the command steps to run in it.
 //!
 //! Every resource valid for upstream's definition (`image`, `steps[{name, command}]`)
-//! is valid here and behaves the same; the other fields are optional additions.
+//! is valid here and behaves the same; the other fields are optional additions. Its
+//! sizes ([`ByteSize`], `size.rs`) and durations ([`Timeout`], `timeout.rs`) are read
+//! in files of their own.
 
-use std::borrow::Cow;
+mod size;
+mod timeout;
+
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::size::ByteSize;
+pub use size::ByteSize;
+pub use timeout::Timeout;
 
 /// The resource type the runner owns.
 pub const RESOURCE_TYPE: &str = "pipeline";
@@ -193,90 +196,6 @@ pub enum PullPolicy {
     Never,
 }
 
-/// A duration written as whole seconds (`300`) or in words (`"5m"`, `"1h 30m"`, `"90s"`).
-///
-/// ```
-/// use simple_runner::Timeout;
-///
-/// let written: Timeout = serde_json::from_str("\"1h 30m\"")?;
-/// assert_eq!(written.to_string(), "1h 30m");
-/// assert_eq!(serde_json::from_str::<Timeout>("5400")?, written);
-/// # Ok::<(), serde_json::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeout(Duration);
-
-impl Timeout {
-    /// A timeout of `duration`.
-    ///
-    /// ```
-    /// let timeout = simple_runner::Timeout::new(std::time::Duration::from_secs(90));
-    /// assert_eq!(timeout.to_string(), "1m 30s");
-    /// ```
-    pub fn new(duration: Duration) -> Self {
-        Self(duration)
-    }
-
-    /// The duration.
-    ///
-    /// ```
-    /// let timeout: simple_runner::Timeout = serde_json::from_str("\"10m\"")?;
-    /// assert_eq!(timeout.as_duration().as_secs(), 600);
-    /// # Ok::<(), serde_json::Error>(())
-    /// ```
-    pub fn as_duration(self) -> Duration {
-        self.0
-    }
-}
-
-impl fmt::Display for Timeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl Serialize for Timeout {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Timeout {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        let duration = match Raw::deserialize(deserializer)? {
-            Raw::Seconds(s) => Duration::from_secs(s),
-            Raw::Text(text) => humantime::parse_duration(text.trim())
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))?,
-        };
-        if duration.is_zero() {
-            return Err(serde::de::Error::custom("a timeout must be longer than zero"));
-        }
-        Ok(Self(duration))
-    }
-}
-
-impl JsonSchema for Timeout {
-    fn schema_name() -> Cow<'static, str> {
-        "Timeout".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "Whole seconds, or a duration like \"90s\", \"10m\" or \"1h 30m\".",
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "minLength": 2}
-            ]
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,15 +289,5 @@ mod tests {
         let whens: Vec<When> = spec.steps.iter().map(|s| s.when).collect();
         assert_eq!(whens, [When::OnSuccess, When::Always, When::OnFailure]);
         assert_eq!(spec.steps[0].workdir.as_deref(), Some("sub"));
-    }
-
-    #[test]
-    fn timeouts_read_seconds_and_words() {
-        let t: Timeout = serde_json::from_value(json!(90)).unwrap();
-        assert_eq!(t.as_duration(), Duration::from_secs(90));
-        let t: Timeout = serde_json::from_value(json!("1h 30m")).unwrap();
-        assert_eq!(t.as_duration(), Duration::from_secs(5400));
-        assert!(serde_json::from_value::<Timeout>(json!("soon")).is_err());
-        assert!(serde_json::from_value::<Timeout>(json!("0s")).is_err());
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// Why a Docker `config.json` could not be used.
 ///
 /// ```
-/// use simple_runner::registry::{RegistryAuth, RegistryAuthError};
+/// use simple_runner::settings::registry::{RegistryAuth, RegistryAuthError};
 ///
 /// let error = RegistryAuth::from_json(r#"{"auths": {"r.example": {"auth": "not base64!"}}}"#).unwrap_err();
 /// assert!(matches!(error, RegistryAuthError::BadAuth { .. }));
@@ -57,13 +57,13 @@ struct AuthEntry {
 /// `Debug` shows the hosts only.
 ///
 /// ```
-/// use simple_runner::registry::RegistryAuth;
+/// use simple_runner::settings::registry::RegistryAuth;
 ///
 /// let auth = RegistryAuth::from_json(r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dXNlcjpwdw=="}}}"#)?;
 /// let credentials = auth.for_image("alpine:3.20").unwrap();
 /// assert_eq!(credentials.username.as_deref(), Some("user"));
 /// assert!(auth.for_image("ghcr.io/owner/image:1").is_none());
-/// # Ok::<(), simple_runner::registry::RegistryAuthError>(())
+/// # Ok::<(), simple_runner::settings::registry::RegistryAuthError>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct RegistryAuth {
@@ -82,8 +82,8 @@ impl RegistryAuth {
     /// `identitytoken`. Credential helpers (`credsStore`, `credHelpers`) are not read.
     ///
     /// ```no_run
-    /// # fn demo() -> Result<(), simple_runner::registry::RegistryAuthError> {
-    /// let auth = simple_runner::registry::RegistryAuth::from_file("/root/.docker/config.json".as_ref())?;
+    /// # fn demo() -> Result<(), simple_runner::settings::registry::RegistryAuthError> {
+    /// let auth = simple_runner::settings::registry::RegistryAuth::from_file("/root/.docker/config.json".as_ref())?;
     /// # Ok(()) }
     /// ```
     pub fn from_file(path: &Path) -> Result<Self, RegistryAuthError> {
@@ -95,9 +95,9 @@ impl RegistryAuth {
     /// The `auths` of a Docker config's text.
     ///
     /// ```
-    /// let auth = simple_runner::registry::RegistryAuth::from_json(r#"{"auths": {}}"#)?;
+    /// let auth = simple_runner::settings::registry::RegistryAuth::from_json(r#"{"auths": {}}"#)?;
     /// assert!(auth.for_image("alpine").is_none());
-    /// # Ok::<(), simple_runner::registry::RegistryAuthError>(())
+    /// # Ok::<(), simple_runner::settings::registry::RegistryAuthError>(())
     /// ```
     pub fn from_json(text: &str) -> Result<Self, RegistryAuthError> {
         let config: ConfigFile = serde_json::from_str(text).map_err(RegistryAuthError::NotConfig)?;
@@ -128,12 +128,12 @@ impl RegistryAuth {
     /// The credentials for pulling `image`, if its registry has any.
     ///
     /// ```
-    /// let auth = simple_runner::registry::RegistryAuth::from_json(
+    /// let auth = simple_runner::settings::registry::RegistryAuth::from_json(
     ///     r#"{"auths": {"127.0.0.1:5000": {"username": "ci", "password": "pw"}}}"#,
     /// )?;
     /// assert!(auth.for_image("127.0.0.1:5000/team/app:1").is_some());
     /// assert!(auth.for_image("127.0.0.1:5001/team/app:1").is_none());
-    /// # Ok::<(), simple_runner::registry::RegistryAuthError>(())
+    /// # Ok::<(), simple_runner::settings::registry::RegistryAuthError>(())
     /// ```
     pub fn for_image(&self, image: &str) -> Option<DockerCredentials> {
         self.by_host.get(registry_of(image)).cloned()

@@ -10,8 +10,8 @@ use conveyor_sdk::LogHandle;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use crate::docker::{docker_error, Engine};
-use crate::error::EngineError;
+use crate::engine::error::EngineError;
+use crate::engine::{docker_error, Engine};
 use crate::spec::PullPolicy;
 
 /// How often at most a layer's download or extraction progress becomes a line.
@@ -20,7 +20,7 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// What a pull needs besides the image: a platform, and the registry's credentials.
 ///
 /// ```
-/// use simple_runner::image::PullOptions;
+/// use simple_runner::engine::image::PullOptions;
 ///
 /// let options = PullOptions { platform: Some("linux/amd64".into()), ..PullOptions::default() };
 /// assert!(options.credentials.is_none());
@@ -36,7 +36,7 @@ pub struct PullOptions {
 /// What a pull tells whoever watches it.
 ///
 /// ```
-/// use simple_runner::image::PullUpdate;
+/// use simple_runner::engine::image::PullUpdate;
 ///
 /// fn describe(update: &PullUpdate) -> &str {
 ///     match update {
@@ -63,7 +63,7 @@ pub enum PullUpdate {
 ///
 /// ```
 /// use std::sync::Mutex;
-/// use simple_runner::image::{PullProgress, PullUpdate};
+/// use simple_runner::engine::image::{PullProgress, PullUpdate};
 ///
 /// let (log, _lines) = conveyor_sdk::LogHandle::memory();
 /// let to_the_log = PullProgress::Log(&log);
@@ -101,7 +101,7 @@ impl Engine {
     /// a pull was needed or not.
     ///
     /// ```no_run
-    /// use simple_runner::image::{PullOptions, PullProgress};
+    /// use simple_runner::engine::image::{PullOptions, PullProgress};
     /// use simple_runner::PullPolicy;
     ///
     /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {

@@ -67,11 +67,11 @@ pub enum EngineError {
 
 /// How a run's container ended while the runner used it, as the engine tells it: the
 /// runner keeps a watch on each container it uses (see
-/// [`Session`](crate::session::Session)), so a step whose container is removed or
+/// [`Session`](crate::steps::session::Session)), so a step whose container is removed or
 /// killed from outside ends at once, saying so.
 ///
 /// ```
-/// use simple_runner::error::ContainerEnd;
+/// use simple_runner::engine::error::ContainerEnd;
 ///
 /// assert_eq!(ContainerEnd::Removed.to_string(), "was removed from outside");
 /// let killed = ContainerEnd::Exited { exit_code: 137, oom_killed: false };

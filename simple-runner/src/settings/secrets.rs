@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Why secrets could not be read.
 ///
 /// ```
-/// use simple_runner::secrets::{SecretError, Secrets};
+/// use simple_runner::settings::secrets::{SecretError, Secrets};
 ///
 /// let error = Secrets::default().with_env_var("CONVEYOR_SURELY_UNSET_SECRET").unwrap_err();
 /// assert!(matches!(error, SecretError::NotInEnvironment(_)));
@@ -44,12 +44,12 @@ pub enum SecretError {
 /// Secret values by name. Its `Debug` shows the names only.
 ///
 /// ```
-/// use simple_runner::secrets::Secrets;
+/// use simple_runner::settings::secrets::Secrets;
 ///
 /// let secrets = Secrets::default().with("DEPLOY_TOKEN", "s3cr3t")?;
 /// assert_eq!(secrets.get("DEPLOY_TOKEN"), Some("s3cr3t"));
 /// assert_eq!(format!("{secrets:?}"), "Secrets([\"DEPLOY_TOKEN\"])");
-/// # Ok::<(), simple_runner::secrets::SecretError>(())
+/// # Ok::<(), simple_runner::settings::secrets::SecretError>(())
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secrets(BTreeMap<String, String>);
@@ -64,10 +64,10 @@ impl Secrets {
     /// These secrets and `name` with `value`.
     ///
     /// ```
-    /// let secrets = simple_runner::secrets::Secrets::default().with("A", "1")?;
+    /// let secrets = simple_runner::settings::secrets::Secrets::default().with("A", "1")?;
     /// assert!(secrets.get("A").is_some());
-    /// assert!(simple_runner::secrets::Secrets::default().with("1A", "x").is_err());
-    /// # Ok::<(), simple_runner::secrets::SecretError>(())
+    /// assert!(simple_runner::settings::secrets::Secrets::default().with("1A", "x").is_err());
+    /// # Ok::<(), simple_runner::settings::secrets::SecretError>(())
     /// ```
     pub fn with(mut self, name: &str, value: impl Into<String>) -> Result<Self, SecretError> {
         if !valid_name(name) {
@@ -81,8 +81,8 @@ impl Secrets {
     /// of that name (`--secret NAME`).
     ///
     /// ```
-    /// # fn demo() -> Result<(), simple_runner::secrets::SecretError> {
-    /// let secrets = simple_runner::secrets::Secrets::default().with_env_var("DEPLOY_TOKEN")?;
+    /// # fn demo() -> Result<(), simple_runner::settings::secrets::SecretError> {
+    /// let secrets = simple_runner::settings::secrets::Secrets::default().with_env_var("DEPLOY_TOKEN")?;
     /// # Ok(()) }
     /// ```
     pub fn with_env_var(self, name: &str) -> Result<Self, SecretError> {
@@ -95,8 +95,8 @@ impl Secrets {
     /// value is the rest of the line as it is.
     ///
     /// ```
-    /// # fn demo() -> Result<(), simple_runner::secrets::SecretError> {
-    /// let secrets = simple_runner::secrets::Secrets::default().with_file("/etc/conveyor/secrets".as_ref())?;
+    /// # fn demo() -> Result<(), simple_runner::settings::secrets::SecretError> {
+    /// let secrets = simple_runner::settings::secrets::Secrets::default().with_file("/etc/conveyor/secrets".as_ref())?;
     /// # Ok(()) }
     /// ```
     pub fn with_file(mut self, path: &Path) -> Result<Self, SecretError> {
@@ -117,7 +117,7 @@ impl Secrets {
     /// The value of `name`.
     ///
     /// ```
-    /// assert_eq!(simple_runner::secrets::Secrets::default().get("NOPE"), None);
+    /// assert_eq!(simple_runner::settings::secrets::Secrets::default().get("NOPE"), None);
     /// ```
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)

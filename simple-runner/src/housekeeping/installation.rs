@@ -3,11 +3,11 @@
 //!
 //! Two installations (a staging and a production, two test suites) may run runners of
 //! the same driver name on one Docker engine, each with its own NATS. A sweep knows
-//! only the liveness records of its own NATS ([`crate::liveness`]), so it must know
-//! which containers are its installation's at all: every container a serving runner
-//! makes carries its installation's identity in the label
-//! [`labels::INSTALLATION`](crate::docker::labels::INSTALLATION), and a sweep looks
-//! only at containers with its own ([`crate::cleanup`]).
+//! only the liveness records of its own NATS ([`liveness`](super::liveness)), so it
+//! must know which containers are its installation's at all: every container a
+//! serving runner makes carries its installation's identity in the label
+//! [`labels::INSTALLATION`](crate::pod::labels::INSTALLATION), and a sweep looks
+//! only at containers with its own ([`cleanup`](super::cleanup)).
 //!
 //! [`CommandRunner::serve`](crate::CommandRunner::serve) reads it before the runner
 //! takes a run, and keeps it in the runner's
@@ -49,7 +49,7 @@ const ATTEMPTS: u32 = 6;
 /// What can go wrong while the installation's identity is read or made.
 ///
 /// ```
-/// use simple_runner::installation::InstallationError;
+/// use simple_runner::housekeeping::installation::InstallationError;
 ///
 /// fn explain(error: &InstallationError) -> String {
 ///     conveyor_sdk::error_text(error)
@@ -109,7 +109,7 @@ pub enum InstallationError {
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 /// let js = async_nats::jetstream::new(client);
-/// let installation = simple_runner::installation::identify(&js).await?;
+/// let installation = simple_runner::housekeeping::installation::identify(&js).await?;
 /// println!("containers of this installation are labelled conveyor.installation={installation}");
 /// # Ok(())
 /// # }

@@ -1,7 +1,7 @@
 //! A run's resource limits: what its spec asks for, capped by the operator's maxima.
 
 use crate::settings::ContainerSettings;
-use crate::size::ByteSize;
+use crate::spec::ByteSize;
 use crate::spec::PipelineSpec;
 
 impl ContainerSettings {

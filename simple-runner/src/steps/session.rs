@@ -35,9 +35,9 @@ use conveyor_sdk::LogHandle;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::docker::ContainerWatch;
-use crate::error::EngineError;
-use crate::marker::MarkerScanner;
+use super::marker::MarkerScanner;
+use crate::engine::error::EngineError;
+use crate::engine::ContainerWatch;
 
 /// How long, once the container has ended, the output already on its way may still
 /// take to arrive.
@@ -52,7 +52,7 @@ type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error
 /// The exit of one step's command.
 ///
 /// ```no_run
-/// # async fn demo(session: &mut simple_runner::session::Session, log: &conveyor_sdk::LogHandle)
+/// # async fn demo(session: &mut simple_runner::steps::session::Session, log: &conveyor_sdk::LogHandle)
 /// # -> Result<(), simple_runner::EngineError> {
 /// let exit = session.run("make test", &[], log).await?;
 /// if exit.oom_killed {
@@ -112,7 +112,7 @@ impl Budget {
 /// An attached shell session in a run container.
 ///
 /// ```no_run
-/// use simple_runner::session::Session;
+/// use simple_runner::steps::session::Session;
 ///
 /// # async fn demo(engine: simple_runner::Engine, container: &str) -> Result<(), simple_runner::EngineError> {
 /// let (log, lines) = conveyor_sdk::LogHandle::memory();
@@ -170,12 +170,12 @@ impl Channel {
 
 impl Session {
     /// Attaches to the shell of `container`, a container started by
-    /// [`Engine::start_run_container`](crate::docker::Engine::start_run_container),
+    /// [`Engine::start_run_container`](crate::engine::Engine::start_run_container),
     /// and watches the container from now on until the session is dropped.
     ///
     /// ```no_run
     /// # async fn demo(engine: simple_runner::Engine, container: &str) -> Result<(), simple_runner::EngineError> {
-    /// let session = simple_runner::session::Session::attach(engine.docker(), container).await?;
+    /// let session = simple_runner::steps::session::Session::attach(engine.docker(), container).await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -223,7 +223,7 @@ impl Session {
     ///
     /// ```no_run
     /// # async fn demo(engine: simple_runner::Engine, container: &str) -> Result<(), simple_runner::EngineError> {
-    /// let session = simple_runner::session::Session::attach(engine.docker(), container)
+    /// let session = simple_runner::steps::session::Session::attach(engine.docker(), container)
     ///     .await?
     ///     .limit_output(16 << 20);
     /// # Ok(())
@@ -240,7 +240,7 @@ impl Session {
     /// [`EngineError::ContainerEnded`] as soon as the container has stopped or gone.
     ///
     /// ```no_run
-    /// # async fn demo(session: &mut simple_runner::session::Session) -> Result<(), simple_runner::EngineError> {
+    /// # async fn demo(session: &mut simple_runner::steps::session::Session) -> Result<(), simple_runner::EngineError> {
     /// let log = conveyor_sdk::LogHandle::stdout();
     /// let exit = session.run("set -e\nls -l", &[], &log).await?;
     /// # Ok(())
@@ -374,7 +374,7 @@ pub(crate) fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ContainerEnd;
+    use crate::engine::error::ContainerEnd;
 
     #[test]
     fn the_trailer_gives_the_exit_code_and_whether_memory_ran_out() {

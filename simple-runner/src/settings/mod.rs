@@ -1,9 +1,17 @@
 //! What the operator decides for every run, where a resource has no say.
+//!
+//! The settings (this file), the limits a run's spec may ask for within their maxima
+//! (`limits.rs`), the secrets a resource may name ([`secrets`]) and the registry
+//! credentials of pulls ([`registry`]).
+
+mod limits;
+pub mod registry;
+pub mod secrets;
 
 use std::time::Duration;
 
-use crate::registry::RegistryAuth;
-use crate::secrets::Secrets;
+use registry::RegistryAuth;
+use secrets::Secrets;
 
 /// The driver's default name: its consumer, its subjects, the `driver` of its logs and
 /// results.
@@ -154,7 +162,7 @@ impl Default for WarmSettings {
 /// Only the containers of a [`Serve`](Mode::Serve) runner are ever removed by another
 /// runner's sweep, only by a runner of the same installation (the containers'
 /// [`ContainerSettings::installation`]), and only once that runner's liveness record is
-/// gone (see [`crate::liveness`] and [`crate::cleanup`]).
+/// gone (see [`crate::housekeeping::liveness`] and [`crate::housekeeping::cleanup`]).
 ///
 /// ```
 /// use simple_runner::{Mode, Settings};
@@ -243,7 +251,7 @@ pub struct ContainerSettings {
     /// `conveyor.installation` label: only the sweeps of that installation's runners
     /// ever remove them (default: none, and no sweep removes them).
     /// [`CommandRunner::serve`](crate::CommandRunner::serve) sets it to the identity kept
-    /// in its NATS (see [`crate::installation`]) when it is none.
+    /// in its NATS (see [`crate::housekeeping::installation`]) when it is none.
     pub installation: Option<String>,
 }
 

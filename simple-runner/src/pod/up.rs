@@ -1,20 +1,21 @@
-//! Preparing a run: its image present, its container started, the container's shell
-//! attached. A run that cannot be prepared ends here with its report.
+//! The pod up, or preparing a run: its image present, its container started, the
+//! container's shell attached. A run that cannot be prepared ends here with its report.
 
 use std::collections::HashMap;
 
 use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{LogHandle, Run};
 
-use crate::docker::{container_name, labels, Engine};
-use crate::image::{PullOptions, PullProgress};
-use crate::pool::{PoolKey, Warm, WarmPool};
-use crate::removal::{ContainerGuard, Removals};
+use crate::engine::image::{PullOptions, PullProgress};
+use crate::engine::Engine;
+use crate::housekeeping::pool::{PoolKey, Warm, WarmPool};
+use crate::pod::down::{ContainerGuard, Removals};
+use crate::pod::{container_name, labels};
 use crate::report::{Refusal, RunReport};
-use crate::secrets::valid_name;
-use crate::session::Session;
+use crate::settings::secrets::valid_name;
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
+use crate::steps::session::Session;
 use crate::steps::Shell;
 
 /// A run ready for its steps.
@@ -119,7 +120,7 @@ async fn cold(
     workdir: Option<&str>,
     labels: HashMap<String, String>,
     settings: &crate::settings::ContainerSettings,
-) -> Result<Warm, crate::error::EngineError> {
+) -> Result<Warm, crate::engine::error::EngineError> {
     // The environment reaches the steps through the steps, as for a warm container.
     let container = engine.start_run_container(image, name, workdir, Vec::new(), labels, settings).await?;
     // From here the container goes with the guard, even if this future is dropped.

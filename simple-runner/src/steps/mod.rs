@@ -1,6 +1,12 @@
-//! Running a prepared run's steps one after the other, each within its timeout, into
-//! the run's report. The run's own timeout is its deadline: the runtime (or, for a
-//! local run, `simple-runner run`) cancels the run when it passes.
+//! A run's steps, one after the other, each within its timeout, into its report.
+//!
+//! Running them is this file's job; the run's own timeout is its deadline: the runtime
+//! (or, for a local run, `simple-runner run`) cancels the run when it passes. Each step
+//! goes through the container's own shell ([`session`]), whose end markers are found in
+//! its output by `marker.rs`.
+
+mod marker;
+pub mod session;
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,12 +15,12 @@ use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::Run;
 use tokio::time::Instant;
 
-use crate::docker::Engine;
-use crate::error::{ContainerEnd, EngineError};
+use crate::engine::error::{ContainerEnd, EngineError};
+use crate::engine::Engine;
 use crate::report::{human, RunReport, StepRecord, StepsEnd};
-use crate::session::{quote, Session, StepExit};
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
+use session::{quote, Session, StepExit};
 
 /// A run's container as its steps need it.
 pub(crate) struct Shell {
