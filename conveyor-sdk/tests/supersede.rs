@@ -215,3 +215,42 @@ async fn a_pipeline_deletion_cancels_the_step_in_flight_and_echoes_the_deletion_
         replica.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_replica_started_later_takes_over_the_resources_of_one_that_stopped() {
+    let (nats, harness) = setup().await;
+    let first = serve(TestDriver::new(), config(&nats), &harness).await;
+    let created = harness.create(job("app", json!({"mode": "ok"}))).await.unwrap();
+    assert!(harness.result(&created.run_id).await.unwrap().driverresult.success);
+    wait_until_settled(&harness).await;
+    first.shutdown().await.unwrap();
+
+    let second = serve(TestDriver::new(), config(&nats), &harness).await;
+    let again = harness.create(job("app", json!({"mode": "ok"}))).await.unwrap();
+    let result = harness.result_within(&again.run_id, Duration::from_secs(5)).await.unwrap().driverresult;
+    assert!(result.success, "{}", result.message);
+    let updated = harness.update(version(&again, 2, json!({"mode": "ok"}))).await.unwrap();
+    let result = harness.result_within(&updated.run_id, Duration::from_secs(5)).await.unwrap().driverresult;
+    assert!(result.success, "{}", result.message);
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_update_after_its_older_run_s_replica_is_gone_runs_at_once_even_without_the_run_s_record() {
+    let (nats, harness) = setup().await;
+    let first = serve(TestDriver::new(), config(&nats), &harness).await;
+    let created = harness.create(job("app", json!({"mode": "ok"}))).await.unwrap();
+    assert!(harness.result(&created.run_id).await.unwrap().driverresult.success);
+    wait_until_settled(&harness).await;
+    first.shutdown().await.unwrap();
+    // The records of finished runs are gone (purged, expired): only the replica that
+    // took the older event on could say whether it still runs, and it is gone.
+    let records = format!("KV_{}", conveyor_sdk::protocol::subjects::RUNS_BUCKET);
+    harness.jetstream().get_stream(records).await.unwrap().purge().await.unwrap();
+
+    let second = serve(TestDriver::new(), config(&nats), &harness).await;
+    let updated = harness.update(version(&created, 2, json!({"mode": "ok"}))).await.unwrap();
+    let result = harness.result_within(&updated.run_id, Duration::from_secs(5)).await.unwrap().driverresult;
+    assert!(result.success, "{}", result.message);
+    second.shutdown().await.unwrap();
+}

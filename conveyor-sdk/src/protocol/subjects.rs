@@ -161,6 +161,20 @@ pub fn run_record_key(run_id: &str, driver: &str) -> String {
     format!("{}.{}", key_token(run_id), key_token(driver))
 }
 
+/// `conveyor.supersede.<driver>.<instance>`: where one replica of a driver asks another,
+/// by its instance ([`Config::instance`](crate::Config::instance)), whether it still
+/// holds a run of an older event of a resource, and has it cancelled
+/// ([`Config::supersede`](crate::Config::supersede)). Each part is written as in
+/// [`run_record_key`]. Core NATS, request and reply; every replica answers for itself.
+///
+/// ```
+/// use conveyor_sdk::protocol::subjects;
+/// assert_eq!(subjects::supersede("command-runner", "host-1.a"), "conveyor.supersede.command-runner.host-1=2Ea");
+/// ```
+pub fn supersede(driver: &str, instance: &str) -> String {
+    format!("conveyor.supersede.{}.{}", key_token(driver), key_token(instance))
+}
+
 /// The key-value bucket of the newest event handled of each resource, by driver: what
 /// lets the newest version of a resource win ([`Config::supersede`](crate::Config::supersede)).
 pub const RESOURCES_BUCKET: &str = "conveyor_resources";

@@ -68,70 +68,10 @@ pub async fn cancel_run(
     driver: &str,
     run_id: &str,
 ) -> Result<CancelReply, CancelError> {
-    request(client, driver, run_id, bytes::Bytes::new()).await
-}
-
-/// Asks the replica that holds `run_id` to cancel it because a newer event of its
-/// resource arrived ([`CancelReason::Superseded`] or [`CancelReason::Deleted`]); as
-/// [`cancel_run`] otherwise.
-pub(crate) async fn supersede_run(
-    client: &async_nats::Client,
-    driver: &str,
-    run_id: &str,
-    reason: &CancelReason,
-) -> Result<CancelReply, CancelError> {
-    let body = serde_json::to_vec(&SupersedeRequest::of(reason)).map(bytes::Bytes::from).unwrap_or_default();
-    request(client, driver, run_id, body).await
-}
-
-/// The body of a cancel request sent because a newer event of the run's resource
-/// arrived; a request without a body is a plain request ([`CancelReason::Requested`]).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct SupersedeRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    superseded_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    deleted_by: Option<String>,
-}
-
-impl SupersedeRequest {
-    /// The body that says `reason`.
-    fn of(reason: &CancelReason) -> Self {
-        match reason {
-            CancelReason::Superseded { run_id, version } => {
-                Self { superseded_by: Some(run_id.clone()), version: *version, deleted_by: None }
-            }
-            CancelReason::Deleted { run_id } => {
-                Self { superseded_by: None, version: None, deleted_by: Some(run_id.clone()) }
-            }
-            _ => Self::default(),
-        }
-    }
-
-    /// The reason a request's body gives; [`CancelReason::Requested`] without one.
-    fn reason(body: &[u8]) -> CancelReason {
-        match serde_json::from_slice::<SupersedeRequest>(body) {
-            Ok(SupersedeRequest { deleted_by: Some(run_id), .. }) => CancelReason::Deleted { run_id },
-            Ok(SupersedeRequest { superseded_by: Some(run_id), version, .. }) => {
-                CancelReason::Superseded { run_id, version }
-            }
-            _ => CancelReason::Requested,
-        }
-    }
-}
-
-async fn request(
-    client: &async_nats::Client,
-    driver: &str,
-    run_id: &str,
-    body: bytes::Bytes,
-) -> Result<CancelReply, CancelError> {
     if !subjects::is_token(driver) || !subjects::is_token(run_id) {
         return Err(CancelError::InvalidName { driver: driver.to_owned(), run_id: run_id.to_owned() });
     }
-    let request = client.request(subjects::cancel(driver, run_id), body);
+    let request = client.request(subjects::cancel(driver, run_id), bytes::Bytes::new());
     match tokio::time::timeout(CANCEL_ANSWER_WAIT, request).await {
         Ok(Ok(answer)) => serde_json::from_slice(&answer.payload).map_err(CancelError::Reply),
         Ok(Err(error))
@@ -219,7 +159,7 @@ pub(crate) async fn listen(client: async_nats::Client, driver: String, in_flight
     };
     while let Some(request) = requests.next().await {
         let Some(run_id) = request.subject.as_str().strip_prefix(&prefix) else { continue };
-        if !in_flight.cancel(run_id, SupersedeRequest::reason(&request.payload)) {
+        if !in_flight.cancel(run_id, CancelReason::Requested) {
             continue; // another replica holds it, or nobody does: the asker finds out
         }
         tracing::info!(%run_id, "cancel requested");
@@ -250,17 +190,5 @@ mod tests {
         drop(guard);
         assert!(!in_flight.holds("r-1"));
         assert!(!in_flight.cancel("r-1", CancelReason::Requested));
-    }
-
-    #[test]
-    fn a_cancel_request_says_why_in_its_body_and_a_plain_one_is_a_request() {
-        assert_eq!(SupersedeRequest::reason(b""), CancelReason::Requested);
-        assert_eq!(SupersedeRequest::reason(b"not json"), CancelReason::Requested);
-        let newer = CancelReason::Superseded { run_id: "r-2".into(), version: Some(2) };
-        let deleted = CancelReason::Deleted { run_id: "r-3".into() };
-        for reason in [newer, deleted] {
-            let bytes = serde_json::to_vec(&SupersedeRequest::of(&reason)).unwrap();
-            assert_eq!(SupersedeRequest::reason(&bytes), reason);
-        }
     }
 }

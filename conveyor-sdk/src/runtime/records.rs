@@ -93,11 +93,6 @@ impl RunRecords {
         }
     }
 
-    /// Whether `run_id` has a record that says it finished.
-    pub(crate) async fn is_finished(&self, run_id: &str) -> bool {
-        self.read(run_id).await.is_some_and(|record| record.finished.is_some())
-    }
-
     /// Remembers that `run_id` ended as `success` with `message`. Sent, not awaited:
     /// the record goes out before the message's acknowledgement on the same connection,
     /// so a crash after the acknowledgement finds it; a record that is lost on the way

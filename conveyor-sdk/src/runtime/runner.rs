@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::cancel::{self, InFlight};
 use super::observe::Observer;
 use super::records::RunRecords;
-use super::supersede::Supersede;
+use super::supersede::{self, Supersede};
 use super::worker::{self, Shared};
 use super::{pull, setup, Config, Error};
 use crate::driver::Driver;
@@ -125,7 +125,7 @@ async fn prepare<D: Driver>(
     let supersede =
         Supersede::open(&js, config.supersede, &name, &config.instance, config.run_record_ttl, replicas)
             .await
-            .reaching(client.clone(), in_flight.clone(), records.clone());
+            .reaching(client.clone(), in_flight.clone());
     // What a replica makes may be taken for an orphan by the others until its record
     // exists: none is taken before.
     let bucket = match config.liveness_ttl {
@@ -146,6 +146,12 @@ async fn prepare<D: Driver>(
     #[cfg(feature = "client")]
     super::register::start(&config, &types, stop, &mut background)?;
     background.spawn(cancel::listen(client.clone(), name.clone(), in_flight.clone()));
+    background.spawn(supersede::answer(
+        client.clone(),
+        name.clone(),
+        config.instance.clone(),
+        in_flight.clone(),
+    ));
     let housekeeping = CancellationToken::new();
     let replicas = Replicas::new(name.clone(), config.instance.clone(), bucket);
     background.spawn(housekeep(driver.clone(), replicas, config.housekeeping_interval, housekeeping.clone()));

@@ -14,21 +14,26 @@
 //! - older than what is kept: it does not run, and says which run superseded it.
 //! - the same run (delivered again): it goes on.
 //!
-//! A run claims after it is held in flight, so a newer run that claims after it
-//! always reaches it with its cancel request.
+//! The kept event names the replica (its instance) that took it on. A newer run asks
+//! that replica, on `conveyor.supersede.<driver>.<instance>`, whether it still holds
+//! the older run, and to cancel it; the replica answers until the run's message is
+//! acknowledged. A replica that is gone has no responder, so the question is answered
+//! at once. A run claims after it is held in flight, so a newer run that claims after
+//! it always finds it held.
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
 use async_nats::jetstream::Context;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::cancel::{self, InFlight};
-use super::records::{Bucket, RunRecords};
+use super::cancel::{InFlight, CANCEL_ANSWER_WAIT};
+use super::records::Bucket;
 use crate::driver::CancelReason;
-use crate::protocol::{subjects, CancelState, DriverMessage, Event};
+use crate::protocol::{subjects, DriverMessage, Event};
 use crate::report::error_text;
 
 /// The newest event taken on of one resource, as kept in the bucket.
@@ -118,10 +123,9 @@ pub(crate) struct Supersede {
     store: Option<Store>,
     driver: String,
     instance: String,
-    /// What reaches the runs of older events: the connection, for cancel requests
-    /// to other replicas; this process's runs; the run records, which say when a run
-    /// elsewhere finished.
-    runs: Option<(async_nats::Client, InFlight, RunRecords)>,
+    /// What reaches the runs of older events: the connection, to ask other replicas;
+    /// this process's runs.
+    runs: Option<(async_nats::Client, InFlight)>,
 }
 
 impl Supersede {
@@ -147,14 +151,9 @@ impl Supersede {
         Self { store, driver: driver.to_owned(), instance: instance.to_owned(), runs: None }
     }
 
-    /// Reaches the runs of older events through `client`, `in_flight` and `records`.
-    pub(crate) fn reaching(
-        mut self,
-        client: async_nats::Client,
-        in_flight: InFlight,
-        records: RunRecords,
-    ) -> Self {
-        self.runs = Some((client, in_flight, records));
+    /// Reaches the runs of older events through `client` and `in_flight`.
+    pub(crate) fn reaching(mut self, client: async_nats::Client, in_flight: InFlight) -> Self {
+        self.runs = Some((client, in_flight));
         self
     }
 
@@ -214,7 +213,7 @@ impl Supersede {
         budget: Duration,
         stop: &CancellationToken,
     ) -> Option<String> {
-        let Some((client, in_flight, records)) = &self.runs else { return None };
+        let Some((client, in_flight)) = &self.runs else { return None };
         // A deletion in progress is never cut short.
         let reason = newer.reason().filter(|_| !older.is_delete());
         let here = in_flight.holds(&older.run_id);
@@ -222,26 +221,20 @@ impl Supersede {
             if let Some(reason) = &reason {
                 in_flight.cancel(&older.run_id, reason.clone());
             }
-        } else if older.instance == self.instance || records.is_finished(&older.run_id).await {
-            return None; // it ended here, or finished elsewhere
-        } else if let Some(reason) = &reason {
-            match cancel::supersede_run(client, &self.driver, &older.run_id, reason).await {
-                Ok(reply) if reply.state == CancelState::Cancelling => {}
-                Ok(_) => return None, // no replica holds it: it will be refused when delivered again
-                Err(error) => {
-                    tracing::warn!(error = %error_text(&error), older_run = ?older.run_id, "cannot cancel the older run");
-                }
-            }
+        } else if older.instance == self.instance {
+            return None; // it ended here
+        } else if !self.held_by(client, older, reason.as_ref()).await {
+            return None; // its replica is gone or ended it: delivered again, it will be refused
         }
         tracing::info!(older_run = ?older.run_id, cancelled = reason.is_some(), "waiting for the run of the older event to end");
         let ended = async {
             let mut pauses = Backoff::new(Duration::from_millis(20), Duration::from_millis(500)).delays();
             loop {
-                let done = match here {
-                    true => !in_flight.holds(&older.run_id),
-                    false => records.is_finished(&older.run_id).await,
+                let held = match here {
+                    true => in_flight.holds(&older.run_id),
+                    false => self.held_by(client, older, None).await,
                 };
-                if done {
+                if !held {
                     return;
                 }
                 tokio::time::sleep(pauses.next().unwrap_or(Duration::from_millis(500))).await;
@@ -255,6 +248,103 @@ impl Supersede {
             () = stop.cancelled() => {}
         }
         Some(older.run_id.clone())
+    }
+
+    /// Whether the replica that took on `older` still holds its run, cancelling it for
+    /// `reason` when one is given. A replica that is gone (no responder) or does not
+    /// answer within [`CANCEL_ANSWER_WAIT`] holds nothing.
+    async fn held_by(
+        &self,
+        client: &async_nats::Client,
+        older: &Latest,
+        reason: Option<&CancelReason>,
+    ) -> bool {
+        let question = Question { run_id: older.run_id.clone(), reason: reason.and_then(Why::of) };
+        let Ok(body) = serde_json::to_vec(&question) else { return false };
+        let request = client.request(subjects::supersede(&self.driver, &older.instance), body.into());
+        match tokio::time::timeout(CANCEL_ANSWER_WAIT, request).await {
+            Ok(Ok(answer)) => serde_json::from_slice::<Answer>(&answer.payload).is_ok_and(|a| a.held),
+            _ => false,
+        }
+    }
+}
+
+/// What one replica asks another of a run it took on: does it still hold it, and if a
+/// reason is given, cancel it for that.
+#[derive(Debug, Serialize, Deserialize)]
+struct Question {
+    run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Why>,
+}
+
+/// Why a run of an older event is cancelled, on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+enum Why {
+    /// An update: [`CancelReason::Superseded`].
+    Superseded { run_id: String, version: Option<u64> },
+    /// A deletion: [`CancelReason::Deleted`].
+    Deleted { run_id: String },
+}
+
+impl Why {
+    /// `reason` on the wire, when it is one a newer event gives.
+    fn of(reason: &CancelReason) -> Option<Self> {
+        match reason {
+            CancelReason::Deleted { run_id } => Some(Why::Deleted { run_id: run_id.clone() }),
+            CancelReason::Superseded { run_id, version } => {
+                Some(Why::Superseded { run_id: run_id.clone(), version: *version })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<Why> for CancelReason {
+    fn from(why: Why) -> Self {
+        match why {
+            Why::Superseded { run_id, version } => CancelReason::Superseded { run_id, version },
+            Why::Deleted { run_id } => CancelReason::Deleted { run_id },
+        }
+    }
+}
+
+/// The answer: whether the run is still held.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    held: bool,
+}
+
+/// Answers the questions of other replicas about the runs this one (`instance` of
+/// `driver`) holds in `in_flight`, until aborted.
+pub(crate) async fn answer(
+    client: async_nats::Client,
+    driver: String,
+    instance: String,
+    in_flight: InFlight,
+) {
+    let subject = subjects::supersede(&driver, &instance);
+    let mut questions = loop {
+        match client.subscribe(subject.clone()).await {
+            Ok(questions) => break questions,
+            Err(error) => {
+                tracing::warn!(%error, %subject, "cannot answer whether older runs are held; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    while let Some(message) = questions.next().await {
+        let Some(reply) = message.reply else { continue };
+        let held = match serde_json::from_slice::<Question>(&message.payload) {
+            Ok(Question { run_id, reason: Some(why) }) => in_flight.cancel(&run_id, why.into()),
+            Ok(Question { run_id, reason: None }) => in_flight.holds(&run_id),
+            Err(_) => false,
+        };
+        let Ok(payload) = serde_json::to_vec(&Answer { held }) else { continue };
+        if let Err(error) = client.publish(reply, payload.into()).await {
+            tracing::warn!(%error, "cannot answer whether an older run is held");
+        }
     }
 }
 
@@ -310,5 +400,21 @@ mod tests {
         assert_eq!(delete.superseded_text(), "superseded by run r3: the resource was deleted");
         let recreated = latest("r4", "create", "id-2", Some(1), 12);
         assert_eq!(recreated.reason(), None, "a create waits for an older run instead");
+    }
+
+    #[test]
+    fn a_question_carries_why_the_run_is_cancelled_and_reads_back_as_the_same_reason() {
+        for reason in [
+            CancelReason::Superseded { run_id: "r2".into(), version: Some(2) },
+            CancelReason::Superseded { run_id: "r2".into(), version: None },
+            CancelReason::Deleted { run_id: "r3".into() },
+        ] {
+            let question = Question { run_id: "r1".into(), reason: Why::of(&reason) };
+            let read: Question = serde_json::from_slice(&serde_json::to_vec(&question).unwrap()).unwrap();
+            assert_eq!(read.reason.map(CancelReason::from), Some(reason));
+        }
+        assert_eq!(Why::of(&CancelReason::Requested), None, "only a newer event's reason is asked for");
+        let probe: Question = serde_json::from_str(r#"{"run_id":"r1"}"#).unwrap();
+        assert!(probe.reason.is_none(), "without a reason the question only asks whether it is held");
     }
 }
