@@ -103,11 +103,12 @@ fn consumer_config(name: &str, resource_type: &str) -> pull::Config {
 }
 
 /// Publishes `n` DriverMessages for `resource_type`, pipelined, and waits for all acks:
-/// `n` resources, each created once, as many users' pipelines are.
+/// `n` resources never seen before, each created once, as many users' pipelines are.
 async fn backlog(js: &Context, resource_type: &str, n: usize) {
     let mut pending = std::collections::VecDeque::new();
+    let batch = uuid::Uuid::new_v4().simple().to_string();
     for i in 0..n {
-        let mut resource = Resource::new(format!("bench-{i}"), resource_type, seed_spec());
+        let mut resource = Resource::new(format!("bench-{batch}-{i}"), resource_type, seed_spec());
         resource.id = uuid::Uuid::new_v4().to_string();
         resource.metadata.insert("version".into(), "1".into());
         let message = DriverMessage {
