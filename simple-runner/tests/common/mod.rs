@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bollard::models::ContainerSummary;
 use conveyor_sdk::testing::{Harness, NatsServer, Serving};
 use conveyor_sdk::{Config, Log, Resource};
 use serde_json::Value;
@@ -17,6 +18,29 @@ pub async fn engine() -> Engine {
         panic!("the test image {TEST_IMAGE} is missing ({error}): run `bash scripts/services.sh`");
     }
     engine
+}
+
+/// The containers on the engine with label `label` (`key=value`), running or not.
+/// Podman lists a container that has just exited as `stopped`, a state bollard does not
+/// decode, for a moment (see `Engine::containers_of`): asked again until it decodes.
+pub async fn containers_labelled(engine: &Engine, label: &str, all: bool) -> Vec<ContainerSummary> {
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match engine.docker().list_containers(Some(options.clone())).await {
+            Ok(listed) => return listed,
+            Err(error @ bollard::errors::Error::JsonDataError { .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "list containers: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("list containers: {error}"),
+        }
+    }
 }
 
 pub fn settings() -> Settings {
@@ -55,14 +79,7 @@ pub fn lines(harness: &Harness, run_id: &str) -> Vec<String> {
 
 /// The containers of a run still on the engine.
 pub async fn containers_of_run(engine: &Engine, run_id: &str) -> usize {
-    let filters =
-        std::collections::HashMap::from([("label".to_owned(), vec![format!("conveyor.run_id={run_id}")])]);
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    engine.docker().list_containers(Some(options)).await.expect("list containers").len()
+    containers_labelled(engine, &format!("conveyor.run_id={run_id}"), true).await.len()
 }
 
 /// Waits until no container of the run is left (removal may finish just after the
