@@ -155,17 +155,19 @@ async fn the_containers_of_a_driver_are_listed_while_they_exit_by_themselves() {
     }
 }
 
-/// A TCP front of the local Docker socket that, while `refusing`, drops every
-/// connection on which a `DELETE` request begins: to the runner, a removal that fails.
+/// A TCP front of the engine's socket that, while `refusing`, drops every connection
+/// on which a `DELETE` request begins: to the runner, a removal that fails.
 async fn delete_refusing_front(refusing: Arc<AtomicBool>) -> (String, JoinHandle<()>) {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the Docker front");
     let host = format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let socket = engine_socket();
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
         while let Ok((client, _)) = listener.accept().await {
             let refusing = refusing.clone();
+            let socket = socket.clone();
             connections.spawn(async move {
-                let Ok(docker) = UnixStream::connect("/var/run/docker.sock").await else { return };
+                let Ok(docker) = UnixStream::connect(&socket).await else { return };
                 let (mut from_client, mut to_client) = client.into_split();
                 let (mut from_docker, mut to_docker) = docker.into_split();
                 let requests = async {

@@ -12,12 +12,44 @@ use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
 /// Built by `scripts/services.sh` from Debian's busybox-static: no registry needed.
 pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
 
+/// The engine the tests run against: `DOCKER_HOST`'s, the local Docker engine without
+/// it. With `CONVEYOR_TEST_ENGINE=podman` (`scripts/podman-tests.sh`) it must be Podman,
+/// so that a pass meant for Podman cannot pass on Docker.
 pub async fn engine() -> Engine {
     let engine = Engine::connect().await.expect("Docker client");
+    let podman = std::env::var("CONVEYOR_TEST_ENGINE").is_ok_and(|e| e == "podman");
+    let setup = if podman { "bash scripts/services.sh podman" } else { "bash scripts/services.sh" };
+    if let Err(error) = engine.docker().version().await {
+        panic!("no engine answers at {} ({error}): run `{setup}`", engine_host());
+    }
+    if podman && !is_podman(&engine).await {
+        panic!("CONVEYOR_TEST_ENGINE=podman, but {} is not Podman: run `{setup}`", engine_host());
+    }
     if let Err(error) = engine.docker().inspect_image(TEST_IMAGE).await {
-        panic!("the test image {TEST_IMAGE} is missing ({error}): run `bash scripts/services.sh`");
+        panic!("the test image {TEST_IMAGE} is missing ({error}): run `{setup}`");
     }
     engine
+}
+
+/// Whether `engine` is Podman, through its Docker-compatible API.
+pub async fn is_podman(engine: &Engine) -> bool {
+    let version = engine.docker().version().await.unwrap_or_else(|e| panic!("the engine's version: {e}"));
+    version.components.unwrap_or_default().iter().any(|c| c.name == "Podman Engine")
+}
+
+/// Where the tests' engine listens, as `DOCKER_HOST` says.
+pub fn engine_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+}
+
+/// The path of the engine's Unix socket, for the tests that put a front of their own
+/// before it.
+pub fn engine_socket() -> String {
+    let host = engine_host();
+    match host.strip_prefix("unix://") {
+        Some(path) => path.to_owned(),
+        None => panic!("DOCKER_HOST={host}: these tests need the engine's Unix socket (unix://…)"),
+    }
 }
 
 /// The containers on the engine with label `label` (`key=value`), running or not.
@@ -276,8 +308,8 @@ pub fn has(lines: &[String], text: &str) -> bool {
     lines.iter().any(|l| l == text)
 }
 
-/// A TCP front of the local Docker socket that can be taken down and brought back:
-/// to the runner, an engine that stops and starts again.
+/// A TCP front of the engine's socket that can be taken down and brought back: to the
+/// runner, an engine that stops and starts again.
 pub struct DockerFront {
     pub port: u16,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -288,12 +320,14 @@ impl DockerFront {
         let listener =
             tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Docker front");
         let port = listener.local_addr().unwrap().port();
+        let socket = engine_socket();
         let task = tokio::spawn(async move {
             // Owned by this task: aborting it closes every connection too.
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
+                let socket = socket.clone();
                 connections.spawn(async move {
-                    if let Ok(mut docker) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    if let Ok(mut docker) = tokio::net::UnixStream::connect(&socket).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut docker).await;
                     }
                 });
