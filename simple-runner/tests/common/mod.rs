@@ -16,11 +16,12 @@ pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
 /// it. With `CONVEYOR_TEST_ENGINE=podman` (`scripts/podman-tests.sh`) it must be Podman,
 /// so that a pass meant for Podman cannot pass on Docker.
 pub async fn engine() -> Engine {
-    let engine = Engine::connect().await.expect("Docker client");
     let podman = std::env::var("CONVEYOR_TEST_ENGINE").is_ok_and(|e| e == "podman");
     let setup = if podman { "bash scripts/services.sh podman" } else { "bash scripts/services.sh" };
+    let missing = |error: String| panic!("no engine answers at {} ({error}): run `{setup}`", engine_host());
+    let engine = Engine::connect().await.unwrap_or_else(|e| missing(conveyor_sdk::error_text(&e)));
     if let Err(error) = engine.docker().version().await {
-        panic!("no engine answers at {} ({error}): run `{setup}`", engine_host());
+        missing(error.to_string());
     }
     if podman && !is_podman(&engine).await {
         panic!("CONVEYOR_TEST_ENGINE=podman, but {} is not Podman: run `{setup}`", engine_host());
