@@ -30,7 +30,7 @@ for name in "${skips[@]}"; do skip_args+=(--skip "$name"); done
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test -p simple-runner --all-features --test '*' "$@" -- --exact "${skip_args[@]}" 2>&1 | tee "$log" ||
+cargo test -p simple-runner --all-features --no-fail-fast --test '*' "$@" -- --exact "${skip_args[@]}" 2>&1 | tee "$log" ||
   status=$?
 awk '/^test result:/ {
        for (i = 1; i <= NF; i++) {
