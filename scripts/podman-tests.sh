@@ -18,10 +18,11 @@ if ! podman --remote --url "$DOCKER_HOST" version --format '{{.Server.Version}}'
 fi
 
 skips=(
-  # Podman 4.3 (conmon 2.1.6, cgroup v1 here) does not report a container OOMKilled
-  # when the kernel kills its process for memory: when that process is the container's
-  # shell, the run says `the run's container was killed (exit code 137)`, not `killed
-  # for memory`. (A step killed while the shell lives is reported as on Docker.)
+  # Podman 4.3 does not report a container OOMKilled when the kernel kills its process
+  # for memory: conmon 2.1.6 marks it in a file `oom` in its working directory, Podman
+  # looks for that file in the container's. When the process is the container's shell,
+  # the run says `the run's container was killed (exit code 137)`, not `killed for
+  # memory`. (A step killed while the shell lives is reported as on Docker.)
   a_step_whose_memory_kills_the_containers_shell_is_reported_killed_for_memory
 )
 skip_args=()

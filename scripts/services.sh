@@ -179,7 +179,9 @@ start_podman() {
   as_root mkdir -p "$(dirname "$PODMAN_SOCKET")"
   # A service killed with its machine leaves its socket behind.
   [ -n "$(podman_service_pid)" ] || as_root rm -f "$PODMAN_SOCKET"
-  as_root sh -c "nohup podman system service --time=0 '$PODMAN_URL' > '$STATE_DIR/podman.log' 2>&1 & echo \$! > '$STATE_DIR/podman.pid'"
+  # From the state folder: each container's conmon works in the service's folder, and
+  # leaves a file `oom` there when the kernel kills a process for memory.
+  as_root sh -c "cd '$STATE_DIR' && nohup podman system service --time=0 '$PODMAN_URL' > podman.log 2>&1 & echo \$! > '$STATE_DIR/podman.pid'"
   wait_for 30 "podman system service" podman_answers || { tail -20 "$STATE_DIR/podman.log"; exit 1; }
 }
 
