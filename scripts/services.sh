@@ -7,12 +7,28 @@
 #     Debian's busybox-static (no registry is needed);
 #   - Debian's docker-registry and apache2-utils (htpasswd), for the tests that start
 #     their own registry on loopback to pull with credentials.
+# With `podman` (bash scripts/services.sh podman), also Podman beside Docker:
+#   - Debian's podman and catatonit (the init of run containers), its Docker-compatible
+#     API served by `podman system service` on unix:///run/podman/podman.sock (Docker
+#     keeps its own socket), the test image built into Podman's store too;
+#   - /etc/containers/containers.conf.d/conveyor-ulimits.conf: the open files and
+#     processes of Podman's containers are those Podman's service may hand on, and
+#     /etc/containers/registries.conf.d/conveyor-loopback.conf: registries on 127.0.0.1
+#     may speak plain HTTP, as Docker lets them (see below).
 # Prints where each service listens. Run it as often as you like.
 set -euo pipefail
+
+WITH_PODMAN=""
+case "${1:-}" in
+  "") ;;
+  podman) WITH_PODMAN=1 ;;
+  *) echo "usage: $0 [podman]" >&2; exit 2 ;;
+esac
 
 STATE_DIR="${CONVEYOR_STATE_DIR:-/tmp/conveyor-services}"
 NATS_PORT="${CONVEYOR_NATS_PORT:-4222}"
 TEST_IMAGE="${CONVEYOR_TEST_IMAGE:-conveyor-test/busybox:latest}"
+PODMAN_SOCKET="${CONVEYOR_PODMAN_SOCKET:-/run/podman/podman.sock}"
 mkdir -p "$STATE_DIR"
 
 say() { printf '[services] %s\n' "$*"; }
@@ -54,6 +70,26 @@ find_nats_server() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The build context of the test image: Debian's busybox-static, FROM scratch.
+test_image_context() {
+  local ctx=$1
+  cp "$(command -v busybox)" "$ctx/busybox"
+  cat > "$ctx/os-release" <<'EOF'
+NAME="Conveyor test image"
+ID=busybox
+PRETTY_NAME="BusyBox (conveyor test image)"
+EOF
+  cat > "$ctx/Dockerfile" <<'EOF'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY os-release /etc/os-release
+RUN mkdir -p /tmp /root && chmod 1777 /tmp
+ENV PATH=/bin
+CMD ["/bin/sh"]
+EOF
+}
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   local seconds=$1 what=$2
@@ -112,23 +148,124 @@ if [ "${CONVEYOR_SKIP_DOCKER:-}" != "1" ]; then
     say "test image $TEST_IMAGE present"
   else
     ctx=$(mktemp -d)
-    cp "$(command -v busybox)" "$ctx/busybox"
-    cat > "$ctx/os-release" <<'EOF'
-NAME="Conveyor test image"
-ID=busybox
-PRETTY_NAME="BusyBox (conveyor test image)"
-EOF
-    cat > "$ctx/Dockerfile" <<'EOF'
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY os-release /etc/os-release
-RUN mkdir -p /tmp /root && chmod 1777 /tmp
-ENV PATH=/bin
-CMD ["/bin/sh"]
-EOF
+    test_image_context "$ctx"
     DOCKER_BUILDKIT=0 docker build -q 2>/dev/null -t "$TEST_IMAGE" "$ctx" >/dev/null
     rm -rf "$ctx"
     say "test image $TEST_IMAGE built from busybox-static"
   fi
 fi
+
+# --- Podman (with `podman`) -------------------------------------------------------
+[ -n "$WITH_PODMAN" ] || exit 0
+apt_install busybox-static podman catatonit
+PODMAN_URL="unix://$PODMAN_SOCKET"
+ULIMITS_CONF=/etc/containers/containers.conf.d/conveyor-ulimits.conf
+LOOPBACK_CONF=/etc/containers/registries.conf.d/conveyor-loopback.conf
+
+podman_answers() { podman --remote --url "$PODMAN_URL" version >/dev/null 2>&1; }
+
+# The pid of the service on our socket: ours (pid file), or one started otherwise.
+podman_service_pid() {
+  local pid
+  pid=$(cat "$STATE_DIR/podman.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q "system service"; then
+    echo "$pid"
+    return 0
+  fi
+  pgrep -f "podman system service .*$PODMAN_URL" | head -n 1 || true
+}
+
+start_podman() {
+  as_root mkdir -p "$(dirname "$PODMAN_SOCKET")"
+  # A service killed with its machine leaves its socket behind.
+  [ -n "$(podman_service_pid)" ] || as_root rm -f "$PODMAN_SOCKET"
+  # From the state folder: each container's conmon works in the service's folder, and
+  # leaves a file `oom` there when the kernel kills a process for memory.
+  as_root sh -c "cd '$STATE_DIR' && nohup podman system service --time=0 '$PODMAN_URL' > podman.log 2>&1 & echo \$! > '$STATE_DIR/podman.pid'"
+  wait_for 30 "podman system service" podman_answers || { tail -20 "$STATE_DIR/podman.log"; exit 1; }
+}
+
+stop_podman() {
+  local pid
+  pid=$(podman_service_pid)
+  [ -n "$pid" ] || return 0
+  as_root kill "$pid"
+  wait_for 15 "the end of podman system service" sh -c "! kill -0 $pid 2>/dev/null"
+}
+
+# "soft:hard" of one of a process's limits (`Max open files`, `Max processes`), or
+# nothing when its hard limit is unlimited.
+process_limit() {
+  awk -v name="$2" 'index($0, name) == 1 {
+      split(substr($0, length(name) + 1), f, " +")
+      if (f[3] != "unlimited") print f[2] ":" f[3]
+    }' "/proc/$1/limits"
+}
+
+# Writes $1 with the text $2 unless it holds it already; says whether it did.
+write_conf() {
+  [ "$(cat "$1" 2>/dev/null)" != "$2" ] || return 1
+  as_root mkdir -p "$(dirname "$1")"
+  printf '%s\n' "$2" | as_root tee "$1" >/dev/null
+}
+
+started=""
+if podman_answers; then
+  say "Podman already serving on $PODMAN_URL"
+else
+  start_podman
+  started=1
+fi
+# Podman gives every container nofile and nproc limits of 1048576 unless
+# containers.conf sets others, and runc cannot raise a limit above the service's own
+# where the service could not either (a sandbox, a CI runner): every container then
+# fails to start with `error setting rlimit type 7: operation not permitted`. Podman
+# also lowers its own nproc to 32768 when it starts. So its containers get the
+# service's own limits, as Docker's get dockerd's.
+pid=$(podman_service_pid)
+[ -n "$pid" ] || { say "ERROR: no podman system service process serves $PODMAN_URL"; exit 1; }
+ulimits=()
+nofile=$(process_limit "$pid" "Max open files")
+nproc=$(process_limit "$pid" "Max processes")
+[ -z "$nofile" ] || ulimits+=("\"nofile=$nofile\"")
+[ -z "$nproc" ] || ulimits+=("\"nproc=$nproc\"")
+changed=""
+if write_conf "$ULIMITS_CONF" "$(
+  echo "# Written by scripts/services.sh: the limits podman system service runs with."
+  echo "[containers]"
+  (IFS=,; echo "default_ulimits = [${ulimits[*]}]")
+)"; then
+  say "Podman's containers get the limits ${ulimits[*]:-(none: no hard limit here)} ($ULIMITS_CONF)"
+  changed=1
+fi
+# The tests start registries that serve plain HTTP on loopback ports of their own.
+# Docker takes any registry on 127.0.0.0/8 for insecure; Podman only those
+# registries.conf names (a location without a port covers every port of its host).
+if write_conf "$LOOPBACK_CONF" "$(
+  echo "# Written by scripts/services.sh: the tests' registries on loopback speak plain HTTP."
+  echo "[[registry]]"
+  echo "location = \"127.0.0.1\""
+  echo "insecure = true"
+)"; then
+  say "Podman reaches registries on 127.0.0.1 over plain HTTP ($LOOPBACK_CONF)"
+  changed=1
+fi
+if [ -n "$changed" ]; then
+  # The service reads its configuration when it starts.
+  stop_podman
+  start_podman
+  started=1
+fi
+if [ -n "$started" ]; then
+  say "Podman $(podman --remote --url "$PODMAN_URL" version --format '{{.Server.Version}}') started (log: $STATE_DIR/podman.log)"
+fi
+if podman image exists "$TEST_IMAGE"; then
+  say "test image $TEST_IMAGE present in Podman"
+else
+  ctx=$(mktemp -d)
+  test_image_context "$ctx"
+  podman build -q -t "$TEST_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  say "test image $TEST_IMAGE built into Podman from busybox-static"
+fi
+say "Podman's Docker-compatible API listens on $PODMAN_URL: DOCKER_HOST=$PODMAN_URL"

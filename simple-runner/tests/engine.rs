@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions, StartContainerOptions};
 use common::*;
 use serde_json::json;
 use simple_runner::engine::image::{PullOptions, PullProgress, PullUpdate};
@@ -112,17 +114,61 @@ async fn a_sweep_removes_only_served_containers_of_its_installation_whose_runner
     alive.stop().await;
 }
 
-/// A TCP front of the local Docker socket that, while `refusing`, drops every
-/// connection on which a `DELETE` request begins: to the runner, a removal that fails.
+#[tokio::test]
+async fn the_containers_of_a_driver_are_listed_while_they_exit_by_themselves() {
+    let engine = engine().await;
+    let driver = unique_driver("exiting");
+    let _cleanup = RemovesOnDrop(driver.clone());
+    // Containers of the driver that exit by themselves, one every 100 ms or so.
+    let mut ids = Vec::new();
+    for k in 1..=8 {
+        let body = ContainerCreateBody {
+            image: Some(TEST_IMAGE.to_owned()),
+            cmd: Some(vec!["sleep".to_owned(), format!("0.{k}")]),
+            labels: Some(HashMap::from([("conveyor.driver".to_owned(), driver.clone())])),
+            host_config: Some(HostConfig { network_mode: Some("none".to_owned()), ..Default::default() }),
+            ..Default::default()
+        };
+        let created = engine.docker().create_container(None::<CreateContainerOptions>, body).await;
+        ids.push(created.unwrap_or_else(|e| panic!("creating a container: {e}")).id);
+    }
+    ids.sort();
+    for id in &ids {
+        let started = engine.docker().start_container(id, None::<StartContainerOptions>).await;
+        started.unwrap_or_else(|e| panic!("starting {id}: {e}"));
+    }
+    // Podman lists a container that has just exited as `stopped`, which the Docker API
+    // does not have, until it has cleaned up after it; then as `exited`. Until the engine
+    // lists them all as exited, every list of the driver's has every one of them.
+    let filters = HashMap::from([("label".to_owned(), vec![format!("conveyor.driver={driver}")])]);
+    let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut listed = container_ids(&engine, &driver).await;
+        listed.sort();
+        assert_eq!(listed, ids);
+        if let Ok(raw) = engine.docker().list_containers(Some(options.clone())).await {
+            if raw.iter().all(|c| c.state == Some(ContainerSummaryStateEnum::EXITED)) {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the containers never listed as exited");
+    }
+}
+
+/// A TCP front of the engine's socket that, while `refusing`, drops every connection
+/// on which a `DELETE` request begins: to the runner, a removal that fails.
 async fn delete_refusing_front(refusing: Arc<AtomicBool>) -> (String, JoinHandle<()>) {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the Docker front");
     let host = format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let socket = engine_socket();
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
         while let Ok((client, _)) = listener.accept().await {
             let refusing = refusing.clone();
+            let socket = socket.clone();
             connections.spawn(async move {
-                let Ok(docker) = UnixStream::connect("/var/run/docker.sock").await else { return };
+                let Ok(docker) = UnixStream::connect(&socket).await else { return };
                 let (mut from_client, mut to_client) = client.into_split();
                 let (mut from_docker, mut to_docker) = docker.into_split();
                 let requests = async {

@@ -40,11 +40,7 @@ async fn endless_run(
 
 /// The id of the one container labelled with run `run_id`.
 async fn container_of_run(engine: &Engine, run_id: &str) -> String {
-    let filters =
-        std::collections::HashMap::from([("label".to_owned(), vec![format!("conveyor.run_id={run_id}")])]);
-    let options =
-        bollard::query_parameters::ListContainersOptions { filters: Some(filters), ..Default::default() };
-    let listed = engine.docker().list_containers(Some(options)).await.expect("list containers");
+    let listed = containers_labelled(engine, &format!("conveyor.run_id={run_id}"), false).await;
     assert_eq!(listed.len(), 1, "one container of run {run_id}: {listed:?}");
     listed.into_iter().next().and_then(|c| c.id).expect("a container id")
 }

@@ -147,9 +147,15 @@ async fn an_image_behind_registry_credentials_is_pulled_with_those_of_the_docker
     let layer_lines: Vec<&String> = log
         .iter()
         .filter(|l| {
-            l.contains(": Pull complete") || l.contains(": Downloading") || l.contains(": Extracting")
+            l.contains(": Pull complete")
+                || l.contains(": Download complete")
+                || l.contains(": Downloading")
+                || l.contains(": Extracting")
         })
         .collect();
-    assert!(layer_lines.iter().any(|l| l.ends_with(": Pull complete")), "per-layer progress: {log:#?}");
+    // Docker reports each layer's stages up to `Pull complete`; Podman's end at
+    // `Download complete`.
+    let last_stage = if is_podman(&engine).await { ": Download complete" } else { ": Pull complete" };
+    assert!(layer_lines.iter().any(|l| l.ends_with(last_stage)), "per-layer progress: {log:#?}");
     assert!(!log.iter().any(|l| l.contains(PASSWORD)), "{log:#?}");
 }

@@ -52,11 +52,19 @@ async fn warm_containers(engine: &Engine, driver: &str) -> Vec<(String, HashMap<
     containers.into_iter().filter(|(_, l)| l.get(labels::WARM).map(String::as_str) == Some("true")).collect()
 }
 
-/// The one warm container of `driver`.
+/// The one warm container of `driver`, once those a run used or the runner retired are
+/// gone (20 s at most): they go in the background, maybe after their successor is
+/// ready, as on Podman, which takes longer to remove a container.
 async fn the_warm_container(engine: &Engine, driver: &str) -> String {
-    let warm = warm_containers(engine, driver).await;
-    assert_eq!(warm.len(), 1, "{warm:?}");
-    warm[0].0.clone()
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let warm = warm_containers(engine, driver).await;
+        if warm.len() == 1 || tokio::time::Instant::now() >= deadline {
+            assert_eq!(warm.len(), 1, "{warm:?}");
+            return warm[0].0.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The line after `marker` in `log`: what a step printed after it.

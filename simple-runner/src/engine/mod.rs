@@ -216,7 +216,9 @@ impl Engine {
         self.remove(container).await
     }
 
-    /// The containers of driver `driver`, running or not: id and labels.
+    /// The containers of driver `driver`, running or not: id and labels. A list the
+    /// engine answers but that does not decode, as Podman's does for a moment while a
+    /// container exits, is asked again for up to 10 s.
     ///
     /// ```no_run
     /// # async fn demo(engine: simple_runner::Engine) -> Result<(), simple_runner::EngineError> {
@@ -232,11 +234,28 @@ impl Engine {
     ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{}={driver}", labels::DRIVER)])]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(docker_error("cannot list containers"))?;
+        let deadline = tokio::time::Instant::now() + LIST_UNDECODED_FOR;
+        let list = loop {
+            match self.docker.list_containers(Some(options.clone())).await {
+                // Podman's Docker-compatible API lists a container that has just exited
+                // as `stopped` (a state the Docker API does not have) until Podman has
+                // cleaned up after it, and then as `exited` (containers/podman#28359):
+                // the whole list does not decode meanwhile. Ask again.
+                Err(bollard::errors::Error::JsonDataError { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LIST_RETRY).await;
+                }
+                listed => break listed.map_err(docker_error("cannot list containers"))?,
+            }
+        };
         Ok(list.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default()))).collect())
     }
 }
+
+/// How long a list of containers the engine answers but that does not decode is asked
+/// again: Podman's transient `stopped` state lasts well under a second.
+const LIST_UNDECODED_FOR: Duration = Duration::from_secs(10);
+
+/// How long the runner waits before it asks again for such a list.
+const LIST_RETRY: Duration = Duration::from_millis(100);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bollard::models::ContainerSummary;
 use conveyor_sdk::testing::{Harness, NatsServer, Serving};
 use conveyor_sdk::{Config, Log, Resource};
 use serde_json::Value;
@@ -11,12 +12,68 @@ use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
 /// Built by `scripts/services.sh` from Debian's busybox-static: no registry needed.
 pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
 
+/// The engine the tests run against: `DOCKER_HOST`'s, the local Docker engine without
+/// it. With `CONVEYOR_TEST_ENGINE=podman` (`scripts/podman-tests.sh`) it must be Podman,
+/// so that a pass meant for Podman cannot pass on Docker.
 pub async fn engine() -> Engine {
-    let engine = Engine::connect().await.expect("Docker client");
+    let podman = std::env::var("CONVEYOR_TEST_ENGINE").is_ok_and(|e| e == "podman");
+    let setup = if podman { "bash scripts/services.sh podman" } else { "bash scripts/services.sh" };
+    let missing = |error: String| panic!("no engine answers at {} ({error}): run `{setup}`", engine_host());
+    let engine = Engine::connect().await.unwrap_or_else(|e| missing(conveyor_sdk::error_text(&e)));
+    if let Err(error) = engine.docker().version().await {
+        missing(error.to_string());
+    }
+    if podman && !is_podman(&engine).await {
+        panic!("CONVEYOR_TEST_ENGINE=podman, but {} is not Podman: run `{setup}`", engine_host());
+    }
     if let Err(error) = engine.docker().inspect_image(TEST_IMAGE).await {
-        panic!("the test image {TEST_IMAGE} is missing ({error}): run `bash scripts/services.sh`");
+        panic!("the test image {TEST_IMAGE} is missing ({error}): run `{setup}`");
     }
     engine
+}
+
+/// Whether `engine` is Podman, through its Docker-compatible API.
+pub async fn is_podman(engine: &Engine) -> bool {
+    let version = engine.docker().version().await.unwrap_or_else(|e| panic!("the engine's version: {e}"));
+    version.components.unwrap_or_default().iter().any(|c| c.name == "Podman Engine")
+}
+
+/// Where the tests' engine listens, as `DOCKER_HOST` says.
+pub fn engine_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+}
+
+/// The path of the engine's Unix socket, for the tests that put a front of their own
+/// before it.
+pub fn engine_socket() -> String {
+    let host = engine_host();
+    match host.strip_prefix("unix://") {
+        Some(path) => path.to_owned(),
+        None => panic!("DOCKER_HOST={host}: these tests need the engine's Unix socket (unix://…)"),
+    }
+}
+
+/// The containers on the engine with label `label` (`key=value`), running or not.
+/// Podman lists a container that has just exited as `stopped`, a state bollard does not
+/// decode, for a moment (see `Engine::containers_of`): asked again until it decodes.
+pub async fn containers_labelled(engine: &Engine, label: &str, all: bool) -> Vec<ContainerSummary> {
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match engine.docker().list_containers(Some(options.clone())).await {
+            Ok(listed) => return listed,
+            Err(error @ bollard::errors::Error::JsonDataError { .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "list containers: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("list containers: {error}"),
+        }
+    }
 }
 
 pub fn settings() -> Settings {
@@ -55,14 +112,7 @@ pub fn lines(harness: &Harness, run_id: &str) -> Vec<String> {
 
 /// The containers of a run still on the engine.
 pub async fn containers_of_run(engine: &Engine, run_id: &str) -> usize {
-    let filters =
-        std::collections::HashMap::from([("label".to_owned(), vec![format!("conveyor.run_id={run_id}")])]);
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    engine.docker().list_containers(Some(options)).await.expect("list containers").len()
+    containers_labelled(engine, &format!("conveyor.run_id={run_id}"), true).await.len()
 }
 
 /// Waits until no container of the run is left (removal may finish just after the
@@ -263,8 +313,8 @@ pub fn has(lines: &[String], text: &str) -> bool {
     lines.iter().any(|l| l == text)
 }
 
-/// A TCP front of the local Docker socket that can be taken down and brought back:
-/// to the runner, an engine that stops and starts again.
+/// A TCP front of the engine's socket that can be taken down and brought back: to the
+/// runner, an engine that stops and starts again.
 pub struct DockerFront {
     pub port: u16,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -275,12 +325,14 @@ impl DockerFront {
         let listener =
             tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Docker front");
         let port = listener.local_addr().unwrap().port();
+        let socket = engine_socket();
         let task = tokio::spawn(async move {
             // Owned by this task: aborting it closes every connection too.
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
+                let socket = socket.clone();
                 connections.spawn(async move {
-                    if let Ok(mut docker) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    if let Ok(mut docker) = tokio::net::UnixStream::connect(&socket).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut docker).await;
                     }
                 });
