@@ -98,36 +98,44 @@ pub async fn cancel_run(
     }
 }
 
-/// The runs this process holds, by run id: what a cancel request can reach.
+/// The runs this process holds, by run id, from their start until their message is
+/// acknowledged: what a cancel request can reach while they reconcile.
 #[derive(Clone, Default)]
 pub(crate) struct InFlight {
-    runs: Arc<Mutex<HashMap<String, RunCancellation>>>,
+    runs: Arc<Mutex<HashMap<String, Held>>>,
+}
+
+/// A run held, and whether it is still reconciling.
+struct Held {
+    cancel: RunCancellation,
+    /// Its ending is decided: it stores its result, and nothing cancels it any more.
+    finishing: bool,
 }
 
 impl InFlight {
     /// Holds `run_id` with `cancel` until the guard goes.
     pub(crate) fn enter(&self, run_id: &str, cancel: RunCancellation) -> InFlightGuard {
-        self.lock().insert(run_id.to_owned(), cancel);
+        self.lock().insert(run_id.to_owned(), Held { cancel, finishing: false });
         InFlightGuard { in_flight: self.clone(), run_id: run_id.to_owned() }
     }
 
-    /// Cancels `run_id` for `reason` if this process holds it.
+    /// Cancels `run_id` for `reason` if this process holds it and it still reconciles.
     pub(crate) fn cancel(&self, run_id: &str, reason: CancelReason) -> bool {
         match self.lock().get(run_id) {
-            Some(cancel) => {
-                cancel.cancel(reason);
+            Some(held) if !held.finishing => {
+                held.cancel.cancel(reason);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Whether this process holds `run_id`.
+    /// Whether this process holds `run_id`, reconciling or finishing.
     pub(crate) fn holds(&self, run_id: &str) -> bool {
         self.lock().contains_key(run_id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunCancellation>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -136,6 +144,16 @@ impl InFlight {
 pub(crate) struct InFlightGuard {
     in_flight: InFlight,
     run_id: String,
+}
+
+impl InFlightGuard {
+    /// The run's ending is decided: a cancel request no longer reaches it (its asker
+    /// finds its record), while it stays held until its message is acknowledged.
+    pub(crate) fn finishing(&self) {
+        if let Some(held) = self.in_flight.lock().get_mut(&self.run_id) {
+            held.finishing = true;
+        }
+    }
 }
 
 impl Drop for InFlightGuard {
@@ -187,6 +205,9 @@ mod tests {
         assert!(in_flight.holds("r-1"));
         assert!(in_flight.cancel("r-1", CancelReason::Requested));
         assert_eq!(cancel.reason(), Some(CancelReason::Requested));
+        guard.finishing();
+        assert!(in_flight.holds("r-1"), "held until its message is acknowledged");
+        assert!(!in_flight.cancel("r-1", CancelReason::Requested), "a finishing run is not cancelled");
         drop(guard);
         assert!(!in_flight.holds("r-1"));
         assert!(!in_flight.cancel("r-1", CancelReason::Requested));

@@ -337,8 +337,12 @@ pub(crate) async fn answer(
     while let Some(message) = questions.next().await {
         let Some(reply) = message.reply else { continue };
         let held = match serde_json::from_slice::<Question>(&message.payload) {
-            Ok(Question { run_id, reason: Some(why) }) => in_flight.cancel(&run_id, why.into()),
-            Ok(Question { run_id, reason: None }) => in_flight.holds(&run_id),
+            Ok(Question { run_id, reason }) => {
+                if let Some(why) = reason {
+                    in_flight.cancel(&run_id, why.into());
+                }
+                in_flight.holds(&run_id)
+            }
             Err(_) => false,
         };
         let Ok(payload) = serde_json::to_vec(&Answer { held }) else { continue };

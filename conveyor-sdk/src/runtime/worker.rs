@@ -123,9 +123,10 @@ async fn process<D: Driver>(
     // Held until its message is acknowledged: a cancel request reaches it until then,
     // and a newer event of its resource waits for that.
     let cancel = RunCancellation::child_of(&shared.run_cancel);
-    let _held = shared.in_flight.enter(&delivery.run_id, cancel.clone());
+    let held = shared.in_flight.enter(&delivery.run_id, cancel.clone());
     let work = async {
         let ended = run(&shared, &delivery, place, &log, &cancel).await;
+        held.finishing();
         // The reconcile slot goes to the next message once this run may finish.
         let finishing = shared.finishing.clone().acquire_owned().await;
         drop(slot);
