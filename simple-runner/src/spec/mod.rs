@@ -5,6 +5,8 @@
 //! sizes ([`ByteSize`], `size.rs`) and durations ([`Timeout`], `timeout.rs`) are read
 //! in files of their own.
 
+mod image;
+mod service;
 mod size;
 mod timeout;
 
@@ -13,6 +15,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use image::IMAGE_REFERENCE;
+pub use service::{Ready, Service, DEFAULT_READY_TIMEOUT};
 pub use size::ByteSize;
 pub use timeout::Timeout;
 
@@ -37,9 +41,10 @@ pub const RESOURCE_TYPE: &str = "pipeline";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(description = "An image and the command steps to run in it, one after the other.")]
 pub struct PipelineSpec {
-    /// The image every step runs in (one container per run). Without it, the runner's
-    /// default image is used, if it has one.
+    /// The image the steps run in, unless a step names its own. Without it, the
+    /// runner's default image is used, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = IMAGE_REFERENCE))]
     pub image: Option<String>,
     /// The steps, run one after the other through `sh -c`.
     pub steps: Vec<Step>,
@@ -80,9 +85,13 @@ pub struct PipelineSpec {
     /// is also the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
-    /// When to pull the image (default `if-not-present`).
+    /// When to pull the images (default `if-not-present`).
     #[serde(default)]
     pub pull: PullPolicy,
+    /// Services started before the first step and stopped after the last: a database
+    /// or a web server the steps talk to at `localhost:PORT` or `NAME:PORT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
 }
 
 /// One command step.
@@ -105,6 +114,12 @@ pub struct Step {
     /// A shell command (`sh -c`): pipes, `&&`, quotes and `$VARIABLES` work; the step
     /// stops at the first failing command and a pipeline fails if any part does.
     pub command: String,
+    /// The image this step runs in (default: the run's `image`). When a step names an
+    /// image other than the run's, every container of the run shares a workspace
+    /// volume mounted at the run's `workdir` (default `/workspace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = IMAGE_REFERENCE))]
+    pub image: Option<String>,
     /// Environment variables of this step, over the run's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
