@@ -50,6 +50,14 @@ pub enum RunReport {
         /// How the steps ended.
         end: StepsEnd,
     },
+    /// A service of the run was not ready in time, or its process ended, before the
+    /// first step: no step ran.
+    ServiceNotReady {
+        /// The service's name.
+        service: String,
+        /// Why, in words: `exited with code 1 before the steps began`.
+        reason: String,
+    },
     /// The runner is shutting down: the run was stopped, to be delivered again.
     Cancelled,
     /// The run's deadline passed, or it was cancelled on request, before its steps
@@ -231,6 +239,7 @@ impl RunReport {
                     _ => format!("{} steps ran; {failed} failed and were allowed to", steps.len()),
                 }
             }),
+            RunReport::ServiceNotReady { service, reason } => format!("service {service} {reason}"),
             RunReport::Cancelled => "cancelled: the runner is shutting down".into(),
             RunReport::Stopped(CancelReason::Deadline(after)) => {
                 format!("timed out after {} before the steps began", human(*after))
@@ -262,6 +271,7 @@ impl RunReport {
         let data = match self {
             RunReport::Refused(_) | RunReport::Cancelled | RunReport::Stopped(_) => Value::Null,
             RunReport::NoContainer { image, .. } => json!({"image": image}),
+            RunReport::ServiceNotReady { service, .. } => json!({"service": service}),
             RunReport::Ran { image, steps, .. } => json!({
                 "image": image,
                 "steps": steps.iter().map(|s| json!({
@@ -290,6 +300,19 @@ mod tests {
 
     fn ran(steps: Vec<StepRecord>, end: StepsEnd) -> DriverResult {
         RunReport::Ran { image: "alpine:3.20".into(), steps, end }.into_result()
+    }
+
+    #[test]
+    fn a_service_not_ready_fails_the_run_naming_it() {
+        let report = RunReport::ServiceNotReady {
+            service: "db".into(),
+            reason: "was not ready within 5s: nothing listened on port 5432".into(),
+        };
+        assert!(!report.succeeded());
+        let result = report.into_result();
+        assert!(!result.success);
+        assert_eq!(result.message, "service db was not ready within 5s: nothing listened on port 5432");
+        assert_eq!(result.data, json!({"service": "db"}));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum EngineError {
     /// The run container's shell ended before the step did.
     #[error("the container stopped during the step")]
     ContainerStopped,
+    /// A service names no command and its image has none to start.
+    #[error("image {0} has no entrypoint or command to start; give the service a `command`")]
+    NoCommand(String),
     /// The run's container stopped or went while a step ran, not by the runner's
     /// doing: how, as the engine tells it.
     #[error("the run's container {0}")]

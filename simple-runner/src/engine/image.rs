@@ -72,6 +72,7 @@ pub enum PullUpdate {
 /// let record = |update: PullUpdate| seen.lock().unwrap().push(update);
 /// let to_a_function = PullProgress::Callback(&record);
 /// ```
+#[derive(Clone, Copy)]
 pub enum PullProgress<'a> {
     /// Condensed lines in the run's log.
     Log(&'a LogHandle),

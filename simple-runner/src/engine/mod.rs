@@ -6,7 +6,9 @@
 //! container is: [`crate::pod`].
 
 pub mod error;
+mod exec;
 pub mod image;
+mod volume;
 mod watch;
 
 use std::collections::HashMap;
@@ -23,6 +25,7 @@ use crate::metrics::RunnerMetrics;
 use crate::pod::labels;
 use error::EngineError;
 
+pub(crate) use exec::ExecOutput;
 pub(crate) use watch::ContainerWatch;
 
 pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::Engine;
-use crate::pod::down::{ContainerGuard, Removals};
+use crate::pod::down::{PodGuard, Removals};
 use crate::pod::labels;
 use crate::settings::{ContainerSettings, Mode, Settings, WarmSettings};
 use crate::steps::session::Session;
@@ -71,7 +71,7 @@ pub(crate) struct Warm {
     /// Its id.
     pub(crate) id: String,
     /// It, removed when this goes.
-    pub(crate) guard: ContainerGuard,
+    pub(crate) guard: PodGuard,
     /// Its shell, attached.
     pub(crate) session: Session,
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::CreateContainerOptions;
 
 use crate::engine::error::EngineError;
@@ -97,8 +97,24 @@ impl Engine {
         labels: HashMap<String, String>,
         settings: &ContainerSettings,
     ) -> Result<RunContainer, EngineError> {
+        self.start_pod_container(image, name, workdir, env, labels, settings, &Placement::default()).await
+    }
+
+    /// [`start_run_container`](Self::start_run_container), placed in a pod: in the
+    /// network namespace `placement` says, with its workspace mounted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_pod_container(
+        &self,
+        image: &str,
+        name: &str,
+        workdir: Option<&str>,
+        env: Vec<String>,
+        labels: HashMap<String, String>,
+        settings: &ContainerSettings,
+        placement: &Placement,
+    ) -> Result<RunContainer, EngineError> {
         let labels = with_installation(labels, settings);
-        let host_config = host_config(settings);
+        let host_config = host_config(settings, placement);
         let config = ContainerCreateBody {
             image: Some(image.to_owned()),
             entrypoint: Some(vec!["/bin/sh".to_owned()]),
@@ -135,6 +151,21 @@ impl Engine {
     }
 }
 
+/// Where a container of a pod goes: the network namespace it owns or joins, and the
+/// workspace volume it mounts. The default is a run's own container: the network of
+/// its settings, no workspace.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// The container whose network namespace it joins; `None`: it has its own, of the
+    /// settings' network.
+    pub(crate) join: Option<String>,
+    /// `NAME:ADDRESS` entries of its `/etc/hosts`; only the owner of a namespace has
+    /// them, the containers joining it share its file.
+    pub(crate) extra_hosts: Vec<String>,
+    /// The workspace volume and where it is mounted.
+    pub(crate) workspace: Option<(String, String)>,
+}
+
 /// `labels`, and the installation's of `settings` if they name one: the labels every
 /// container the runner makes carries.
 pub(crate) fn with_installation(
@@ -148,12 +179,27 @@ pub(crate) fn with_installation(
 }
 
 /// The host side of a run container: an init process, never privileged,
-/// `no-new-privileges`, a pids limit, no host mounts, no swap beyond the memory
-/// limit, and the network, limits and read-only root of `settings`.
-fn host_config(settings: &ContainerSettings) -> HostConfig {
+/// `no-new-privileges`, a pids limit, no host mounts (a pod's own workspace volume at
+/// most), no swap beyond the memory limit, the limits and read-only root of
+/// `settings`, and the network of `settings` unless it joins another container's.
+fn host_config(settings: &ContainerSettings, placement: &Placement) -> HostConfig {
+    let network = match &placement.join {
+        Some(owner) => format!("container:{owner}"),
+        None => settings.network.clone(),
+    };
+    let mounts = placement.workspace.as_ref().map(|(volume, path)| {
+        vec![Mount {
+            target: Some(path.clone()),
+            source: Some(volume.clone()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }]
+    });
     HostConfig {
         init: Some(true),
-        network_mode: Some(settings.network.clone()),
+        network_mode: Some(network),
+        extra_hosts: (!placement.extra_hosts.is_empty()).then(|| placement.extra_hosts.clone()),
+        mounts,
         memory: settings.memory_bytes,
         // No swap beyond the memory limit: over it, a step is killed.
         memory_swap: settings.memory_bytes,
@@ -201,7 +247,7 @@ mod tests {
             read_only: true,
             ..ContainerSettings::default()
         };
-        let host = host_config(&settings);
+        let host = host_config(&settings, &Placement::default());
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
         assert_eq!((host.binds, host.mounts, host.volumes_from), (None, None, None), "no host mounts");
@@ -210,7 +256,38 @@ mod tests {
         assert_eq!((host.nano_cpus, host.pids_limit), (Some(500_000_000), Some(100)));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert!(host.tmpfs.unwrap().contains_key("/tmp"));
-        assert_eq!(host_config(&ContainerSettings::default()).pids_limit, Some(1024));
+        assert_eq!(host_config(&ContainerSettings::default(), &Placement::default()).pids_limit, Some(1024));
+    }
+
+    #[test]
+    fn a_container_of_a_pod_joins_its_owner_and_mounts_only_the_workspace_volume() {
+        let settings = ContainerSettings { network: "ci-net".into(), ..ContainerSettings::default() };
+        let owner = Placement {
+            extra_hosts: vec!["db:127.0.0.1".into()],
+            workspace: Some(("conveyor-w".into(), "/workspace".into())),
+            ..Placement::default()
+        };
+        let host = host_config(&settings, &owner);
+        assert_eq!(host.network_mode.as_deref(), Some("ci-net"), "the owner has the operator's network");
+        assert_eq!(host.extra_hosts, Some(vec!["db:127.0.0.1".to_owned()]));
+        let mounts = host.mounts.unwrap_or_default();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME), "never a host path");
+        assert_eq!(
+            (mounts[0].source.as_deref(), mounts[0].target.as_deref()),
+            (Some("conveyor-w"), Some("/workspace"))
+        );
+        assert_eq!((host.binds, host.volumes_from), (None, None));
+
+        let joining = Placement { join: Some("abc".into()), ..Placement::default() };
+        let host = host_config(&settings, &joining);
+        assert_eq!(host.network_mode.as_deref(), Some("container:abc"));
+        assert_eq!((host.extra_hosts, host.mounts), (None, None));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()]),
+            "hardened as every container"
+        );
     }
 
     #[test]

@@ -1,44 +1,52 @@
-//! The pod up, or preparing a run: its image present, its container started, the
-//! container's shell attached. A run that cannot be prepared ends here with its report.
+//! The pod up, or preparing a run: its images present, its containers started, their
+//! shells attached, its services started and ready. A run that cannot be prepared ends
+//! here with its report.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::{LogHandle, Run};
+use futures_util::future::{join_all, try_join_all};
 
+use super::plan::Plan;
+use super::ready::{wait_ready, Probe};
+use super::{Member, Placement, RunningService};
+use crate::engine::error::EngineError;
 use crate::engine::image::{PullOptions, PullProgress};
 use crate::engine::Engine;
 use crate::housekeeping::pool::{PoolKey, Warm, WarmPool};
-use crate::pod::down::{ContainerGuard, Removals};
+use crate::pod::down::{PodGuard, Removals};
 use crate::pod::{container_name, labels};
 use crate::report::{Refusal, RunReport};
 use crate::settings::secrets::valid_name;
-use crate::settings::Settings;
-use crate::spec::PipelineSpec;
+use crate::settings::{ContainerSettings, Settings};
+use crate::spec::{PipelineSpec, Service};
+use crate::steps::cap::OutputCap;
 use crate::steps::session::Session;
 use crate::steps::Shell;
 
 /// A run ready for its steps.
 pub(crate) struct Prepared {
-    /// The container, removed when this goes.
-    pub(crate) container: ContainerGuard,
-    /// What the steps need of it.
+    /// Its containers and volume, removed when this goes.
+    pub(crate) container: PodGuard,
+    /// What the steps need of them.
     pub(crate) shell: Shell,
 }
 
-/// Where a run's container comes from.
+/// Where a run's containers come from.
 pub(crate) struct Containers<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) removals: &'a Removals,
     pub(crate) pool: &'a WarmPool,
 }
 
-/// Prepares `run`, in the order a failure is reported: the image named, every secret
-/// it names known (their values masked in its log from then on), the image present
-/// (the only wait a cancellation cuts short), the environment valid, a container
-/// taken from the warm ones or else started, its shell attached; the warm containers
-/// of its image and settings are then topped up. A failure is logged before it is
-/// returned.
+/// Prepares `run`, in the order a failure is reported: its images named, every secret
+/// it names known (their values masked in its log from then on), its images present
+/// (a wait a cancellation cuts short), the environment valid; then a run of one image
+/// without services takes a warm container or starts one, and tops up the warm
+/// containers of its image and settings, while any other run brings its pod up
+/// ([`pod_up`]). A failure is logged before it is returned.
 pub(crate) async fn prepare(
     containers: Containers<'_>,
     settings: &Settings,
@@ -48,7 +56,8 @@ pub(crate) async fn prepare(
     let Containers { engine, removals, pool } = containers;
     let spec = run.spec();
     let log = run.log();
-    let Some(image) = spec.image.clone().or_else(|| settings.default_image.clone()) else {
+    let run_image = spec.image.clone().or_else(|| settings.default_image.clone());
+    let Some(plan) = Plan::of(spec, run_image) else {
         return Err(logged(log, RunReport::Refused(Refusal::NoImage)).await);
     };
     for name in secret_names(spec) {
@@ -63,22 +72,32 @@ pub(crate) async fn prepare(
     for note in notes {
         log.log(note).await;
     }
-    let pull = PullOptions {
-        platform: container_settings.platform.clone(),
-        credentials: settings.registry_auth.for_image(&image),
-    };
-    let pulled = tokio::select! {
-        pulled = engine.ensure_image(&image, spec.pull, &pull, progress) => pulled,
-        _ = run.cancelled() => return Err(interrupted(run)),
-    };
-    let image_id = match pulled {
-        Ok(image_id) => image_id,
-        Err(error) => return Err(logged(log, RunReport::NoContainer { image, error }).await),
-    };
+    let mut image_ids = HashMap::new();
+    for image in plan.images(spec) {
+        let pull = PullOptions {
+            platform: container_settings.platform.clone(),
+            credentials: settings.registry_auth.for_image(&image),
+        };
+        let pulled = tokio::select! {
+            pulled = engine.ensure_image(&image, spec.pull, &pull, progress) => pulled,
+            _ = run.cancelled() => return Err(interrupted(run)),
+        };
+        match pulled {
+            Ok(image_id) => image_ids.insert(image, image_id),
+            Err(error) => return Err(logged(log, RunReport::NoContainer { image, error }).await),
+        };
+    }
     if let Some(name) = invalid_env_name(spec) {
         return Err(logged(log, RunReport::Refused(Refusal::InvalidEnvName(name))).await);
     }
+    let cap = OutputCap::new(settings.max_log_bytes);
+    if plan.is_pod() {
+        let up = PodUp { engine, removals, settings, container_settings: &container_settings, run, cap };
+        return up.bring_up(&plan).await;
+    }
 
+    let image = plan.run_image;
+    let image_id = image_ids.remove(&image).unwrap_or_default();
     let workdir = spec.workdir.as_deref();
     let key = PoolKey::new(&image, workdir, &container_settings);
     let warm = pool.take(&key, &image_id).await;
@@ -100,14 +119,242 @@ pub(crate) async fn prepare(
         Ok(Warm { id, guard, session }) => Ok(Prepared {
             container: guard,
             shell: Shell {
+                members: vec![Member {
+                    image: image.clone(),
+                    container_id: id,
+                    session: session.with_output_cap(cap),
+                }],
                 image,
-                container_id: id,
-                session: session.limit_output(settings.max_log_bytes),
+                services: Vec::new(),
                 memory_bytes: container_settings.memory_bytes,
                 env: env(run),
             },
         }),
         Err(error) => Err(logged(log, RunReport::NoContainer { image, error }).await),
+    }
+}
+
+/// What bringing a pod up needs.
+struct PodUp<'a> {
+    engine: &'a Engine,
+    removals: &'a Removals,
+    settings: &'a Settings,
+    container_settings: &'a ContainerSettings,
+    run: &'a Run<PipelineSpec>,
+    cap: OutputCap,
+}
+
+impl PodUp<'_> {
+    /// Brings the pod of `plan` up, always cold: its workspace volume if it has one;
+    /// the container of its first step image, which owns the network namespace and
+    /// names every service `NAME → 127.0.0.1`; then, at once, the containers of its
+    /// other step images and of its services, joining it; then every service's
+    /// process, and the wait until each is ready (cut short by a cancellation). Every
+    /// container and the volume are owned by the returned guard from the moment they
+    /// exist, so that a failure anywhere removes them.
+    async fn bring_up(&self, plan: &Plan) -> Result<Prepared, RunReport> {
+        let (engine, run, spec, log) = (self.engine, self.run, self.run.spec(), self.run.log());
+        engine.metrics().run_started(false);
+        let mut guard = self.removals.pod();
+        let labels = container_labels(run, self.settings);
+        let name = container_name(&run.resource().name, run.run_id());
+        let workspace = match &plan.workspace {
+            Some(path) => {
+                let volume = format!("{name}-workspace");
+                let volume_labels =
+                    super::container::with_installation(labels.clone(), self.container_settings);
+                if let Err(error) = engine.create_volume(&volume, volume_labels).await {
+                    return Err(
+                        logged(log, RunReport::NoContainer { image: plan.run_image.clone(), error }).await
+                    );
+                }
+                guard.set_volume(volume.clone());
+                Some((volume, path.clone()))
+            }
+            None => None,
+        };
+        let workdir = plan.workdir(spec);
+        let owner_image = &plan.step_images[0];
+        let owner = Placement {
+            join: None,
+            extra_hosts: spec.services.iter().map(|s| format!("{}:127.0.0.1", s.name)).collect(),
+            workspace: workspace.clone(),
+        };
+        let owner = self.member(owner_image, &name, workdir, &labels, &owner, &mut guard).await;
+        let owner = match owner {
+            Ok(owner) => owner,
+            Err(error) => {
+                return Err(logged(log, RunReport::NoContainer { image: owner_image.clone(), error }).await)
+            }
+        };
+        let joining =
+            Placement { join: Some(owner.container_id.clone()), extra_hosts: Vec::new(), workspace };
+
+        let (labels, joining) = (&labels, &joining);
+        let others = plan.step_images[1..].iter().map(|image| {
+            let name = container_name(&run.resource().name, run.run_id());
+            async move { (image, self.start(image, &name, workdir, labels, joining).await) }
+        });
+        let services = spec.services.iter().map(|service| {
+            let name = format!("{name}-{}", service.name);
+            async move { (service, self.start(&service.image, &name, None, labels, joining).await) }
+        });
+        let (others, services) = futures_util::join!(join_all(others), join_all(services));
+
+        let mut members = vec![owner];
+        let mut failure: Option<(String, EngineError)> = None;
+        for (image, started) in others {
+            match started {
+                Ok(id) => {
+                    guard.add_shell(id.clone());
+                    match Session::attach(engine.docker(), &id).await {
+                        Ok(session) => members.push(Member {
+                            image: image.clone(),
+                            container_id: id,
+                            session: session.with_output_cap(self.cap.clone()),
+                        }),
+                        Err(error) => failure = failure.or(Some((image.clone(), error))),
+                    }
+                }
+                Err(error) => failure = failure.or(Some((image.clone(), error))),
+            }
+        }
+        let mut running = Vec::new();
+        for (service, started) in services {
+            match started {
+                Ok(id) => {
+                    guard.add_service(id.clone());
+                    if failure.is_none() {
+                        log.log(format!("--> service {} ({})", service.name, service.image)).await;
+                        match RunningService::start(
+                            engine,
+                            service,
+                            id,
+                            self.service_env(service),
+                            log,
+                            self.cap.clone(),
+                        )
+                        .await
+                        {
+                            Ok(service) => running.push(service),
+                            Err(error) => failure = Some((service.image.clone(), error)),
+                        }
+                    }
+                }
+                Err(error) => failure = failure.or(Some((service.image.clone(), error))),
+            }
+        }
+        if let Some((image, error)) = failure {
+            return Err(logged(log, RunReport::NoContainer { image, error }).await);
+        }
+
+        let ready = try_join_all(
+            spec.services
+                .iter()
+                .zip(&running)
+                .map(|(service, running)| self.ready(service, running, &members[0].container_id)),
+        );
+        let ready = tokio::select! {
+            ready = ready => ready,
+            _ = run.cancelled() => return Err(interrupted(run)),
+        };
+        if let Err((service, reason)) = ready {
+            return Err(logged(log, RunReport::ServiceNotReady { service, reason }).await);
+        }
+        Ok(Prepared {
+            container: guard,
+            shell: Shell {
+                image: plan.run_image.clone(),
+                members,
+                services: running,
+                memory_bytes: self.container_settings.memory_bytes,
+                env: env(run),
+            },
+        })
+    }
+
+    /// A step container of `image`, placed by `placement`, owned by `guard` as soon
+    /// as it exists, its shell attached.
+    async fn member(
+        &self,
+        image: &str,
+        name: &str,
+        workdir: Option<&str>,
+        labels: &HashMap<String, String>,
+        placement: &Placement,
+        guard: &mut PodGuard,
+    ) -> Result<Member, EngineError> {
+        let id = self.start(image, name, workdir, labels, placement).await?;
+        guard.add_shell(id.clone());
+        let session = Session::attach(self.engine.docker(), &id).await?;
+        Ok(Member {
+            image: image.to_owned(),
+            container_id: id,
+            session: session.with_output_cap(self.cap.clone()),
+        })
+    }
+
+    /// Starts a container of the pod; its id.
+    async fn start(
+        &self,
+        image: &str,
+        name: &str,
+        workdir: Option<&str>,
+        labels: &HashMap<String, String>,
+        placement: &Placement,
+    ) -> Result<String, EngineError> {
+        // The environment reaches the steps and services through their processes.
+        let started = self
+            .engine
+            .start_pod_container(
+                image,
+                name,
+                workdir,
+                Vec::new(),
+                labels.clone(),
+                self.container_settings,
+                placement,
+            )
+            .await?;
+        Ok(started.id)
+    }
+
+    /// Waits until `service` is ready, saying so in the run's log; why not, if it is
+    /// not.
+    async fn ready(
+        &self,
+        service: &Service,
+        running: &RunningService,
+        pod: &str,
+    ) -> Result<(), (String, String)> {
+        let log = self.run.log();
+        let probe = Probe::of(self.engine, service).await;
+        let started = Instant::now();
+        let env = self.service_env(service);
+        match wait_ready(self.engine, running, pod, &probe, &env, service.ready_timeout()).await {
+            Ok(()) => {
+                log.log(format!(
+                    "<-- service {} is ready after {:.2}s",
+                    service.name,
+                    started.elapsed().as_secs_f64()
+                ))
+                .await;
+                Ok(())
+            }
+            Err(why) => Err((service.name.clone(), why.to_string())),
+        }
+    }
+
+    /// The environment of a service's process: the run's identity, its own `env`,
+    /// then its secrets' values (known to exist by now).
+    fn service_env(&self, service: &Service) -> Vec<String> {
+        let identity = env(self.run).into_iter().take(IDENTITY_VARIABLES);
+        let own = service.env.iter().map(|(k, v)| (k.clone(), v.clone()));
+        let secrets = service
+            .secrets
+            .iter()
+            .filter_map(|name| self.settings.secrets.get(name).map(|value| (name.clone(), value.to_owned())));
+        identity.chain(own).chain(secrets).map(|(k, v)| format!("{k}={v}")).collect()
     }
 }
 
@@ -119,8 +366,8 @@ async fn cold(
     name: &str,
     workdir: Option<&str>,
     labels: HashMap<String, String>,
-    settings: &crate::settings::ContainerSettings,
-) -> Result<Warm, crate::engine::error::EngineError> {
+    settings: &ContainerSettings,
+) -> Result<Warm, EngineError> {
     // The environment reaches the steps through the steps, as for a warm container.
     let container = engine.start_run_container(image, name, workdir, Vec::new(), labels, settings).await?;
     // From here the container goes with the guard, even if this future is dropped.
@@ -128,6 +375,9 @@ async fn cold(
     let session = Session::attach(engine.docker(), &container.id).await?;
     Ok(Warm { id: container.id, guard, session })
 }
+
+/// How many variables of [`env`] say who the run is, before the spec's.
+const IDENTITY_VARIABLES: usize = 4;
 
 /// The report of a run cancelled before its steps: a shutdown gives it back, a
 /// deadline or a cancel request ends it.
@@ -165,15 +415,19 @@ fn container_labels(run: &Run<PipelineSpec>, settings: &Settings) -> HashMap<Str
     ])
 }
 
-/// The first environment variable name, of the run or of a step, that is not a shell
-/// name.
+/// The first environment variable name, of the run, a step or a service, that is not
+/// a shell name.
 fn invalid_env_name(spec: &PipelineSpec) -> Option<String> {
-    spec.env.keys().chain(spec.steps.iter().flat_map(|s| s.env.keys())).find(|k| !valid_name(k)).cloned()
+    let steps = spec.steps.iter().flat_map(|s| s.env.keys());
+    let services = spec.services.iter().flat_map(|s| s.env.keys());
+    spec.env.keys().chain(steps).chain(services).find(|k| !valid_name(k)).cloned()
 }
 
-/// The secrets the run names, of the run and of its steps.
+/// The secrets the run names, of the run, its steps and its services.
 fn secret_names(spec: &PipelineSpec) -> impl Iterator<Item = &str> {
-    spec.secrets.iter().chain(spec.steps.iter().flat_map(|s| s.secrets.iter())).map(String::as_str)
+    let steps = spec.steps.iter().flat_map(|s| s.secrets.iter());
+    let services = spec.services.iter().flat_map(|s| s.secrets.iter());
+    spec.secrets.iter().chain(steps).chain(services).map(String::as_str)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! goes through the container's own shell ([`session`]), whose end markers are found in
 //! its output by `marker.rs`.
 
+pub(crate) mod cap;
 mod marker;
 pub mod session;
 
@@ -17,26 +18,35 @@ use tokio::time::Instant;
 
 use crate::engine::error::{ContainerEnd, EngineError};
 use crate::engine::Engine;
+use crate::pod::{Member, RunningService};
 use crate::report::{human, RunReport, StepRecord, StepsEnd};
 use crate::settings::Settings;
 use crate::spec::PipelineSpec;
-use session::{quote, Session, StepExit};
+use session::{quote, StepExit};
 
-/// A run's container as its steps need it.
+/// A run's pod as its steps need it.
 pub(crate) struct Shell {
-    /// The image the container runs.
+    /// The run's image: the spec's, else the runner's default, else the first step's.
     pub(crate) image: String,
-    /// The container's id.
-    pub(crate) container_id: String,
-    /// The container's shell.
-    pub(crate) session: Session,
+    /// The containers steps run in, one per image, each with its shell.
+    pub(crate) members: Vec<Member>,
+    /// The services, quieted once the last step has ended.
+    pub(crate) services: Vec<RunningService>,
     /// The run's memory limit, in bytes.
     pub(crate) memory_bytes: Option<i64>,
     /// The environment of every step: the run's identity, then the spec's.
     pub(crate) env: Vec<(String, String)>,
 }
 
-/// Runs the steps of `run` through the shell of its container;
+impl Shell {
+    /// Which member `step` runs in: the one of its image, else the run's.
+    fn member_of(&self, step: &crate::spec::Step) -> usize {
+        let image = step.image.as_deref().unwrap_or(&self.image);
+        self.members.iter().position(|m| m.image == image).unwrap_or(0)
+    }
+}
+
+/// Runs the steps of `run`, each through the shell of its image's container;
 /// logs each step's start and end. After the first failure, only the steps that run
 /// `always` or `on_failure` run; the report names that first failure. A step over its
 /// timeout is stopped (SIGTERM, SIGKILL after the stop grace); a run cancelled by its
@@ -48,8 +58,26 @@ pub(crate) async fn run_steps(
     engine: &Engine,
     settings: &Settings,
 ) -> RunReport {
-    let Shell { image, container_id, mut session, memory_bytes, env: run_env } = shell;
-    let container = container_id.as_str();
+    let mut shell = shell;
+    let report = steps_through(run, &mut shell, engine, settings).await;
+    // After the last step, even `always` ones: their output is no longer the run's.
+    for service in &mut shell.services {
+        service.quiet().await;
+    }
+    drop(shell);
+    if let RunReport::Ran { .. } = report {
+        run.log().log(if report.succeeded() { "run succeeded" } else { "run failed" }).await;
+    }
+    report
+}
+
+async fn steps_through(
+    run: &Run<PipelineSpec>,
+    shell: &mut Shell,
+    engine: &Engine,
+    settings: &Settings,
+) -> RunReport {
+    let (image, memory_bytes) = (shell.image.clone(), shell.memory_bytes);
     let spec = run.spec();
     let log = run.log();
     let grace = settings.container.stop_grace;
@@ -67,8 +95,12 @@ pub(crate) async fn run_steps(
         log.log(format!("==> step {number}/{total} {}: {}", step.name, step.command)).await;
         let started = Instant::now();
         let script = script(&step.command, step.workdir.as_deref());
-        let env = step_env(&run_env, run, step, settings);
-        let exec = session.run(&script, &env, log);
+        let env = step_env(&shell.env, run, step, settings);
+        let member_index = shell.member_of(step);
+        let member = &mut shell.members[member_index];
+        let container = member.container_id.clone();
+        let container = container.as_str();
+        let exec = member.session.run(&script, &env, log);
         tokio::pin!(exec);
         let limit = step.timeout.map(|t| t.as_duration());
         let interrupted = tokio::select! {
@@ -172,10 +204,7 @@ pub(crate) async fn run_steps(
             }
         }
     }
-    drop(session);
-    let report = RunReport::Ran { image, steps: records, end };
-    log.log(if report.succeeded() { "run succeeded" } else { "run failed" }).await;
-    report
+    RunReport::Ran { image, steps: records, end }
 }
 
 /// What stopped a step before it ended.

@@ -35,6 +35,7 @@ use conveyor_sdk::LogHandle;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::cap::OutputCap;
 use super::marker::MarkerScanner;
 use crate::engine::error::EngineError;
 use crate::engine::ContainerWatch;
@@ -72,43 +73,6 @@ pub struct StepExit {
     pub oom_killed: bool,
 }
 
-/// How much output a session still logs.
-struct Budget {
-    /// Bytes left; `None`: no cap.
-    left: Option<u64>,
-    limit: u64,
-    /// The line saying output is dropped has been logged.
-    exhausted: bool,
-}
-
-impl Budget {
-    /// Keeps the lines of `lines` that fit, and in place of the first that does not,
-    /// the one line saying that output is dropped.
-    fn admit(&mut self, lines: &mut Vec<String>) {
-        let Some(left) = self.left.as_mut() else { return };
-        let mut admitted = 0;
-        for line in lines.iter() {
-            let cost = line.len() as u64 + 1;
-            if self.exhausted || cost > *left {
-                break;
-            }
-            *left -= cost;
-            admitted += 1;
-        }
-        if admitted == lines.len() {
-            return;
-        }
-        lines.truncate(admitted);
-        if !self.exhausted {
-            self.exhausted = true;
-            lines.push(format!(
-                "[output truncated: the run's output reached {} bytes, the runner's limit; further output is dropped]",
-                self.limit
-            ));
-        }
-    }
-}
-
 /// An attached shell session in a run container.
 ///
 /// ```no_run
@@ -128,7 +92,7 @@ pub struct Session {
     marker: String,
     stdout: Channel,
     stderr: Channel,
-    budget: Budget,
+    budget: OutputCap,
     watch: ContainerWatch,
 }
 
@@ -145,7 +109,7 @@ impl Channel {
 
     /// Feeds a chunk; logs the lines it completes, all in one go; returns the marker's
     /// trailer (the text after it on its line) once the marker has come.
-    async fn feed(&mut self, chunk: &[u8], log: &LogHandle, budget: &mut Budget) -> Option<String> {
+    async fn feed(&mut self, chunk: &[u8], log: &LogHandle, budget: &OutputCap) -> Option<String> {
         let scan = self.scanner.push(chunk);
         let mut lines = self.lines.push(&scan.output);
         if scan.trailer.is_some() {
@@ -159,7 +123,7 @@ impl Channel {
     }
 
     /// Logs the last, partial line, if any: the stream has ended.
-    async fn finish(&mut self, log: &LogHandle, budget: &mut Budget) {
+    async fn finish(&mut self, log: &LogHandle, budget: &OutputCap) {
         let mut last: Vec<String> = self.lines.finish().into_iter().collect();
         budget.admit(&mut last);
         if !last.is_empty() {
@@ -212,7 +176,7 @@ impl Session {
             stdout: Channel::new(&marker),
             stderr: Channel::new(&marker),
             marker,
-            budget: Budget { left: None, limit: 0, exhausted: false },
+            budget: OutputCap::default(),
             watch,
         }
     }
@@ -231,7 +195,15 @@ impl Session {
     /// ```
     #[must_use]
     pub fn limit_output(mut self, max_bytes: u64) -> Self {
-        self.budget = Budget { left: Some(max_bytes), limit: max_bytes, exhausted: false };
+        self.budget = OutputCap::new(max_bytes);
+        self
+    }
+
+    /// Logs this session's output under `cap`, shared with the other containers of
+    /// its pod.
+    #[must_use]
+    pub(crate) fn with_output_cap(mut self, cap: OutputCap) -> Self {
+        self.budget = cap;
         self
     }
 
@@ -307,12 +279,12 @@ impl Session {
             };
             match chunk {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    if let Some(trailer) = self.stdout.feed(&message, log, &mut self.budget).await {
+                    if let Some(trailer) = self.stdout.feed(&message, log, &self.budget).await {
                         code = Some(trailer);
                     }
                 }
                 LogOutput::StdErr { message } => {
-                    if self.stderr.feed(&message, log, &mut self.budget).await.is_some() {
+                    if self.stderr.feed(&message, log, &self.budget).await.is_some() {
                         stderr_done = true;
                     }
                 }
@@ -329,10 +301,10 @@ impl Session {
             while let Some(Ok(chunk)) = self.output.next().await {
                 match chunk {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        self.stdout.feed(&message, log, &mut self.budget).await;
+                        self.stdout.feed(&message, log, &self.budget).await;
                     }
                     LogOutput::StdErr { message } => {
-                        self.stderr.feed(&message, log, &mut self.budget).await;
+                        self.stderr.feed(&message, log, &self.budget).await;
                     }
                     LogOutput::StdIn { .. } => {}
                 }
@@ -344,8 +316,8 @@ impl Session {
 
     /// Logs the last partial line of each output stream: the streams have ended.
     async fn finish_lines(&mut self, log: &LogHandle) {
-        self.stdout.finish(log, &mut self.budget).await;
-        self.stderr.finish(log, &mut self.budget).await;
+        self.stdout.finish(log, &self.budget).await;
+        self.stderr.finish(log, &self.budget).await;
     }
 }
 
@@ -428,25 +400,6 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(lines.lines(), ["started", "warning", "half a li"]);
-    }
-
-    #[test]
-    fn output_past_the_cap_is_dropped_with_one_line_saying_so() {
-        let lines = |texts: &[&str]| texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
-        let mut budget = Budget { left: Some(10), limit: 10, exhausted: false };
-        let mut chunk = lines(&["1234", "5678", "9", "0"]);
-        budget.admit(&mut chunk);
-        assert_eq!(chunk.len(), 3, "{chunk:?}");
-        assert_eq!(chunk[..2], ["1234", "5678"], "each line counts its line break");
-        assert!(chunk[2].starts_with("[output truncated: the run's output reached 10 bytes"), "{chunk:?}");
-        let mut later = lines(&["x"]);
-        budget.admit(&mut later);
-        assert!(later.is_empty(), "nothing more, and no second notice");
-
-        let mut unlimited = Budget { left: None, limit: 0, exhausted: false };
-        let mut chunk = lines(&["a", "b"]);
-        unlimited.admit(&mut chunk);
-        assert_eq!(chunk, ["a", "b"]);
     }
 
     #[test]
