@@ -1,7 +1,8 @@
-//! Containers left by a serving runner that is gone: found by label, removed by the
-//! periodic sweep of another runner of the same installation and driver.
+//! Containers and workspace volumes left by a serving runner that is gone: found by
+//! label, removed by the periodic sweep of another runner of the same installation and
+//! driver.
 //!
-//! A container is an orphan only when all of this holds ([`verdict`]): it is labelled
+//! A container (or a volume: they carry the same labels) is an orphan only when all of this holds ([`verdict`]): it is labelled
 //! with the driver, with [`labels::MODE`] `serve` (a local `simple-runner run`
 //! labels its containers `run`, and those are never touched), with the sweeping
 //! runner's installation ([`labels::INSTALLATION`], see
@@ -17,9 +18,11 @@
 //! another installation's identity and are left alone, and so are the containers
 //! without the label, made by versions that did not set it: no sweep removes those.
 //!
-//! The containers are listed before the records are read: a runner writes its record
-//! before it makes a container, so a container listed has its owner's record written
-//! by the time the records are read, unless that record has expired since.
+//! The containers and volumes are listed before the records are read: a runner writes
+//! its record before it makes a container or a volume, so one listed has its owner's
+//! record written by the time the records are read, unless that record has expired
+//! since. A pod's volume is removed after its containers, in the same sweep: no
+//! container uses it any more.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -158,6 +161,10 @@ pub struct Sweep {
     pub removed: Vec<String>,
     /// The orphans whose removal failed, tried again by the next sweep.
     pub failed: Vec<String>,
+    /// Every volume of the driver (a pod's workspace) with its verdict.
+    pub volume_verdicts: Vec<(String, Verdict)>,
+    /// The orphan volumes removed.
+    pub removed_volumes: Vec<String>,
 }
 
 impl Sweep {
@@ -183,8 +190,8 @@ impl Sweep {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SweepError {
-    /// The containers could not be listed.
-    #[error("cannot list the containers of the driver; no container removed this round")]
+    /// The containers or volumes could not be listed.
+    #[error("cannot list the containers and volumes of the driver; nothing removed this round")]
     Containers(#[source] EngineError),
     /// The liveness records could not be read.
     #[error("cannot tell which runners are alive; no container removed this round")]
@@ -213,8 +220,9 @@ pub enum SweepError {
 /// # }
 /// ```
 pub async fn sweep(engine: &Engine, bucket: &Store, scope: &Scope) -> Result<Sweep, SweepError> {
-    // Containers first, then records: see the module's documentation.
+    // Containers and volumes first, then records: see the module's documentation.
     let containers = engine.containers_of(&scope.driver).await.map_err(SweepError::Containers)?;
+    let volumes = engine.volumes_of(&scope.driver).await.map_err(SweepError::Containers)?;
     let live = live_records(bucket).await.map_err(SweepError::Liveness)?;
     let mut sweep = Sweep::default();
     for (id, container_labels) in containers {
@@ -237,6 +245,22 @@ pub async fn sweep(engine: &Engine, bucket: &Store, scope: &Scope) -> Result<Swe
                 "cannot remove a container of a runner that is gone; the next sweep tries again"
             );
             sweep.failed.push(id);
+        }
+    }
+    for (name, volume_labels) in volumes {
+        let verdict = verdict(&volume_labels, scope, &live);
+        sweep.volume_verdicts.push((name.clone(), verdict));
+        if verdict != Verdict::Orphan {
+            continue;
+        }
+        let owner = volume_labels.get(labels::INSTANCE).map(String::as_str).unwrap_or("");
+        let run_id = volume_labels.get(labels::RUN_ID).map(String::as_str).unwrap_or("");
+        if engine.remove_volume(&name).await {
+            tracing::info!(volume = %name, run_id, owner, "removed a volume of a runner that is gone");
+            sweep.removed_volumes.push(name);
+        } else {
+            tracing::warn!(volume = %name, run_id, owner, "cannot remove a volume of a runner that is gone; the next sweep tries again");
+            sweep.failed.push(name);
         }
     }
     Ok(sweep)
