@@ -12,6 +12,22 @@ use simple_runner::{CommandRunner, ContainerSettings, Engine, Settings};
 /// Built by `scripts/services.sh` from Debian's busybox-static: no registry needed.
 pub const TEST_IMAGE: &str = "conveyor-test/busybox:latest";
 
+/// Built as [`TEST_IMAGE`], with `ID=alpha` in its `/etc/os-release`.
+pub const ALPHA_IMAGE: &str = "conveyor-test/alpha:latest";
+
+/// Built as [`TEST_IMAGE`], with `ID=beta` in its `/etc/os-release`.
+pub const BETA_IMAGE: &str = "conveyor-test/beta:latest";
+
+/// Built as [`TEST_IMAGE`]; its command serves `/www` (an `index.html` saying
+/// [`HTTPD_PAGE`]) with busybox `httpd` on port 8080.
+pub const HTTPD_IMAGE: &str = "conveyor-test/httpd:latest";
+
+/// [`HTTPD_IMAGE`] with a `HEALTHCHECK` that passes once the server answers.
+pub const HTTPD_HEALTHCHECK_IMAGE: &str = "conveyor-test/httpd-healthcheck:latest";
+
+/// What [`HTTPD_IMAGE`] serves at `/`.
+pub const HTTPD_PAGE: &str = "conveyor-test httpd";
+
 /// The engine the tests run against: `DOCKER_HOST`'s, the local Docker engine without
 /// it. With `CONVEYOR_TEST_ENGINE=podman` (`scripts/podman-tests.sh`) it must be Podman,
 /// so that a pass meant for Podman cannot pass on Docker.
@@ -26,8 +42,10 @@ pub async fn engine() -> Engine {
     if podman && !is_podman(&engine).await {
         panic!("CONVEYOR_TEST_ENGINE=podman, but {} is not Podman: run `{setup}`", engine_host());
     }
-    if let Err(error) = engine.docker().inspect_image(TEST_IMAGE).await {
-        panic!("the test image {TEST_IMAGE} is missing ({error}): run `{setup}`");
+    for image in [TEST_IMAGE, ALPHA_IMAGE, BETA_IMAGE, HTTPD_IMAGE, HTTPD_HEALTHCHECK_IMAGE] {
+        if let Err(error) = engine.docker().inspect_image(image).await {
+            panic!("the test image {image} is missing ({error}): run `{setup}`");
+        }
     }
     engine
 }
@@ -125,6 +143,34 @@ pub async fn assert_no_container_left(engine: &Engine, run_id: &str) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "{left} container(s) of run {run_id} left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The volumes of a run still on the engine.
+pub async fn volumes_of_run(engine: &Engine, run_id: &str) -> usize {
+    let filters =
+        std::collections::HashMap::from([("label".to_owned(), vec![format!("conveyor.run_id={run_id}")])]);
+    let options = bollard::query_parameters::ListVolumesOptions { filters: Some(filters) };
+    let listed =
+        engine.docker().list_volumes(Some(options)).await.unwrap_or_else(|e| panic!("list volumes: {e}"));
+    listed.volumes.unwrap_or_default().len()
+}
+
+/// Waits until no container and no volume of the run is left (removal may finish just
+/// after the result), failing after `within`.
+pub async fn assert_nothing_left_within(engine: &Engine, run_id: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (containers, volumes) =
+            (containers_of_run(engine, run_id).await, volumes_of_run(engine, run_id).await);
+        if containers + volumes == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{containers} container(s) and {volumes} volume(s) of run {run_id} left behind after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
