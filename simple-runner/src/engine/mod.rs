@@ -46,6 +46,8 @@ pub(crate) fn docker_error(action: impl Into<String>) -> impl FnOnce(bollard::er
 pub struct Engine {
     docker: Docker,
     metrics: RunnerMetrics,
+    /// Whether the engine is Podman, once asked.
+    podman: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl Engine {
@@ -88,7 +90,22 @@ impl Engine {
                 docker
             }
         };
-        Self { docker, metrics: RunnerMetrics::default() }
+        Self { docker, metrics: RunnerMetrics::default(), podman: Default::default() }
+    }
+
+    /// Whether the engine is Podman (through its Docker-compatible API), asked once;
+    /// an engine that does not say counts as Docker and is asked again next time.
+    pub(crate) async fn is_podman(&self) -> bool {
+        let asked = self
+            .podman
+            .get_or_try_init(|| async {
+                let version = self.docker.version().await?;
+                Ok::<_, bollard::errors::Error>(
+                    version.components.unwrap_or_default().iter().any(|c| c.name == "Podman Engine"),
+                )
+            })
+            .await;
+        asked.copied().unwrap_or(false)
     }
 
     /// What this engine has counted: pulls, container starts, removals, orphans.

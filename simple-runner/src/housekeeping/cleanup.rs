@@ -225,12 +225,29 @@ pub async fn sweep(engine: &Engine, bucket: &Store, scope: &Scope) -> Result<Swe
     let volumes = engine.volumes_of(&scope.driver).await.map_err(SweepError::Containers)?;
     let live = live_records(bucket).await.map_err(SweepError::Liveness)?;
     let mut sweep = Sweep::default();
+    let mut orphans = Vec::new();
     for (id, container_labels) in containers {
         let verdict = verdict(&container_labels, scope, &live);
         sweep.verdicts.push((id.clone(), verdict));
-        if verdict != Verdict::Orphan {
-            continue;
+        if verdict == Verdict::Orphan {
+            orphans.push((id, container_labels));
         }
+    }
+    // A pod's first container owns its network namespace, and Podman removes it only
+    // after the containers that join it: one that is refused is asked again at the end.
+    let mut refused = Vec::new();
+    for (id, container_labels) in orphans {
+        if engine.remove(&id).await {
+            engine.metrics().orphan_reaped();
+            let owner = container_labels.get(labels::INSTANCE).map(String::as_str).unwrap_or("");
+            let run_id = container_labels.get(labels::RUN_ID).map(String::as_str).unwrap_or("");
+            tracing::info!(container = %id, run_id, owner, "removed a container of a runner that is gone");
+            sweep.removed.push(id);
+        } else {
+            refused.push((id, container_labels));
+        }
+    }
+    for (id, container_labels) in refused {
         let owner = container_labels.get(labels::INSTANCE).map(String::as_str).unwrap_or("");
         let run_id = container_labels.get(labels::RUN_ID).map(String::as_str).unwrap_or("");
         if engine.remove(&id).await {

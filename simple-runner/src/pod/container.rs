@@ -164,6 +164,10 @@ pub(crate) struct Placement {
     pub(crate) extra_hosts: Vec<String>,
     /// The workspace volume and where it is mounted.
     pub(crate) workspace: Option<(String, String)>,
+    /// The owner's `/etc/hosts` on the engine's host, mounted read-only as this
+    /// container's: Podman gives a container that joins another's namespace a hosts
+    /// file of its own, without the owner's entries (Docker shares the owner's).
+    pub(crate) hosts_file: Option<String>,
 }
 
 /// `labels`, and the installation's of `settings` if they name one: the labels every
@@ -195,9 +199,11 @@ fn host_config(settings: &ContainerSettings, placement: &Placement) -> HostConfi
             ..Default::default()
         }]
     });
+    let binds = placement.hosts_file.as_ref().map(|hosts| vec![format!("{hosts}:/etc/hosts:ro")]);
     HostConfig {
         init: Some(true),
         network_mode: Some(network),
+        binds,
         extra_hosts: (!placement.extra_hosts.is_empty()).then(|| placement.extra_hosts.clone()),
         mounts,
         memory: settings.memory_bytes,
@@ -282,7 +288,14 @@ mod tests {
         let joining = Placement { join: Some("abc".into()), ..Placement::default() };
         let host = host_config(&settings, &joining);
         assert_eq!(host.network_mode.as_deref(), Some("container:abc"));
-        assert_eq!((host.extra_hosts, host.mounts), (None, None));
+        assert_eq!((host.extra_hosts, host.mounts, host.binds), (None, None, None));
+        let on_podman = Placement { hosts_file: Some("/run/owner/hosts".into()), ..joining };
+        let binds = host_config(&settings, &on_podman).binds;
+        assert_eq!(
+            binds,
+            Some(vec!["/run/owner/hosts:/etc/hosts:ro".to_owned()]),
+            "the owner's hosts file, read-only"
+        );
         assert_eq!(
             host.security_opt,
             Some(vec!["no-new-privileges".to_owned()]),

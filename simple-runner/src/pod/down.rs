@@ -51,7 +51,8 @@ impl Removals {
 /// a service's at once, then the volume.
 pub(crate) struct PodGuard {
     removals: Removals,
-    /// Containers kept alive by the session of a step: they exit when it goes.
+    /// Containers kept alive by the session of a step: they exit when it goes. The
+    /// first owns the pod's network namespace.
     shells: Vec<String>,
     /// Containers nothing ends but their removal: the services'.
     services: Vec<String>,
@@ -86,9 +87,15 @@ impl PodGuard {
                 (engine.remove(&id).await, id)
             }
         };
-        let ids: Vec<String> = self.services.drain(..).chain(self.shells.drain(..)).collect();
-        for (removed, id) in join_all(ids.into_iter().map(stop_and_remove)).await {
-            if !removed {
+        // The owner of the network namespace last: Podman keeps it while others join it.
+        let owner = (!self.shells.is_empty()).then(|| self.shells.remove(0));
+        let joined: Vec<String> = self.services.drain(..).chain(self.shells.drain(..)).collect();
+        let mut removed = join_all(joined.into_iter().map(stop_and_remove)).await;
+        if let Some(owner) = owner {
+            removed.push(stop_and_remove(owner).await);
+        }
+        for (gone, id) in removed {
+            if !gone {
                 self.services.push(id);
             }
         }
@@ -116,10 +123,19 @@ impl Drop for PodGuard {
         // run that had the pod.
         self.removals.tasks.spawn_on(
             async move {
-                let exited = shells.iter().map(|id| engine.remove_once_exited(id, EXIT_WAIT));
+                // The owner of the network namespace (the first) last: Podman keeps it
+                // while others join it.
+                let (owner, joined) = match shells.split_first() {
+                    Some((owner, joined)) => (Some(owner), joined),
+                    None => (None, &[][..]),
+                };
+                let exited = joined.iter().map(|id| engine.remove_once_exited(id, EXIT_WAIT));
                 let ended = services.iter().map(|id| engine.remove(id));
                 let (exited, ended) = futures_util::join!(join_all(exited), join_all(ended));
-                let all_gone = exited.into_iter().chain(ended).all(|gone| gone);
+                let mut all_gone = exited.into_iter().chain(ended).all(|gone| gone);
+                if let Some(owner) = owner {
+                    all_gone &= engine.remove_once_exited(owner, EXIT_WAIT).await;
+                }
                 if let Some(volume) = volume {
                     if all_gone {
                         engine.remove_volume(&volume).await;

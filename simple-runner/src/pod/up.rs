@@ -179,6 +179,7 @@ impl PodUp<'_> {
             join: None,
             extra_hosts: spec.services.iter().map(|s| format!("{}:127.0.0.1", s.name)).collect(),
             workspace: workspace.clone(),
+            hosts_file: None,
         };
         let owner = self.member(owner_image, &name, workdir, &labels, &owner, &mut guard).await;
         let owner = match owner {
@@ -187,8 +188,16 @@ impl PodUp<'_> {
                 return Err(logged(log, RunReport::NoContainer { image: owner_image.clone(), error }).await)
             }
         };
-        let joining =
-            Placement { join: Some(owner.container_id.clone()), extra_hosts: Vec::new(), workspace };
+        let hosts_file = match spec.services.is_empty() {
+            true => None,
+            false => self.owner_hosts_file(&owner.container_id).await,
+        };
+        let joining = Placement {
+            join: Some(owner.container_id.clone()),
+            extra_hosts: Vec::new(),
+            workspace,
+            hosts_file,
+        };
 
         let (labels, joining) = (&labels, &joining);
         let others = plan.step_images[1..].iter().map(|image| {
@@ -292,6 +301,21 @@ impl PodUp<'_> {
             container_id: id,
             session: session.with_output_cap(self.cap.clone()),
         })
+    }
+
+    /// On Podman, the path of the owner's `/etc/hosts` on the engine's host, which names
+    /// the services, for the containers that join it (see [`Placement::hosts_file`]).
+    async fn owner_hosts_file(&self, owner: &str) -> Option<String> {
+        if !self.engine.is_podman().await {
+            return None;
+        }
+        match self.engine.docker().inspect_container(owner, None).await {
+            Ok(inspected) => inspected.hosts_path.filter(|path| !path.is_empty()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the pod's hosts file: its services are reachable at localhost only");
+                None
+            }
+        }
     }
 
     /// Starts a container of the pod; its id.
