@@ -335,7 +335,7 @@ pub fn own_settings() -> Settings {
 }
 
 /// Validates `spec` as the runtime does and runs it with `runner`, outside any server:
-/// its report, its log lines and its run id, once its container is gone.
+/// its report, its log lines and its run id, once its containers and volume are gone.
 pub async fn run_here(
     runner: &CommandRunner,
     spec: Value,
@@ -350,7 +350,7 @@ pub async fn run_here(
     let run = conveyor_sdk::Run::new(resource, decoded).with_log(log).with_run_id(run_id.clone());
     let report = runner.execute(&run, simple_runner::engine::image::PullProgress::Log(run.log())).await;
     runner.finish_removals().await;
-    assert_no_container_left(runner.engine(), &run_id).await;
+    assert_nothing_left_within(runner.engine(), &run_id, Duration::from_secs(20)).await;
     (report, memory.lines(), run_id)
 }
 
