@@ -441,6 +441,19 @@ mod tests {
     }
 
     #[test]
+    fn every_resource_in_the_readme_is_valid() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> =
+            readme.split("```json\n").skip(1).filter_map(|rest| rest.split("\n```").next()).collect();
+        assert!(blocks.iter().any(|b| b.contains("\"services\"")), "no example with services in the README");
+        for block in blocks {
+            let r: Resource = serde_json::from_str(block).unwrap_or_else(|e| panic!("{e}: {block}"));
+            let spec: PipelineSpec = validator().decode(&r).unwrap_or_else(|e| panic!("{e}: {block}"));
+            assert_eq!(spec.violations(), [], "{block}");
+        }
+    }
+
+    #[test]
     fn the_schema_lets_through_what_only_violations_refuse() {
         // Names unique across the run and environment names are not the schema's to
         // say: the spec decodes, and `violations` names them.
