@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use conveyor_sdk::driver::CancelReason;
+use conveyor_sdk::validate::Violation;
 use conveyor_sdk::{error_text, DriverResult};
 use serde_json::{json, Value};
 
@@ -85,6 +86,29 @@ pub enum Refusal {
     /// The spec names a secret the runner's operator has not given it.
     #[error("the spec names secret {0}, which the runner does not have (see --secret and --secrets-file)")]
     UnknownSecret(String),
+    /// The spec breaks rules its JSON Schema cannot say
+    /// ([`PipelineSpec::violations`](crate::PipelineSpec::violations)); every violation
+    /// is listed with its path, as the SDK's
+    /// [`SpecError::Invalid`](conveyor_sdk::validate::SpecError::Invalid) lists the
+    /// schema's.
+    ///
+    /// ```
+    /// use conveyor_sdk::validate::Violation;
+    /// use simple_runner::report::Refusal;
+    ///
+    /// let refusal = Refusal::InvalidSpec(vec![Violation {
+    ///     path: "/spec/services/1/name".into(),
+    ///     message: "\"db\" is already the name of /spec/services/0: two services cannot share a host name".into(),
+    /// }]);
+    /// assert!(refusal.to_string().starts_with("invalid spec: /spec/services/1/name: \"db\" is already"));
+    /// ```
+    #[error("invalid spec: {}", joined(.0))]
+    InvalidSpec(Vec<Violation>),
+}
+
+/// Violations as one line: `/spec/a: …; /spec/b: …`.
+fn joined(violations: &[Violation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// One step that started: its line in the result's data.
@@ -418,6 +442,33 @@ mod tests {
             "\"A; rm\" is not a valid environment variable name (letters, digits and _, not first a digit)"
         );
         assert_eq!(result.data, Value::Null);
+    }
+
+    #[test]
+    fn a_spec_breaking_rules_is_refused_listing_every_violation_with_its_path() {
+        let violation = |path: &str, message: &str| Violation { path: path.into(), message: message.into() };
+        let refusal = Refusal::InvalidSpec(vec![
+            violation("/spec/services/1/name", "\"db\" is already the name of /spec/services/0"),
+            violation("/spec/services/1/env/1A", "\"1A\" is not a valid environment variable name"),
+        ]);
+        let result = RunReport::Refused(refusal).into_result();
+        assert!(!result.success);
+        assert_eq!(
+            result.message,
+            "invalid spec: /spec/services/1/name: \"db\" is already the name of /spec/services/0; \
+             /spec/services/1/env/1A: \"1A\" is not a valid environment variable name"
+        );
+        assert_eq!(result.data, Value::Null);
+    }
+
+    #[test]
+    fn a_spec_refusal_reads_like_the_sdks_schema_refusal() {
+        let violations = vec![
+            Violation { path: "/spec/a".into(), message: "one".into() },
+            Violation { path: "/spec/b".into(), message: "two".into() },
+        ];
+        let sdk = conveyor_sdk::validate::SpecError::Invalid(violations.clone()).to_string();
+        assert_eq!(Refusal::InvalidSpec(violations).to_string(), sdk);
     }
 
     #[test]

@@ -352,4 +352,18 @@ mod tests {
         assert_eq!(def.schema["required"], json!(["steps"]));
         assert_eq!(def.schema["properties"]["steps"]["items"]["required"], json!(["name", "command"]));
     }
+
+    #[test]
+    fn the_definition_registers_step_images_and_services() {
+        let def = CommandRunner::definition();
+        let properties = &def.schema["properties"];
+        let step_image = &properties["steps"]["items"]["properties"]["image"];
+        assert_eq!(step_image["pattern"].as_str(), Some(crate::spec::IMAGE_REFERENCE), "{step_image}");
+        let service = &properties["services"]["items"];
+        assert_eq!(properties["services"]["type"], "array", "{}", properties["services"]);
+        assert_eq!(service["required"], json!(["name", "image"]));
+        for field in ["name", "image", "command", "env", "secrets", "ready", "ready_timeout"] {
+            assert!(service["properties"].get(field).is_some(), "services[].{field} missing from {service}");
+        }
+    }
 }

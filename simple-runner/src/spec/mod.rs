@@ -5,6 +5,7 @@
 //! sizes ([`ByteSize`], `size.rs`) and durations ([`Timeout`], `timeout.rs`) are read
 //! in files of their own.
 
+mod check;
 mod image;
 mod service;
 mod size;
@@ -214,7 +215,7 @@ pub enum PullPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conveyor_sdk::validate::SpecValidator;
+    use conveyor_sdk::validate::{SpecError, SpecValidator};
     use conveyor_sdk::{Resource, ResourceDefinition, ResourceType};
     use serde_json::json;
 
@@ -304,5 +305,179 @@ mod tests {
         let whens: Vec<When> = spec.steps.iter().map(|s| s.when).collect();
         assert_eq!(whens, [When::OnSuccess, When::Always, When::OnFailure]);
         assert_eq!(spec.steps[0].workdir.as_deref(), Some("sub"));
+    }
+
+    /// The schema's refusal of `spec`, as the SDK says it: the definition's JSON Schema
+    /// itself refuses it, not only the decoding after it.
+    fn refusal(spec: serde_json::Value) -> String {
+        let r = Resource::new("r", "pipeline", spec.clone());
+        match validator().validate(&r) {
+            Err(error @ SpecError::Invalid(_)) => error.to_string(),
+            other => panic!("the schema did not refuse {spec}: {other:?}"),
+        }
+    }
+
+    /// A spec of one service `service`.
+    fn with_service(service: serde_json::Value) -> serde_json::Value {
+        json!({"image": "alpine:3.20", "steps": [{"name": "s", "command": "c"}], "services": [service]})
+    }
+
+    #[test]
+    fn a_ready_without_exactly_one_valid_probe_is_refused_at_its_path() {
+        for ready in [
+            json!({}),
+            json!({"tcp": 0}),
+            json!({"tcp": 70000}),
+            json!({"tcp": -1}),
+            json!({"tcp": "5432"}),
+            json!({"command": ""}),
+            json!({"tcp": 5432, "command": "pg_isready"}),
+            json!({"http": "/health"}),
+            json!("tcp"),
+        ] {
+            let error = refusal(with_service(json!({"name": "db", "image": "postgres:16", "ready": ready})));
+            assert!(error.starts_with("invalid spec: /spec/services/0/ready: "), "{ready}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_image_reference_is_refused_wherever_it_is_named() {
+        for image in
+            ["Alpine", "alpine:", "a b", "", "alpine:3.20@sha256:abc", "/alpine", "alpine//x", "team/App"]
+        {
+            let error = refusal(json!({
+                "image": image,
+                "steps": [{"name": "s", "command": "c", "image": image}],
+                "services": [{"name": "db", "image": image}]
+            }));
+            for path in ["/spec/image", "/spec/steps/0/image", "/spec/services/0/image"] {
+                assert!(error.contains(&format!("{path}: ")), "{image:?}: {path} missing from: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_name_that_is_not_a_host_name_is_refused_at_its_path() {
+        for name in ["", "DB", "my_db", "-db", "db-", "db.local", "a b", &"a".repeat(64)] {
+            let error = refusal(with_service(json!({"name": name, "image": "postgres:16"})));
+            assert!(error.starts_with("invalid spec: /spec/services/0/name: "), "{name:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_service_missing_its_name_or_image_or_with_bad_fields_is_refused_at_its_path() {
+        let error = refusal(json!({
+            "steps": [],
+            "services": [
+                {"image": "postgres:16"},
+                {"name": "web"},
+                {"name": "x", "image": "nginx", "command": "", "secrets": ["A-B"], "ready_timeout": 0,
+                 "env": {"A": 1}}
+            ]
+        }));
+        for path in [
+            "/spec/services/0: ",
+            "/spec/services/1: ",
+            "/spec/services/2/command: ",
+            "/spec/services/2/secrets/0: ",
+            "/spec/services/2/ready_timeout: ",
+            "/spec/services/2/env/A: ",
+        ] {
+            assert!(error.contains(path), "{path} missing from: {error}");
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_pod_decodes_from_a_valid_spec() {
+        let digest = format!("alpine@sha256:{}", "0123456789abcdef".repeat(4));
+        let r = Resource::new(
+            "r",
+            "pipeline",
+            json!({
+                "image": "rust:1.80",
+                "steps": [
+                    {"name": "build", "command": "cargo build"},
+                    {"name": "test", "command": "make test", "image": "127.0.0.1:5000/team/app:1.2"},
+                    {"name": "pinned", "command": "true", "image": digest},
+                    {"name": "hub", "command": "true", "image": "docker.io/library/debian:12-slim"}
+                ],
+                "services": [
+                    {
+                        "name": "db",
+                        "image": "postgres:16",
+                        "env": {"POSTGRES_PASSWORD": "test"},
+                        "secrets": ["DB_LICENSE"],
+                        "ready": {"tcp": 5432},
+                        "ready_timeout": "2m"
+                    },
+                    {"name": "web-1", "image": "nginx:1.27", "command": "nginx -g 'daemon off;'",
+                     "ready": {"command": "wget -q -O /dev/null http://localhost"}, "ready_timeout": 30},
+                    {"name": "cache", "image": "[::1]:5000/redis:7"}
+                ]
+            }),
+        );
+        let spec: PipelineSpec = validator().decode(&r).unwrap();
+        let images: Vec<Option<&str>> = spec.steps.iter().map(|s| s.image.as_deref()).collect();
+        assert_eq!(
+            images,
+            [
+                None,
+                Some("127.0.0.1:5000/team/app:1.2"),
+                Some(digest.as_str()),
+                Some("docker.io/library/debian:12-slim")
+            ]
+        );
+        let [db, web, cache] = &spec.services[..] else { panic!("{:?}", spec.services) };
+        assert_eq!((db.name.as_str(), db.image.as_str()), ("db", "postgres:16"));
+        assert_eq!(db.env["POSTGRES_PASSWORD"], "test");
+        assert_eq!(db.secrets, ["DB_LICENSE"]);
+        assert_eq!(db.ready, Some(Ready::Tcp(5432)));
+        assert_eq!(db.ready_timeout().as_secs(), 120);
+        assert_eq!(web.command.as_deref(), Some("nginx -g 'daemon off;'"));
+        assert_eq!(web.ready, Some(Ready::Command("wget -q -O /dev/null http://localhost".into())));
+        assert_eq!(web.ready_timeout().as_secs(), 30);
+        assert_eq!((cache.ready.as_ref(), cache.ready_timeout()), (None, DEFAULT_READY_TIMEOUT));
+        assert_eq!(spec.violations(), []);
+    }
+
+    #[test]
+    fn every_resource_in_the_readme_is_valid() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> =
+            readme.split("```json\n").skip(1).filter_map(|rest| rest.split("\n```").next()).collect();
+        assert!(blocks.iter().any(|b| b.contains("\"services\"")), "no example with services in the README");
+        for block in blocks {
+            let r: Resource = serde_json::from_str(block).unwrap_or_else(|e| panic!("{e}: {block}"));
+            let spec: PipelineSpec = validator().decode(&r).unwrap_or_else(|e| panic!("{e}: {block}"));
+            assert_eq!(spec.violations(), [], "{block}");
+        }
+    }
+
+    #[test]
+    fn the_schema_lets_through_what_only_violations_refuse() {
+        // Names unique across the run and environment names are not the schema's to
+        // say: the spec decodes, and `violations` names them.
+        let r = Resource::new(
+            "r",
+            "pipeline",
+            json!({
+                "steps": [{"name": "db", "command": "c"}],
+                "services": [
+                    {"name": "db", "image": "postgres:16", "env": {"1A": "x"}},
+                    {"name": "db", "image": "postgres:16"}
+                ]
+            }),
+        );
+        let spec: PipelineSpec = validator().decode(&r).unwrap();
+        let paths: Vec<String> = spec.violations().into_iter().map(|v| v.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/services/0/name",
+                "/spec/services/0/env/1A",
+                "/spec/services/1/name",
+                "/spec/services/1/name"
+            ]
+        );
     }
 }
