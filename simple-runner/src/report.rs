@@ -71,8 +71,8 @@ pub enum RunReport {
 /// ```
 /// use simple_runner::report::Refusal;
 ///
-/// let refusal = Refusal::InvalidEnvName("1A".into());
-/// assert!(refusal.to_string().starts_with("\"1A\" is not a valid environment variable name"));
+/// let refusal = Refusal::UnknownSecret("DEPLOY_KEY".into());
+/// assert!(refusal.to_string().starts_with("the spec names secret DEPLOY_KEY, which the runner does not have"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -80,9 +80,6 @@ pub enum Refusal {
     /// The spec names no image and the runner has no default image.
     #[error("the spec names no image and the runner has no default image")]
     NoImage,
-    /// An environment variable's name is not a shell name.
-    #[error("{0:?} is not a valid environment variable name (letters, digits and _, not first a digit)")]
-    InvalidEnvName(String),
     /// The spec names a secret the runner's operator has not given it.
     #[error("the spec names secret {0}, which the runner does not have (see --secret and --secrets-file)")]
     UnknownSecret(String),
@@ -435,11 +432,11 @@ mod tests {
 
     #[test]
     fn a_refused_run_fails_with_the_reason_and_no_data() {
-        let result = RunReport::Refused(Refusal::InvalidEnvName("A; rm".into())).into_result();
+        let result = RunReport::Refused(Refusal::UnknownSecret("DEPLOY_KEY".into())).into_result();
         assert!(!result.success);
         assert_eq!(
             result.message,
-            "\"A; rm\" is not a valid environment variable name (letters, digits and _, not first a digit)"
+            "the spec names secret DEPLOY_KEY, which the runner does not have (see --secret and --secrets-file)"
         );
         assert_eq!(result.data, Value::Null);
     }

@@ -262,3 +262,24 @@ async fn the_output_of_services_and_steps_shares_the_runs_log_cap() {
     assert_eq!(notices, 1, "one notice for the whole run: {log:?}");
     assert!(!log.iter().any(|l| l == "step line 199"), "the step's output came after the cap was reached");
 }
+
+#[tokio::test]
+async fn a_spec_breaking_the_pods_rules_is_refused_with_its_paths_before_any_container_starts() {
+    let runner = runner(own_settings()).await;
+    let (report, log, _) = run_here(
+        &runner,
+        json!({
+            // Were it looked at, this image would fail the run: the spec is refused first.
+            "image": "conveyor-test/absent:never",
+            "pull": "never",
+            "services": [web(json!({"tcp": 8080})), web(json!({"tcp": 8081})), {"name": "build", "image": TEST_IMAGE}],
+            "steps": [{"name": "build", "command": "true"}]
+        }),
+    )
+    .await;
+    let RunReport::Refused(refusal) = &report else { panic!("not refused: {report:?}") };
+    let message = refusal.to_string();
+    assert!(message.contains("/spec/services/1/name"), "{message}");
+    assert!(message.contains("/spec/services/2/name"), "{message}");
+    assert_eq!(log, [message.clone()], "the refusal is the whole log: no image looked at, no container");
+}

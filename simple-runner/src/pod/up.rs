@@ -19,7 +19,6 @@ use crate::housekeeping::pool::{PoolKey, Warm, WarmPool};
 use crate::pod::down::{PodGuard, Removals};
 use crate::pod::{container_name, labels};
 use crate::report::{Refusal, RunReport};
-use crate::settings::secrets::valid_name;
 use crate::settings::{ContainerSettings, Settings};
 use crate::spec::{PipelineSpec, Service};
 use crate::steps::cap::OutputCap;
@@ -41,9 +40,10 @@ pub(crate) struct Containers<'a> {
     pub(crate) pool: &'a WarmPool,
 }
 
-/// Prepares `run`, in the order a failure is reported: its images named, every secret
+/// Prepares `run`, in the order a failure is reported: its spec within the rules its
+/// schema cannot say ([`PipelineSpec::violations`]), its images named, every secret
 /// it names known (their values masked in its log from then on), its images present
-/// (a wait a cancellation cuts short), the environment valid; then a run of one image
+/// (a wait a cancellation cuts short); then a run of one image
 /// without services takes a warm container or starts one, and tops up the warm
 /// containers of its image and settings, while any other run brings its pod up
 /// ([`pod_up`]). A failure is logged before it is returned.
@@ -56,6 +56,10 @@ pub(crate) async fn prepare(
     let Containers { engine, removals, pool } = containers;
     let spec = run.spec();
     let log = run.log();
+    let violations = spec.violations();
+    if !violations.is_empty() {
+        return Err(logged(log, RunReport::Refused(Refusal::InvalidSpec(violations))).await);
+    }
     let run_image = spec.image.clone().or_else(|| settings.default_image.clone());
     let Some(plan) = Plan::of(spec, run_image) else {
         return Err(logged(log, RunReport::Refused(Refusal::NoImage)).await);
@@ -86,9 +90,6 @@ pub(crate) async fn prepare(
             Ok(image_id) => image_ids.insert(image, image_id),
             Err(error) => return Err(logged(log, RunReport::NoContainer { image, error }).await),
         };
-    }
-    if let Some(name) = invalid_env_name(spec) {
-        return Err(logged(log, RunReport::Refused(Refusal::InvalidEnvName(name))).await);
     }
     let cap = OutputCap::new(settings.max_log_bytes);
     if plan.is_pod() {
@@ -439,14 +440,6 @@ fn container_labels(run: &Run<PipelineSpec>, settings: &Settings) -> HashMap<Str
     ])
 }
 
-/// The first environment variable name, of the run, a step or a service, that is not
-/// a shell name.
-fn invalid_env_name(spec: &PipelineSpec) -> Option<String> {
-    let steps = spec.steps.iter().flat_map(|s| s.env.keys());
-    let services = spec.services.iter().flat_map(|s| s.env.keys());
-    spec.env.keys().chain(steps).chain(services).find(|k| !valid_name(k)).cloned()
-}
-
 /// The secrets the run names, of the run, its steps and its services.
 fn secret_names(spec: &PipelineSpec) -> impl Iterator<Item = &str> {
     let steps = spec.steps.iter().flat_map(|s| s.secrets.iter());
@@ -459,16 +452,6 @@ mod tests {
     use super::*;
     use conveyor_sdk::Resource;
     use serde_json::json;
-
-    #[test]
-    fn environment_names_must_be_shell_names() {
-        let spec = |env: serde_json::Value| -> PipelineSpec {
-            serde_json::from_value(json!({"steps": [{"name": "s", "command": "c", "env": env}]})).unwrap()
-        };
-        assert_eq!(invalid_env_name(&spec(json!({"GOOD_1": "x", "_ok": "y"}))), None);
-        assert_eq!(invalid_env_name(&spec(json!({"A; rm -rf /": "x"}))).as_deref(), Some("A; rm -rf /"));
-        assert_eq!(invalid_env_name(&spec(json!({"1A": "x"}))).as_deref(), Some("1A"));
-    }
 
     #[test]
     fn the_runs_identity_comes_before_the_specs_environment() {
