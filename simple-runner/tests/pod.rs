@@ -283,3 +283,27 @@ async fn a_spec_breaking_the_pods_rules_is_refused_with_its_paths_before_any_con
     assert!(message.contains("/spec/services/2/name"), "{message}");
     assert_eq!(log, [message.clone()], "the refusal is the whole log: no image looked at, no container");
 }
+
+#[tokio::test]
+async fn a_step_in_its_own_image_is_stopped_at_its_timeout_and_the_always_steps_still_run() {
+    let runner = runner(own_settings()).await;
+    let (report, log, _) = run_here(
+        &runner,
+        json!({
+            "image": TEST_IMAGE,
+            "env": {"WHERE": "run"},
+            "steps": [
+                {"name": "slow", "image": ALPHA_IMAGE, "timeout": 1,
+                 "command": "echo \"slow in $WHERE\"; exec sleep 30"},
+                {"name": "skipped", "image": BETA_IMAGE, "command": "echo should not run"},
+                {"name": "report", "image": BETA_IMAGE, "when": "on_failure",
+                 "command": ". /etc/os-release; echo \"reporting from $ID\""}
+            ]
+        }),
+    )
+    .await;
+    assert_eq!(report.message(), "step slow timed out after 1s");
+    assert!(has(&log, "slow in run"), "the run's env reaches a step in its own image: {log:?}");
+    assert!(has(&log, "reporting from beta"), "{log:?}");
+    assert!(has(&log, "--- step 2/3 skipped skipped: a step before it failed"), "{log:?}");
+}
