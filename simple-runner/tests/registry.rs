@@ -90,16 +90,14 @@ fn write_docker_config(dir: &Path, host: &str) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test]
-async fn an_image_behind_registry_credentials_is_pulled_with_those_of_the_docker_config() {
-    let engine = engine().await;
-    let registry = Registry::start().await;
+/// An image of the test image's with a layer of its own (so that a pull has something
+/// to download), pushed to `registry` with its credentials and removed from the engine.
+async fn push_private(engine: &simple_runner::Engine, registry: &Registry) -> String {
     let host = registry.host();
     let repo = format!("{host}/conveyor-test/private");
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let image = format!("{repo}:{tag}");
     let docker = engine.docker();
-    // A layer of its own, so that the pull has something to download.
     let context = tempfile::tempdir().unwrap();
     std::fs::write(
         context.path().join("Dockerfile"),
@@ -122,11 +120,22 @@ async fn an_image_behind_registry_credentials_is_pulled_with_those_of_the_docker
         let info = item.unwrap_or_else(|e| panic!("push to the test registry: {e}"));
         assert!(info.error_detail.is_none(), "push to the test registry: {:?}", info.error_detail);
     }
-    let untag = || async {
-        let options = RemoveImageOptions { force: true, noprune: false, ..Default::default() };
-        let _ = docker.remove_image(&image, Some(options), None).await;
-    };
-    untag().await;
+    untag(engine, &image).await;
+    image
+}
+
+/// Removes `image` from the engine.
+async fn untag(engine: &simple_runner::Engine, image: &str) {
+    let options = RemoveImageOptions { force: true, noprune: false, ..Default::default() };
+    let _ = engine.docker().remove_image(image, Some(options), None).await;
+}
+
+#[tokio::test]
+async fn an_image_behind_registry_credentials_is_pulled_with_those_of_the_docker_config() {
+    let engine = engine().await;
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let image = push_private(&engine, &registry).await;
 
     let spec = json!({"image": image, "pull": "always", "steps": [{"name": "hello", "command": "echo pulled-and-ran"}]});
     let anonymous = CommandRunner::new(engine.clone(), own_settings());
@@ -138,7 +147,7 @@ async fn an_image_behind_registry_credentials_is_pulled_with_those_of_the_docker
     let auth = RegistryAuth::from_file(&write_docker_config(dir.path(), &host)).unwrap();
     let runner = CommandRunner::new(engine.clone(), Settings { registry_auth: auth, ..own_settings() });
     let (report, log, _) = run_here(&runner, spec).await;
-    untag().await;
+    untag(&engine, &image).await;
     registry.stop().await;
 
     assert!(report.succeeded(), "{} {log:#?}", report.message());
@@ -157,5 +166,32 @@ async fn an_image_behind_registry_credentials_is_pulled_with_those_of_the_docker
     // `Download complete`.
     let last_stage = if is_podman(&engine).await { ": Download complete" } else { ": Pull complete" };
     assert!(layer_lines.iter().any(|l| l.ends_with(last_stage)), "per-layer progress: {log:#?}");
+    assert!(!log.iter().any(|l| l.contains(PASSWORD)), "{log:#?}");
+}
+
+#[tokio::test]
+async fn a_steps_own_image_and_a_services_image_are_pulled_with_the_runs_credentials() {
+    let engine = engine().await;
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let image = push_private(&engine, &registry).await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = RegistryAuth::from_file(&write_docker_config(dir.path(), &host)).unwrap();
+    let runner = CommandRunner::new(engine.clone(), Settings { registry_auth: auth, ..own_settings() });
+    let spec = json!({
+        "image": TEST_IMAGE,
+        "services": [{"name": "private", "image": image, "command": "cat /id > /tmp/up; exec sleep 60",
+                      "ready": {"command": "test -s /tmp/up"}}],
+        "steps": [{"name": "inside", "image": image, "command": "echo \"ran in $(cat /id)\""}]
+    });
+    let (report, log, _) = run_here(&runner, spec).await;
+    untag(&engine, &image).await;
+    registry.stop().await;
+
+    assert!(report.succeeded(), "{} {log:#?}", report.message());
+    let tag = image.rsplit(':').next().unwrap_or_default();
+    assert!(has(&log, &format!("ran in {tag}")), "{log:#?}");
+    let pulls = log.iter().filter(|l| **l == format!("pulling image {image}")).count();
+    assert_eq!(pulls, 1, "the image the step and the service share is pulled once: {log:#?}");
     assert!(!log.iter().any(|l| l.contains(PASSWORD)), "{log:#?}");
 }
