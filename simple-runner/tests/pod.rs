@@ -281,7 +281,7 @@ async fn a_spec_breaking_the_pods_rules_is_refused_with_its_paths_before_any_con
     let message = refusal.to_string();
     assert!(message.contains("/spec/services/1/name"), "{message}");
     assert!(message.contains("/spec/services/2/name"), "{message}");
-    assert_eq!(log, [message.clone()], "the refusal is the whole log: no image looked at, no container");
+    assert_eq!(log, [message], "the refusal is the whole log: no image looked at, no container");
 }
 
 #[tokio::test]
