@@ -2,8 +2,8 @@
 //! alive by a shell on its open stdin as every run container is; its process, started
 //! by an exec with its environment and secrets (given to that process alone, never to
 //! the container's configuration); its output, in the run's log as `[NAME] line`
-//! under the run's log cap; and how its process ended, said in the log unless the pod
-//! is going down.
+//! under the run's log cap; and how its process ended, said in the log when its end
+//! reached the runner before the pod began to go down.
 
 use bollard::container::LogOutput;
 use conveyor_sdk::log::LineSplitter;
@@ -85,7 +85,8 @@ impl RunningService {
     }
 
     /// Stops logging its output, after what has already come, and saying its end: the
-    /// pod is going down.
+    /// pod is going down. An end that had already come (its output had ended) is said
+    /// before this returns.
     pub(crate) async fn quiet(&mut self) {
         self.quiet.cancel();
         if let Some(pump) = self.pump.take() {
@@ -132,11 +133,13 @@ struct Pump {
 impl Pump {
     async fn run(self, mut output: ExecOutput, ended: watch::Sender<Option<Option<i64>>>) {
         let (mut stdout, mut stderr) = (LineSplitter::new(), LineSplitter::new());
-        loop {
+        // Whether its output ended before the pod began to go down: its process ended
+        // by itself then, and that is said even if the steps end while it is asked how.
+        let ended_by_itself = loop {
             let chunk = tokio::select! {
                 biased;
                 chunk = output.next() => chunk,
-                () = self.quiet.cancelled() => break,
+                () = self.quiet.cancelled() => break false,
             };
             let lines = match chunk {
                 Some(Ok(LogOutput::StdErr { message })) => stderr.push(&message),
@@ -146,22 +149,20 @@ impl Pump {
                 Some(Ok(LogOutput::StdIn { .. })) => continue,
                 Some(Err(error)) => {
                     tracing::debug!(%error, service = %self.name, "the output of a service broke off");
-                    break;
+                    break !self.quiet.is_cancelled();
                 }
-                None => break,
+                None => break !self.quiet.is_cancelled(),
             };
             self.emit(lines).await;
-        }
+        };
         self.emit(stdout.finish().into_iter().chain(stderr.finish()).collect()).await;
-        if self.quiet.is_cancelled() {
+        if !ended_by_itself {
             return;
         }
         let code = self.engine.exec_exit_code(&self.exec).await;
         // Said before it is known: whoever waits on the end finds this line in the log.
-        if !self.quiet.is_cancelled() {
-            let how = code.map_or_else(|| "ended".to_owned(), |code| format!("exited with code {code}"));
-            self.log.log(format!("service {} {how}", self.name)).await;
-        }
+        let how = code.map_or_else(|| "ended".to_owned(), |code| format!("exited with code {code}"));
+        self.log.log(format!("service {} {how}", self.name)).await;
         let _ = ended.send(Some(code));
     }
 
