@@ -33,6 +33,11 @@ const POD_CONTAINERS: usize = 3;
 /// its volume.
 const REMOVED_WITHIN: Duration = Duration::from_secs(10);
 
+/// The run's timeout in the deadline tests, in seconds: long enough for a pod to come
+/// up on a loaded machine (it takes about a second on either engine), short enough for
+/// a quick test.
+const DEADLINE_SECS: u64 = 5;
+
 /// A pod run: step `write` in [`ALPHA_IMAGE`] leaves a file in the workspace, step
 /// `long` in [`BETA_IMAGE`] reads it and then runs `long`; the service `web`
 /// ([`HTTPD_IMAGE`]) is ready once port 8080 listens. `extra` adds to the spec.
@@ -105,14 +110,15 @@ async fn a_pod_run_whose_deadline_passes_during_a_step_times_out_and_leaves_no_c
     let engine = engine().await;
     let serving = serve(CommandRunner::new(engine.clone(), settings()), config(&nats), &harness).await;
 
-    let run =
-        harness.create(pipeline("pod-deadline", pod(TRAPPING, json!({"timeout": "3s"})))).await.unwrap();
-    harness.wait_for_log(&run.run_id, "started", Duration::from_secs(30)).await.unwrap();
+    let timeout = json!({"timeout": format!("{DEADLINE_SECS}s")});
+    let run = harness.create(pipeline("pod-deadline", pod(TRAPPING, timeout))).await.unwrap();
+    let began = harness.wait_for_log(&run.run_id, "started", Duration::from_secs(DEADLINE_SECS)).await;
+    began.unwrap_or_else(|e| panic!("the step did not begin within the run's timeout: {e}"));
     assert_pod_is_up(&engine, &run.run_id).await;
 
     let result = harness.result_within(&run.run_id, Duration::from_secs(30)).await.unwrap().driverresult;
     assert!(!result.success);
-    assert_eq!(result.message, "timed out after 3s during step long");
+    assert_eq!(result.message, format!("timed out after {DEADLINE_SECS}s during step long"));
     assert_eq!(result.data["steps"][1]["exit_code"], 143, "{}", result.data);
     let lines = lines(&harness, &run.run_id);
     assert!(has(&lines, "got TERM"), "the step got SIGTERM: {lines:?}");
@@ -131,7 +137,7 @@ async fn a_pod_run_whose_deadline_passes_while_a_service_is_not_ready_ends_at_it
     // The service serves on 8080; nothing ever listens on the port it is waited for,
     // and it may wait far longer than the run may last.
     let never_ready = json!({
-        "timeout": "3s",
+        "timeout": format!("{DEADLINE_SECS}s"),
         "services": [{"name": "web", "image": HTTPD_IMAGE, "ready": {"tcp": 9}, "ready_timeout": "1m"}]
     });
     let created = Instant::now();
@@ -142,8 +148,8 @@ async fn a_pod_run_whose_deadline_passes_while_a_service_is_not_ready_ends_at_it
     let result = harness.result_within(&run.run_id, Duration::from_secs(30)).await.unwrap().driverresult;
     let took = created.elapsed();
     assert!(!result.success);
-    assert_eq!(result.message, "timed out after 3s before the steps began");
-    let deadline = Duration::from_secs(3);
+    assert_eq!(result.message, format!("timed out after {DEADLINE_SECS}s before the steps began"));
+    let deadline = Duration::from_secs(DEADLINE_SECS);
     assert!(
         took >= deadline && took < deadline + Duration::from_secs(5),
         "the run ended {took:?} after it was created, not at its deadline of {deadline:?}"
