@@ -56,6 +56,12 @@ fn pod(long: &str, extra: Value) -> Value {
     spec
 }
 
+/// The `web` service of [`pod`] waited for on a port nothing ever listens on (it serves
+/// on 8080), for far longer than any test lasts.
+fn never_ready() -> Value {
+    json!([{"name": "web", "image": HTTPD_IMAGE, "ready": {"tcp": 9}, "ready_timeout": "1m"}])
+}
+
 /// Asserts that the whole pod of `run_id` is on the engine: its containers and its
 /// workspace volume.
 async fn assert_pod_is_up(engine: &Engine, run_id: &str) {
@@ -134,14 +140,9 @@ async fn a_pod_run_whose_deadline_passes_while_a_service_is_not_ready_ends_at_it
     let engine = engine().await;
     let serving = serve(CommandRunner::new(engine.clone(), settings()), config(&nats), &harness).await;
 
-    // The service serves on 8080; nothing ever listens on the port it is waited for,
-    // and it may wait far longer than the run may last.
-    let never_ready = json!({
-        "timeout": format!("{DEADLINE_SECS}s"),
-        "services": [{"name": "web", "image": HTTPD_IMAGE, "ready": {"tcp": 9}, "ready_timeout": "1m"}]
-    });
+    let spec = pod(TRAPPING, json!({"timeout": format!("{DEADLINE_SECS}s"), "services": never_ready()}));
     let created = Instant::now();
-    let run = harness.create(pipeline("pod-not-ready", pod(TRAPPING, never_ready))).await.unwrap();
+    let run = harness.create(pipeline("pod-not-ready", spec)).await.unwrap();
     harness.wait_for_log(&run.run_id, "--> service web", Duration::from_secs(30)).await.unwrap();
     assert_pod_is_up(&engine, &run.run_id).await;
 
@@ -226,6 +227,25 @@ async fn a_shutdown_mid_pod_run_has_removed_every_container_and_the_volume_when_
 
     assert_nothing_left_within(&engine, &run.run_id, Duration::ZERO).await;
     assert!(harness.results(&run.run_id).is_empty(), "a run cut short by a shutdown publishes no result");
+}
+
+#[tokio::test]
+async fn a_shutdown_while_a_service_is_not_ready_has_removed_the_pod_when_it_returns() {
+    let (nats, harness) = setup().await;
+    let engine = engine().await;
+    let short_grace = config(&nats).grace_period(Duration::from_millis(200));
+    let serving = serve(CommandRunner::new(engine.clone(), settings()), short_grace, &harness).await;
+
+    let spec = pod(TRAPPING, json!({"services": never_ready()}));
+    let run = harness.create(pipeline("pod-shutdown-not-ready", spec)).await.unwrap();
+    harness.wait_for_log(&run.run_id, "--> service web", Duration::from_secs(30)).await.unwrap();
+    assert_pod_is_up(&engine, &run.run_id).await;
+    serving.shutdown().await.unwrap();
+
+    assert_nothing_left_within(&engine, &run.run_id, Duration::ZERO).await;
+    assert!(harness.results(&run.run_id).is_empty(), "a run cut short by a shutdown publishes no result");
+    let lines = lines(&harness, &run.run_id);
+    assert!(!lines.iter().any(|l| l.starts_with("==> step")), "no step began: {lines:?}");
 }
 
 /// Removes every container, then every volume, of its driver (a test's own) when
