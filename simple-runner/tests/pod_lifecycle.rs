@@ -31,7 +31,7 @@ const POD_CONTAINERS: usize = 3;
 /// How long the removal of a pod may take once its run has ended: its step
 /// containers exit when their sessions go, its service's is removed at once, then
 /// its volume.
-const REMOVED_WITHIN: Duration = Duration::from_secs(10);
+const REMOVED_WITHIN: Duration = Duration::from_secs(5);
 
 /// The run's timeout in the deadline tests, in seconds: long enough for a pod to come
 /// up on a loaded machine (it takes about a second on either engine), short enough for
