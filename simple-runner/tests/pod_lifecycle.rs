@@ -158,6 +158,8 @@ async fn a_pod_run_whose_deadline_passes_while_a_service_is_not_ready_ends_at_it
     let lines = lines(&harness, &run.run_id);
     assert!(!lines.iter().any(|l| l.starts_with("==> step")), "no step began: {lines:?}");
     assert!(!lines.iter().any(|l| l.contains("is ready")), "the service was never ready: {lines:?}");
+    let said = format!("the run {}", result.message);
+    assert_eq!(lines.last(), Some(&said), "the log says why the run ended, once: {lines:?}");
     assert_nothing_left_within(&engine, &run.run_id, REMOVED_WITHIN).await;
     assert_eq!(harness.results(&run.run_id).len(), 1, "one result");
     serving.shutdown().await.unwrap();
