@@ -277,7 +277,7 @@ impl CommandRunner {
         let mut outputs = RunOutputs::default();
         if let Some(source) = &spec.source {
             let checked_out = tokio::select! {
-                checked_out = source::checkout(workspace, source, &self.settings, log) => checked_out,
+                checked_out = source::checkout(workspace, source, &self.settings, run.run_id(), log) => checked_out,
                 _ = run.cancelled() => return interrupted(run),
             };
             match checked_out {
