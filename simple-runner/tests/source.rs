@@ -503,3 +503,23 @@ fn serve_and_run_offer_the_operators_git_credentials_in_their_help() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_checkout_belongs_to_the_runs_numeric_user_so_that_it_may_write_in_it() {
+    let repos = Repos::make();
+    let daemon = GitDaemon::start(&repos).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (runner, _) = runner(dir.path(), None).await;
+    let mut settings = runner.settings().clone();
+    settings.container.user = Some("1000:1000".into());
+    let runner = CommandRunner::new(runner.engine().clone(), settings);
+    let command =
+        "id -u; stat -c 'owner %u:%g' README .git .git/HEAD; echo mine >> README && tail -n 1 README";
+    let (report, lines) = run(&runner, spec(json!({"git": daemon.url("app.git")}), command)).await;
+
+    assert!(report.succeeded(), "{}\n{lines:#?}", report.message());
+    assert!(has(&lines, "1000"), "the step did not run as 1000: {lines:#?}");
+    let owners: Vec<&String> = lines.iter().filter(|line| line.starts_with("owner ")).collect();
+    assert_eq!(owners, ["owner 1000:1000"; 3], "{lines:#?}");
+    assert!(has(&lines, "mine"), "{lines:#?}");
+}
