@@ -303,7 +303,7 @@ async fn a_tag_is_checked_out_at_the_commit_it_names() {
 }
 
 #[tokio::test]
-async fn a_commit_id_is_fetched_by_itself_at_the_depth_asked() {
+async fn a_commit_id_or_a_full_ref_is_fetched_by_itself_at_the_depth_asked() {
     let repos = Repos::make();
     let daemon = GitDaemon::start(&repos).await;
     let dir = tempfile::tempdir().unwrap();
@@ -315,6 +315,12 @@ async fn a_commit_id_is_fetched_by_itself_at_the_depth_asked() {
     assert!(has(&lines, "second") && has(&lines, "two"), "{lines:#?}");
     assert!(has(&lines, &repos.second), "the checkout is not shallow at the commit: {lines:#?}");
     assert_eq!(result_commit(report).as_deref(), Some(repos.second.as_str()));
+
+    let source = json!({"git": daemon.url("app.git"), "ref": "refs/heads/feature"});
+    let (report, lines) = run(&runner, spec(source, "cat feature.txt")).await;
+    assert!(report.succeeded(), "{}\n{lines:#?}", report.message());
+    assert!(has(&lines, "feature work"), "{lines:#?}");
+    assert_eq!(result_commit(report).as_deref(), Some(repos.feature.as_str()));
 }
 
 #[tokio::test]
