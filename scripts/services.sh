@@ -16,7 +16,9 @@
 #     CONVEYOR_TEST_IMAGE, CONVEYOR_TEST_IMAGE_ALPHA, _BETA, _HTTPD and
 #     _HTTPD_HEALTHCHECK name them otherwise;
 #   - Debian's docker-registry and apache2-utils (htpasswd), for the tests that start
-#     their own registry on loopback to pull with credentials.
+#     their own registry on loopback to pull with credentials;
+#   - Debian's git: the runner checks a run's source out with it, and the tests serve
+#     repositories of their own on loopback with `git daemon` and `git http-backend`.
 # With `podman` (bash scripts/services.sh podman), also Podman beside Docker:
 #   - Debian's podman and catatonit (the init of run containers), its Docker-compatible
 #     API served by `podman system service` on unix:///run/podman/podman.sock (Docker
@@ -184,7 +186,7 @@ fi
 
 # --- Docker -----------------------------------------------------------------------
 if [ "${CONVEYOR_SKIP_DOCKER:-}" != "1" ]; then
-  apt_install docker.io busybox-static docker-registry apache2-utils
+  apt_install docker.io busybox-static docker-registry apache2-utils git
   # The tests start registries of their own; the packaged service is not needed.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
     as_root systemctl stop docker-registry || true

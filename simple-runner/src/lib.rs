@@ -57,12 +57,15 @@
 pub mod engine;
 pub mod housekeeping;
 pub mod metrics;
+mod objects;
 pub mod pod;
 pub mod report;
 pub mod runner;
 pub mod settings;
+pub mod source;
 pub mod spec;
 pub mod steps;
+pub mod workspace;
 
 pub use engine::error::EngineError;
 pub use engine::Engine;

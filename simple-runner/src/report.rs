@@ -23,6 +23,7 @@ use crate::engine::error::{ContainerEnd, EngineError};
 ///         StepRecord { name: "test".into(), exit_code: Some(2), duration: Duration::from_millis(310) },
 ///     ],
 ///     end: StepsEnd::Failed { step: "test".into(), exit_code: 2 },
+///     outputs: Default::default(),
 /// };
 /// assert!(!report.succeeded());
 /// let result = report.into_result();
@@ -50,6 +51,15 @@ pub enum RunReport {
         steps: Vec<StepRecord>,
         /// How the steps ended.
         end: StepsEnd,
+        /// What the run kept besides its log: its source's commit, its artifacts.
+        outputs: RunOutputs,
+    },
+    /// The run's `source` could not be checked out: no step ran.
+    SourceFailed {
+        /// The repository's URL.
+        repository: String,
+        /// Why, in git's words where it gave some.
+        reason: String,
     },
     /// A service of the run was not ready in time, or its process ended, before the
     /// first step: no step ran.
@@ -238,7 +248,7 @@ impl RunReport {
     /// assert!(!RunReport::Cancelled.succeeded());
     /// ```
     pub fn succeeded(&self) -> bool {
-        matches!(self, RunReport::Ran { end: StepsEnd::Completed, .. })
+        matches!(self, RunReport::Ran { end: StepsEnd::Completed, outputs, .. } if outputs.failure.is_none())
     }
 
     /// The result's message: what happened, or what went wrong first.
@@ -253,14 +263,19 @@ impl RunReport {
         match self {
             RunReport::Refused(refusal) => refusal.to_string(),
             RunReport::NoContainer { error, .. } => error_text(error),
-            RunReport::Ran { steps, end, .. } => end.failure().unwrap_or_else(|| {
-                let failed = steps.iter().filter(|s| s.exit_code != Some(0)).count();
-                match failed {
-                    0 => format!("{} steps succeeded", steps.len()),
-                    _ => format!("{} steps ran; {failed} failed and were allowed to", steps.len()),
-                }
-            }),
+            RunReport::Ran { steps, end, outputs, .. } => {
+                end.failure().or_else(|| outputs.failure.clone()).unwrap_or_else(|| {
+                    let failed = steps.iter().filter(|s| s.exit_code != Some(0)).count();
+                    match failed {
+                        0 => format!("{} steps succeeded", steps.len()),
+                        _ => format!("{} steps ran; {failed} failed and were allowed to", steps.len()),
+                    }
+                })
+            }
             RunReport::ServiceNotReady { service, reason } => format!("service {service} {reason}"),
+            RunReport::SourceFailed { repository, reason } => {
+                format!("checking out {repository} failed: {reason}")
+            }
             RunReport::Cancelled => "cancelled: the runner is shutting down".into(),
             RunReport::Stopped(CancelReason::Deadline(after)) => {
                 format!("timed out after {} before the steps began", human(*after))
@@ -293,17 +308,71 @@ impl RunReport {
             RunReport::Refused(_) | RunReport::Cancelled | RunReport::Stopped(_) => Value::Null,
             RunReport::NoContainer { image, .. } => json!({"image": image}),
             RunReport::ServiceNotReady { service, .. } => json!({"service": service}),
-            RunReport::Ran { image, steps, .. } => json!({
-                "image": image,
-                "steps": steps.iter().map(|s| json!({
-                    "name": s.name,
-                    "exit_code": s.exit_code,
-                    "duration_seconds": (s.duration.as_secs_f64() * 1000.0).round() / 1000.0,
-                })).collect::<Vec<_>>(),
-            }),
+            RunReport::SourceFailed { repository, .. } => json!({"source": {"git": repository}}),
+            RunReport::Ran { image, steps, outputs, .. } => {
+                let mut data = json!({
+                    "image": image,
+                    "steps": steps.iter().map(|s| json!({
+                        "name": s.name,
+                        "exit_code": s.exit_code,
+                        "duration_seconds": (s.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+                    })).collect::<Vec<_>>(),
+                });
+                if let Some(commit) = outputs.commit {
+                    data["source"] = json!({"commit": commit});
+                }
+                if !outputs.artifacts.is_empty() {
+                    data["artifacts"] = json!(outputs
+                        .artifacts
+                        .iter()
+                        .map(|a| json!({"name": a.name, "size": a.size, "sha256": a.sha256}))
+                        .collect::<Vec<_>>());
+                }
+                data
+            }
         };
         result.with_data(data)
     }
+}
+
+/// What a run kept besides its log: the commit its source checked out, the artifacts
+/// it stored.
+///
+/// ```
+/// use simple_runner::report::{RunOutputs, StoredArtifact};
+///
+/// let outputs = RunOutputs {
+///     commit: Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904".into()),
+///     artifacts: vec![StoredArtifact { name: "binary".into(), size: 1024, sha256: "ab…".into() }],
+///     ..RunOutputs::default()
+/// };
+/// assert!(outputs.failure.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOutputs {
+    /// The commit its `source` checked out.
+    pub commit: Option<String>,
+    /// The artifacts it stored, in the order of the spec.
+    pub artifacts: Vec<StoredArtifact>,
+    /// Why what the run had to keep could not be kept (an artifact's missing path, the
+    /// size cap, the store): the run fails with it though its steps succeeded.
+    pub failure: Option<String>,
+}
+
+/// An artifact a run stored, as its result lists it.
+///
+/// ```
+/// let artifact = simple_runner::report::StoredArtifact { name: "logs".into(), size: 0, sha256: String::new() };
+/// assert_eq!(artifact.name, "logs");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredArtifact {
+    /// Its name, from the spec.
+    pub name: String,
+    /// How many bytes it holds, as stored.
+    pub size: u64,
+    /// The SHA-256 of what is stored, in hex.
+    pub sha256: String,
 }
 
 /// A timeout in words, in whole seconds and at least one.
@@ -320,7 +389,8 @@ mod tests {
     }
 
     fn ran(steps: Vec<StepRecord>, end: StepsEnd) -> DriverResult {
-        RunReport::Ran { image: "alpine:3.20".into(), steps, end }.into_result()
+        RunReport::Ran { image: "alpine:3.20".into(), steps, end, outputs: RunOutputs::default() }
+            .into_result()
     }
 
     #[test]

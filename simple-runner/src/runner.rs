@@ -15,12 +15,17 @@ use crate::engine::error::EngineError;
 use crate::engine::image::PullProgress;
 use crate::engine::Engine;
 use crate::housekeeping::pool::WarmPool;
+use crate::objects::{artifacts, caches};
 use crate::pod::down::Removals;
+use crate::pod::up::interrupted;
 use crate::pod::up::{prepare, Containers, Prepared};
-use crate::report::RunReport;
+use crate::report::{RunOutputs, RunReport, StepsEnd};
 use crate::settings::{Mode, Settings, DEFAULT_LIVENESS_TTL};
+use crate::source;
 use crate::spec::{PipelineSpec, RESOURCE_TYPE};
 use crate::steps::run_steps;
+use crate::steps::Shell;
+use crate::workspace::Workspace;
 
 /// The reference driver: runs a `pipeline` resource's steps in a container of its image.
 ///
@@ -47,6 +52,9 @@ pub struct CommandRunner {
     removals: Removals,
     /// The warm containers.
     pool: WarmPool,
+    /// The JetStream of the object store buckets of caches and artifacts, when the
+    /// runner has one ([`with_jetstream`](Self::with_jetstream)).
+    objects: Option<async_nats::jetstream::Context>,
 }
 
 impl CommandRunner {
@@ -67,7 +75,25 @@ impl CommandRunner {
     pub fn new(engine: Engine, settings: Settings) -> Self {
         let removals = Removals::new(engine.clone());
         let pool = WarmPool::new(engine.clone(), removals.clone(), &settings);
-        Self { engine, settings, removals, pool }
+        Self { engine, settings, removals, pool, objects: None }
+    }
+
+    /// This runner, keeping caches and artifacts in the object store of `jetstream`
+    /// (a serving runner uses its own NATS connection's, see [`serve`](Self::serve));
+    /// without it, a run's caches are neither restored nor saved and its artifacts not
+    /// kept, each with a warning in its log.
+    ///
+    /// ```no_run
+    /// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), async_nats::ConnectError> {
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let runner = runner.with_jetstream(async_nats::jetstream::new(client));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_jetstream(mut self, jetstream: async_nats::jetstream::Context) -> Self {
+        self.objects = Some(jetstream);
+        self
     }
 
     /// Serves with `config` until `shutdown` completes, as this runner's
@@ -81,7 +107,9 @@ impl CommandRunner {
     /// from its NATS ([`identify`], asked again every 2 s until NATS answers), unless
     /// its [`ContainerSettings::installation`](crate::ContainerSettings::installation)
     /// names one already: every container it makes carries it, and its sweeps look
-    /// only at containers that carry it.
+    /// only at containers that carry it. That connection of its own is also where it
+    /// keeps caches and artifacts, unless [`with_jetstream`](Self::with_jetstream) gave
+    /// it another.
     ///
     /// ```no_run
     /// # async fn demo(runner: simple_runner::CommandRunner) -> Result<(), conveyor_sdk::runtime::Error> {
@@ -97,18 +125,25 @@ impl CommandRunner {
     ) -> Result<(), conveyor_sdk::runtime::Error> {
         let mut config = config.instance(self.settings.instance.clone());
         let mut shutdown = Box::pin(shutdown);
-        if self.settings.mode == Mode::Serve {
-            if config.get_liveness_ttl().is_none() {
-                config = config.liveness_ttl(DEFAULT_LIVENESS_TTL);
-            }
-            if self.settings.container.installation.is_none() {
+        let serving = self.settings.mode == Mode::Serve;
+        if serving && config.get_liveness_ttl().is_none() {
+            config = config.liveness_ttl(DEFAULT_LIVENESS_TTL);
+        }
+        let identify_installation = serving && self.settings.container.installation.is_none();
+        if identify_installation || self.objects.is_none() {
+            let js = tokio::select! {
+                js = jetstream_of(&config) => js?,
+                () = &mut shutdown => return Ok(()),
+            };
+            if identify_installation {
                 let installation = tokio::select! {
-                    installation = installation_of(&config) => installation?,
+                    installation = installation_of(&js) => installation,
                     () = &mut shutdown => return Ok(()),
                 };
                 tracing::info!(%installation, "this runner serves its installation: its sweeps look only at the containers labelled with it");
                 self.settings.container.installation = Some(installation);
             }
+            self.objects.get_or_insert(js);
         }
         Runtime::with_config(self, config).run_until(shutdown).await
     }
@@ -208,16 +243,76 @@ impl CommandRunner {
     pub async fn execute(&self, run: &Run<PipelineSpec>, progress: PullProgress<'_>) -> RunReport {
         let containers = Containers { engine: &self.engine, removals: &self.removals, pool: &self.pool };
         let prepared = prepare(containers, &self.settings, run, progress).await;
-        let Prepared { container, shell } = match prepared {
+        let Prepared { container, mut shell, workspace } = match prepared {
             Ok(prepared) => prepared,
             Err(report) => return report,
         };
-        let report = run_steps(run, shell, &self.engine, &self.settings).await;
+        let report = match &workspace {
+            Some(workspace) => self.with_files(run, &mut shell, workspace).await,
+            None => run_steps(run, &mut shell, &self.engine, &self.settings).await,
+        };
+        if let RunReport::Ran { .. } = report {
+            run.log().log(if report.succeeded() { "run succeeded" } else { "run failed" }).await;
+        }
+        drop(shell);
         if let RunReport::Cancelled = report {
-            // The run goes back to the queue: its container goes now.
+            // The run goes back to the queue: its containers go now.
             container.remove_now(self.settings.container.stop_grace).await;
         }
-        // Otherwise the guard removes it in the background while the result goes out.
+        // Otherwise the guard removes them in the background while the result goes out.
+        report
+    }
+
+    /// The steps of a run with a workspace, between what the runner moves in and out
+    /// of it: before them its source checked out and its caches restored (cut short by
+    /// a cancellation), after them its artifacts kept and, when they succeeded, its
+    /// new caches saved; not when the run was cancelled or its deadline passed.
+    async fn with_files(
+        &self,
+        run: &Run<PipelineSpec>,
+        shell: &mut Shell,
+        workspace: &Workspace,
+    ) -> RunReport {
+        let (spec, log, store) = (run.spec(), run.log(), self.objects.as_ref());
+        let mut outputs = RunOutputs::default();
+        if let Some(source) = &spec.source {
+            let checked_out = tokio::select! {
+                checked_out = source::checkout(workspace, source, &self.settings, run.run_id(), log) => checked_out,
+                _ = run.cancelled() => return interrupted(run),
+            };
+            match checked_out {
+                Ok(checkout) => outputs.commit = Some(checkout.commit),
+                Err(error) => {
+                    let report = RunReport::SourceFailed {
+                        repository: source.git.clone(),
+                        reason: error_text(&error),
+                    };
+                    log.log(report.message()).await;
+                    return report;
+                }
+            }
+        }
+        tokio::select! {
+            () = caches::restore(store, workspace, run, &self.settings) => {}
+            _ = run.cancelled() => return interrupted(run),
+        }
+        let mut report = run_steps(run, shell, &self.engine, &self.settings).await;
+        let RunReport::Ran { end, outputs: kept, .. } = &mut report else { return report };
+        *kept = outputs;
+        if run.is_cancelled() {
+            return report;
+        }
+        let succeeded = matches!(end, StepsEnd::Completed);
+        match artifacts::keep(store, workspace, run, &self.settings, succeeded).await {
+            Ok(stored) => kept.artifacts = stored,
+            Err(why) => {
+                log.log(&why).await;
+                kept.failure = Some(why);
+            }
+        }
+        if succeeded && kept.failure.is_none() {
+            caches::save(store, workspace, run, &self.settings).await;
+        }
         report
     }
 }
@@ -307,13 +402,16 @@ impl Driver for CommandRunner {
     }
 }
 
-/// How long a runner waits before it asks for its installation's identity again.
+/// How long a runner waits before it connects to NATS, or asks for its installation's
+/// identity, again.
 const IDENTIFY_RETRY: Duration = Duration::from_secs(2);
 
-/// The identity of the installation whose NATS `config` reaches, on a connection of
-/// its own; asked again every [`IDENTIFY_RETRY`] while NATS does not answer or does
-/// not give it.
-async fn installation_of(config: &Config) -> Result<String, conveyor_sdk::runtime::Error> {
+/// A JetStream context of the NATS `config` reaches, on a connection of the runner's
+/// own (for its installation's identity and its object store); connecting is tried
+/// again every [`IDENTIFY_RETRY`] while NATS does not answer.
+async fn jetstream_of(
+    config: &Config,
+) -> Result<async_nats::jetstream::Context, conveyor_sdk::runtime::Error> {
     let servers = config.nats_servers()?;
     let client = loop {
         let options = config.nats_connect_options().await?.max_reconnects(None);
@@ -322,15 +420,20 @@ async fn installation_of(config: &Config) -> Result<String, conveyor_sdk::runtim
             Err(error) => tracing::warn!(
                 url = %config.get_nats_url(),
                 %error,
-                "cannot reach NATS to read this installation's identity; no run is taken until it is read, trying again in 2s"
+                "cannot reach NATS; no run is taken until it answers, trying again in 2s"
             ),
         }
         tokio::time::sleep(IDENTIFY_RETRY).await;
     };
-    let js = async_nats::jetstream::new(client);
+    Ok(async_nats::jetstream::new(client))
+}
+
+/// The identity of the installation whose JetStream `js` is, asked again every
+/// [`IDENTIFY_RETRY`] while NATS does not give it.
+async fn installation_of(js: &async_nats::jetstream::Context) -> String {
     loop {
-        match identify(&js).await {
-            Ok(installation) => return Ok(installation),
+        match identify(js).await {
+            Ok(installation) => return installation,
             Err(error) => tracing::warn!(
                 error = %error_text(&error),
                 "cannot tell which installation this runner belongs to; no run is taken until it can, trying again in 2s"

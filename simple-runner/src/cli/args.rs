@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use simple_runner::settings::files::{FileSettings, DEFAULT_ARTIFACT_MAX_SIZE, DEFAULT_CACHE_MAX_SIZE};
 use simple_runner::settings::registry::RegistryAuth;
 use simple_runner::settings::secrets::Secrets;
 use simple_runner::settings::{DEFAULT_MAX_LOG_BYTES, DEFAULT_PIDS_LIMIT, DEFAULT_WARM_IMAGES};
@@ -198,6 +199,22 @@ pub struct RunnerArgs {
     /// The image of a run whose spec names none.
     #[arg(long, env = "CONVEYOR_DEFAULT_IMAGE")]
     pub default_image: Option<String>,
+    /// A file of git credentials in git's credential-store format
+    /// (`https://user:token@host` per line) for the checkouts of a resource's `source`.
+    #[arg(long, env = "CONVEYOR_GIT_CREDENTIALS", value_name = "FILE")]
+    pub git_credentials: Option<PathBuf>,
+    /// The most bytes one cache entry may hold, e.g. `2g`; a bigger one is not saved.
+    #[arg(long, env = "CONVEYOR_CACHE_MAX_SIZE", default_value_t = ByteSize::new(DEFAULT_CACHE_MAX_SIZE), value_parser = parse_size)]
+    pub cache_max_size: ByteSize,
+    /// How long a cache entry is kept after it is saved, e.g. `7d`.
+    #[arg(long, env = "CONVEYOR_CACHE_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub cache_ttl: Duration,
+    /// How long a run's artifacts are kept, e.g. `7d`.
+    #[arg(long, env = "CONVEYOR_ARTIFACT_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub artifact_ttl: Duration,
+    /// The most bytes of artifacts one run may keep, e.g. `1g`; past it the run fails.
+    #[arg(long, env = "CONVEYOR_ARTIFACT_MAX_SIZE", default_value_t = ByteSize::new(DEFAULT_ARTIFACT_MAX_SIZE), value_parser = parse_size)]
+    pub artifact_max_size: ByteSize,
 }
 
 impl RunnerArgs {
@@ -234,6 +251,13 @@ impl RunnerArgs {
             secrets,
             max_log_bytes: self.max_log_bytes.bytes(),
             registry_auth,
+            files: FileSettings {
+                git_credentials: self.git_credentials.clone(),
+                cache_max_size: self.cache_max_size.bytes(),
+                cache_ttl: self.cache_ttl,
+                artifact_ttl: self.artifact_ttl,
+                artifact_max_size: self.artifact_max_size.bytes(),
+            },
             ..Settings::default()
         })
     }

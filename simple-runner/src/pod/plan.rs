@@ -15,7 +15,8 @@ pub(crate) struct Plan {
     /// the first one's container owns the pod's network namespace.
     pub(crate) step_images: Vec<String>,
     /// Where the workspace volume is mounted, when a step names an image other than the
-    /// run's.
+    /// run's, or the run has a source, caches or artifacts (which the runner moves in
+    /// and out of the workspace).
     pub(crate) workspace: Option<String>,
     /// Whether the run has services.
     pub(crate) services: bool,
@@ -37,8 +38,9 @@ impl Plan {
             step_images.push(run_image.clone());
         }
         let own_images = step_images.iter().any(|image| *image != run_image);
-        let workspace =
-            own_images.then(|| spec.workdir.clone().unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned()));
+        let files = spec.source.is_some() || !spec.caches.is_empty() || !spec.artifacts.is_empty();
+        let workspace = (own_images || files)
+            .then(|| spec.workdir.clone().unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned()));
         Some(Plan { run_image, step_images, workspace, services: !spec.services.is_empty() })
     }
 
@@ -115,6 +117,22 @@ mod tests {
             json!({"steps": [{"name": "x", "command": "c", "image": "b"}, {"name": "y", "command": "c"}]}),
         );
         assert_eq!(Plan::of(&lacking, None), None, "a step with no image to run in");
+    }
+
+    #[test]
+    fn a_source_caches_or_artifacts_get_a_workspace_whatever_the_images() {
+        for extra in [
+            json!({"source": {"git": "https://example.com/r.git"}}),
+            json!({"caches": [{"key": "k", "paths": ["p"]}]}),
+            json!({"artifacts": [{"name": "a", "paths": ["p"]}]}),
+        ] {
+            let mut value = json!({"image": "a", "steps": [{"name": "x", "command": "c"}]});
+            value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let s = spec(value);
+            let plan = Plan::of(&s, s.image.clone()).unwrap();
+            assert_eq!(plan.workspace.as_deref(), Some(DEFAULT_WORKSPACE), "{extra}");
+            assert!(plan.is_pod());
+        }
     }
 
     #[test]

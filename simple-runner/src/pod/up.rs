@@ -24,6 +24,7 @@ use crate::spec::{PipelineSpec, Service};
 use crate::steps::cap::OutputCap;
 use crate::steps::session::Session;
 use crate::steps::Shell;
+use crate::workspace::Workspace;
 
 /// A run ready for its steps.
 pub(crate) struct Prepared {
@@ -31,6 +32,8 @@ pub(crate) struct Prepared {
     pub(crate) container: PodGuard,
     /// What the steps need of them.
     pub(crate) shell: Shell,
+    /// Its workspace, when it has a volume of its own.
+    pub(crate) workspace: Option<Workspace>,
 }
 
 /// Where a run's containers come from.
@@ -119,6 +122,7 @@ pub(crate) async fn prepare(
     match taken {
         Ok(Warm { id, guard, session }) => Ok(Prepared {
             container: guard,
+            workspace: None,
             shell: Shell {
                 members: vec![Member {
                     image: image.clone(),
@@ -271,8 +275,13 @@ impl PodUp<'_> {
         if let Err((service, reason)) = ready {
             return Err(logged(log, RunReport::ServiceNotReady { service, reason }).await);
         }
+        let workspace = plan
+            .workspace
+            .clone()
+            .map(|root| Workspace::new(engine.clone(), members[0].container_id.clone(), root));
         Ok(Prepared {
             container: guard,
+            workspace,
             shell: Shell {
                 image: plan.run_image.clone(),
                 members,
@@ -406,7 +415,7 @@ const IDENTITY_VARIABLES: usize = 4;
 
 /// The report of a run cancelled before its steps: a shutdown gives it back, a
 /// deadline or a cancel request ends it.
-fn interrupted(run: &Run<PipelineSpec>) -> RunReport {
+pub(crate) fn interrupted(run: &Run<PipelineSpec>) -> RunReport {
     match run.cancel_reason() {
         Some(CancelReason::Shutdown) | None => RunReport::Cancelled,
         Some(reason) => RunReport::Stopped(reason),

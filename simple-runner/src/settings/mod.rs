@@ -1,9 +1,11 @@
 //! What the operator decides for every run, where a resource has no say.
 //!
 //! The settings (this file), the limits a run's spec may ask for within their maxima
-//! (`limits.rs`), the secrets a resource may name ([`secrets`]) and the registry
-//! credentials of pulls ([`registry`]).
+//! (`limits.rs`), the secrets a resource may name ([`secrets`]), the registry
+//! credentials of pulls ([`registry`]) and the files a run moves ([`files`]: source
+//! credentials, cache and artifact limits).
 
+pub mod files;
 mod limits;
 pub mod registry;
 pub mod secrets;
@@ -65,6 +67,9 @@ pub struct Settings {
     /// Only a [`Mode::Serve`] runner keeps them: its containers are reaped when it
     /// dies, a local run's are not.
     pub warm: WarmSettings,
+    /// The files a run moves: its source's credentials, its caches' and artifacts'
+    /// limits.
+    pub files: files::FileSettings,
 }
 
 impl Settings {
@@ -106,6 +111,7 @@ impl Default for Settings {
             registry_auth: RegistryAuth::default(),
             mode: Mode::Run,
             warm: WarmSettings::default(),
+            files: files::FileSettings::default(),
         }
     }
 }

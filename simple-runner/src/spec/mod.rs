@@ -5,10 +5,12 @@
 //! sizes ([`ByteSize`], `size.rs`) and durations ([`Timeout`], `timeout.rs`) are read
 //! in files of their own.
 
+mod cache;
 mod check;
 mod image;
 mod service;
 mod size;
+mod source;
 mod timeout;
 
 use std::collections::BTreeMap;
@@ -16,9 +18,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use cache::{Artifact, ArtifactWhen, Cache};
 pub use image::IMAGE_REFERENCE;
 pub use service::{Ready, Service, DEFAULT_READY_TIMEOUT};
 pub use size::ByteSize;
+pub use source::Source;
 pub use timeout::Timeout;
 
 /// The resource type the runner owns.
@@ -93,6 +97,17 @@ pub struct PipelineSpec {
     /// or a web server the steps talk to at `localhost:PORT` or `NAME:PORT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
+    /// The repository checked out into the workspace before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Paths of the workspace restored before the first step and saved after a
+    /// successful run, in the runner's object store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<Cache>,
+    /// Paths of the workspace kept after the run in the runner's object store, under
+    /// the run's id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
 }
 
 /// One command step.

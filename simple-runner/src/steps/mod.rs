@@ -54,19 +54,14 @@ impl Shell {
 /// by a shutdown ends at once with [`RunReport::Cancelled`].
 pub(crate) async fn run_steps(
     run: &Run<PipelineSpec>,
-    shell: Shell,
+    shell: &mut Shell,
     engine: &Engine,
     settings: &Settings,
 ) -> RunReport {
-    let mut shell = shell;
-    let report = steps_through(run, &mut shell, engine, settings).await;
+    let report = steps_through(run, shell, engine, settings).await;
     // After the last step, even `always` ones: their output is no longer the run's.
     for service in &mut shell.services {
         service.quiet().await;
-    }
-    drop(shell);
-    if let RunReport::Ran { .. } = report {
-        run.log().log(if report.succeeded() { "run succeeded" } else { "run failed" }).await;
     }
     report
 }
@@ -204,7 +199,7 @@ async fn steps_through(
             }
         }
     }
-    RunReport::Ran { image, steps: records, end }
+    RunReport::Ran { image, steps: records, end, outputs: Default::default() }
 }
 
 /// What stopped a step before it ended.
