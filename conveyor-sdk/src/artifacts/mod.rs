@@ -10,9 +10,9 @@
 //! artifact's paths).
 //!
 //! Everything streams: a put reads its content in chunks of 128 KiB and publishes each
-//! as it is read, a fetch writes each chunk as it arrives, so that an artifact of any
-//! size moves in a few hundred KiB of memory. The size and SHA-256 are computed while
-//! the content streams, and a fetch checks the SHA-256 at its end.
+//! as it is read, a fetch pulls [`FETCH_BATCH`] chunks at a time and writes each as it
+//! arrives, so that an artifact of any size moves in a few MiB of memory. The size and
+//! SHA-256 are computed while the content streams, and a fetch checks both at its end.
 //!
 //! The bucket's `max_age` is the artifacts' time to live: an artifact is gone that
 //! long after it was put. It is fixed when the bucket is created, by the first driver
@@ -36,19 +36,25 @@ mod stream;
 
 use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::StorageType;
 use async_nats::jetstream::Context;
-use futures_util::TryStreamExt;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use error::ArtifactError;
 
 use crate::protocol::subjects;
-use stream::{copy_verified, sha256_hex, Limited};
+use stream::{copy_chunks, sha256_hex, Expected, Limited};
 
 /// The object store bucket of artifacts, unless a driver names another.
 pub const BUCKET: &str = "conveyor_artifacts";
+
+/// How many chunks of 128 KiB a fetch asks NATS for at a time (it asks again when half
+/// have arrived): what a fetch holds in memory, whatever the artifact's size.
+pub const FETCH_BATCH: i64 = 8;
 
 /// The longest part of an [`ArtifactKey`], in bytes.
 pub const MAX_PART_LEN: usize = subjects::MAX_TOKEN_LEN;
@@ -227,6 +233,7 @@ impl ArtifactInfo {
 /// ```
 #[derive(Clone)]
 pub struct ArtifactStore {
+    js: Context,
     store: ObjectStore,
     bucket: String,
 }
@@ -248,7 +255,7 @@ impl ArtifactStore {
     /// ```
     pub async fn open(js: &Context, bucket: &str) -> Result<Self, ArtifactError> {
         match js.get_object_store(bucket).await {
-            Ok(store) => Ok(Self { store, bucket: bucket.to_owned() }),
+            Ok(store) => Ok(Self { js: js.clone(), store, bucket: bucket.to_owned() }),
             Err(error) => Err(match bucket_missing(js, bucket).await {
                 true => ArtifactError::NoBucket(bucket.to_owned()),
                 false => ArtifactError::store(format!("cannot open bucket {bucket}"), error),
@@ -270,7 +277,7 @@ impl ArtifactStore {
     /// ```
     pub async fn create(js: &Context, bucket: &str, ttl: Duration) -> Result<Self, ArtifactError> {
         if let Ok(store) = js.get_object_store(bucket).await {
-            return Ok(Self { store, bucket: bucket.to_owned() });
+            return Ok(Self { js: js.clone(), store, bucket: bucket.to_owned() });
         }
         let replicas = match js.get_stream(subjects::MESSAGES_STREAM).await {
             Ok(stream) => stream.cached_info().config.num_replicas.max(1),
@@ -286,10 +293,10 @@ impl ArtifactStore {
             ..Default::default()
         };
         match js.create_object_store(config).await {
-            Ok(store) => Ok(Self { store, bucket: bucket.to_owned() }),
+            Ok(store) => Ok(Self { js: js.clone(), store, bucket: bucket.to_owned() }),
             // Another driver may have created it meanwhile.
             Err(error) => match js.get_object_store(bucket).await {
-                Ok(store) => Ok(Self { store, bucket: bucket.to_owned() }),
+                Ok(store) => Ok(Self { js: js.clone(), store, bucket: bucket.to_owned() }),
                 Err(_) => Err(ArtifactError::store(format!("cannot create bucket {bucket}"), error)),
             },
         }
@@ -350,10 +357,13 @@ impl ArtifactStore {
         ArtifactInfo::of(&key.name, &info)
     }
 
-    /// Writes artifact `key` into `writer` as it arrives, and flushes it; its SHA-256
-    /// is checked at the end ([`ArtifactError::Corrupt`] when it does not match what
-    /// was put). [`ArtifactError::NotFound`] when there is no such artifact: never
-    /// kept, deleted, or gone with the bucket's `max_age`.
+    /// Writes artifact `key` into `writer` as it arrives, and flushes it; its size
+    /// and SHA-256 are checked at the end ([`ArtifactError::Corrupt`] when they do not
+    /// match what was put). [`ArtifactError::NotFound`] when there is no such
+    /// artifact: never kept, deleted, or gone with the bucket's `max_age`.
+    ///
+    /// The chunks are pulled [`FETCH_BATCH`] at a time, so that a writer slower than
+    /// NATS (a disk, a pipe) holds back the server rather than filling memory.
     ///
     /// ```no_run
     /// # async fn demo(store: conveyor_sdk::artifacts::ArtifactStore) -> Result<(), Box<dyn std::error::Error>> {
@@ -366,12 +376,35 @@ impl ArtifactStore {
     where
         W: AsyncWrite + Unpin,
     {
-        let mut object = self.store.get(key.object_name()).await.map_err(|error| match error.kind() {
-            object_store::GetErrorKind::NotFound => ArtifactError::not_found(key),
-            _ => ArtifactError::store(format!("cannot get {}", key.object_name()), error),
+        let object = self.store.info(key.object_name()).await.map_err(|error| match error.kind() {
+            object_store::InfoErrorKind::NotFound => ArtifactError::not_found(key),
+            _ => ArtifactError::store(format!("cannot read {}", key.object_name()), error),
         })?;
-        let info = ArtifactInfo::of(&key.name, object.info())?;
-        copy_verified(&mut object, writer).await?;
+        let info = ArtifactInfo::of(&key.name, &object)?;
+        let expected = Expected { chunks: object.chunks, size: info.size, sha256: &info.sha256 };
+        if object.chunks == 0 {
+            copy_chunks(futures_util::stream::empty::<Result<Bytes, ArtifactError>>(), expected, writer)
+                .await?;
+            return Ok(info);
+        }
+        let config = pull::OrderedConfig {
+            filter_subject: format!("$O.{}.C.{}", self.bucket, object.nuid),
+            deliver_policy: DeliverPolicy::All,
+            max_batch: FETCH_BATCH,
+            ..Default::default()
+        };
+        let action = || format!("cannot read {} from the object store", key.object_name());
+        let consumer = self
+            .js
+            .create_consumer_on_stream(config, format!("OBJ_{}", self.bucket))
+            .await
+            .map_err(|e| ArtifactError::store(action(), e))?;
+        let messages = consumer.messages().await.map_err(|e| ArtifactError::store(action(), e))?;
+        let chunks = messages.map(|message| match message {
+            Ok(message) => Ok(message.payload.clone()),
+            Err(error) => Err(ArtifactError::store(action(), error)),
+        });
+        copy_chunks(chunks, expected, writer).await?;
         Ok(info)
     }
 

@@ -4,12 +4,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::ArtifactError;
-
-/// How much of a fetched artifact is read before it is written.
-const COPY_BUFFER: usize = 64 * 1024;
 
 /// A reader that ends (reads nothing more) once more than `limit` bytes came from
 /// `inner`, and remembers that it did: the bytes past the limit are dropped.
@@ -52,29 +51,49 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<'_, R> {
     }
 }
 
-/// Copies `object` into `writer` and flushes it: an error reading is
-/// [`ArtifactError::Corrupt`] when the store found the content not to be what was put,
-/// else a store failure; an error writing is [`ArtifactError::Write`].
-pub(super) async fn copy_verified<R, W>(object: &mut R, writer: &mut W) -> Result<u64, ArtifactError>
+/// What a fetched artifact must come to: as many chunks, bytes, and this SHA-256 (hex).
+pub(super) struct Expected<'a> {
+    pub(super) chunks: usize,
+    pub(super) size: u64,
+    pub(super) sha256: &'a str,
+}
+
+/// Writes the first `expected.chunks` chunks of `chunks` into `writer` as they come,
+/// and flushes it: [`ArtifactError::Corrupt`] when they end early or do not come to
+/// the size and SHA-256 expected, [`ArtifactError::Write`] when the writer fails.
+pub(super) async fn copy_chunks<S, W>(
+    chunks: S,
+    expected: Expected<'_>,
+    writer: &mut W,
+) -> Result<(), ArtifactError>
 where
-    R: AsyncRead + Unpin,
+    S: Stream<Item = Result<Bytes, ArtifactError>>,
     W: AsyncWrite + Unpin,
 {
-    let mut buffer = vec![0; COPY_BUFFER];
-    let mut copied = 0;
-    loop {
-        let read = object.read(&mut buffer).await.map_err(|error| match error.kind() {
-            std::io::ErrorKind::InvalidData => ArtifactError::Corrupt(error),
-            _ => ArtifactError::store("cannot read the artifact from the object store".to_owned(), error),
-        })?;
-        if read == 0 {
-            break;
-        }
-        writer.write_all(&buffer[..read]).await.map_err(ArtifactError::Write)?;
-        copied += read as u64;
+    let mut chunks = std::pin::pin!(chunks.take(expected.chunks));
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let (mut count, mut size) = (0, 0u64);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        digest.update(&chunk);
+        writer.write_all(&chunk).await.map_err(ArtifactError::Write)?;
+        count += 1;
+        size += chunk.len() as u64;
     }
-    writer.flush().await.map_err(ArtifactError::Write)?;
-    Ok(copied)
+    let sha256: String = digest.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let corrupt = |what: String| {
+        Err(ArtifactError::Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what)))
+    };
+    if count < expected.chunks {
+        return corrupt(format!("it ended after {count} of its {} chunks", expected.chunks));
+    }
+    if size != expected.size {
+        return corrupt(format!("it has {size} bytes, not the {} kept", expected.size));
+    }
+    if sha256 != expected.sha256 {
+        return corrupt(format!("its SHA-256 is {sha256}, not the {} kept", expected.sha256));
+    }
+    writer.flush().await.map_err(ArtifactError::Write)
 }
 
 /// The SHA-256 of an object store digest (`SHA-256=<base64url>`), in lowercase hex;
@@ -122,6 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_limited_reader_ends_past_its_limit_and_says_so() {
+        use tokio::io::AsyncReadExt;
         let mut content: &[u8] = b"0123456789";
         let mut limited = Limited::new(&mut content, 10);
         let mut read = Vec::new();
@@ -136,25 +156,32 @@ mod tests {
         assert!(read.len() <= 9, "nothing past the limit is read through: {}", read.len());
     }
 
-    #[tokio::test]
-    async fn a_copy_writes_everything_and_tells_a_bad_digest_from_a_failed_read() {
-        let mut out = Vec::new();
-        let copied = copy_verified(&mut &b"hello"[..], &mut out).await.unwrap();
-        assert_eq!((copied, out.as_slice()), (5, &b"hello"[..]));
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, ArtifactError>> {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
 
-        struct Failing(std::io::ErrorKind);
-        impl AsyncRead for Failing {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-                _: &mut ReadBuf<'_>,
-            ) -> Poll<std::io::Result<()>> {
-                Poll::Ready(Err(std::io::Error::new(self.0, "wrong digest")))
-            }
-        }
-        let corrupt = copy_verified(&mut Failing(std::io::ErrorKind::InvalidData), &mut Vec::new()).await;
-        assert!(matches!(corrupt, Err(ArtifactError::Corrupt(_))), "{corrupt:?}");
-        let lost = copy_verified(&mut Failing(std::io::ErrorKind::ConnectionReset), &mut Vec::new()).await;
-        assert!(matches!(lost, Err(ArtifactError::Store { .. })), "{lost:?}");
+    /// The SHA-256 of `hello world`.
+    const HELLO_WORLD: &str = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+
+    #[tokio::test]
+    async fn a_copy_writes_every_chunk_and_checks_what_they_come_to() {
+        let expected = || Expected { chunks: 2, size: 11, sha256: HELLO_WORLD };
+        let mut out = Vec::new();
+        copy_chunks(chunks(&[b"hello ", b"world", b"not asked for"]), expected(), &mut out).await.unwrap();
+        assert_eq!(out, b"hello world", "only as many chunks as the object has");
+
+        let short = copy_chunks(chunks(&[b"hello "]), expected(), &mut Vec::new()).await;
+        assert!(
+            matches!(&short, Err(ArtifactError::Corrupt(e)) if e.to_string().contains("1 of its 2")),
+            "{short:?}"
+        );
+        let other = copy_chunks(chunks(&[b"hello ", b"World"]), expected(), &mut Vec::new()).await;
+        assert!(
+            matches!(&other, Err(ArtifactError::Corrupt(e)) if e.to_string().contains("SHA-256")),
+            "{other:?}"
+        );
+        let failed = futures_util::stream::iter([Err(ArtifactError::NoBucket("b".into()))]);
+        let failed = copy_chunks(failed, expected(), &mut Vec::new()).await;
+        assert!(matches!(failed, Err(ArtifactError::NoBucket(_))), "a failed chunk is the copy's error");
     }
 }
