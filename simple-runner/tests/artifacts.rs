@@ -328,6 +328,8 @@ async fn an_artifact_put_through_one_node_is_fetched_by_the_cli_from_another_aft
 
 /// Runs `command` to its end: its exit code, stdout, stderr and the most memory it
 /// held at once (its peak RSS, as the kernel counts it for a child).
+// The child is waited for with `wait4`, which std does not offer, for its usage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(command: &mut std::process::Command) -> (i32, String, String, u64) {
     use std::process::Stdio;
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");

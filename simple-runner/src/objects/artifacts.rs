@@ -192,7 +192,7 @@ async fn forget<'a>(store: &ArtifactStore, log: &LogHandle, keys: impl Iterator<
 /// The log's line for an artifact kept.
 fn kept_line(info: &ArtifactInfo, took: Duration) -> String {
     format!(
-        "artifact {} kept: {}, sha256 {}, in {:.1}s",
+        "artifact {} kept: {}, sha256 {}, in {:.3}s",
         info.name,
         human_bytes(info.size),
         info.sha256,
