@@ -63,6 +63,8 @@
 //!   [`housekeeping`](Driver::housekeeping) ([`Config::liveness_ttl`]);
 //! - [`log`]: log destinations and the [`AsyncWrite`](tokio::io::AsyncWrite) adapter;
 //! - [`validate`]: spec validation on its own, e.g. for a local run;
+//! - [`artifacts`]: what a run keeps after it, in a JetStream object store bucket,
+//!   and how anyone with the run's id fetches it;
 //! - `client` (feature `client`): a client of the API server (resources, definitions,
 //!   pipelines, logs, live log streams); with it the runtime also registers the
 //!   driver's resource definitions ([`Config::api_url`](runtime::Config));
@@ -78,6 +80,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod artifacts;
 #[cfg(feature = "auth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
 pub mod auth;

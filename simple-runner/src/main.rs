@@ -1,5 +1,6 @@
-//! `simple-runner`: serve as the `command-runner` driver, run one resource locally, or
-//! print the resource definition. Its command line is read in `cli/`.
+//! `simple-runner`: serve as the `command-runner` driver, run one resource locally,
+//! fetch the artifacts of runs, or print the resource definition. Its command line is
+//! read in `cli/`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,13 +9,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use conveyor_sdk::driver::{CancelReason, RunCancellation};
 use conveyor_sdk::validate::SpecValidator;
-use conveyor_sdk::{Config, Driver, LogHandle, Resource, Run};
+use conveyor_sdk::{Driver, LogHandle, Resource, Run};
 use simple_runner::engine::image::PullProgress;
 use simple_runner::{CommandRunner, Engine, Mode, Settings};
 
 mod cli;
 
-use cli::args::{Cli, Command, LogFormat, RunnerArgs, ServeArgs};
+use cli::args::{Cli, Command, LogFormat, NatsArgs, RunnerArgs, ServeArgs};
 use cli::spinner::PullSpinner;
 
 #[tokio::main]
@@ -41,7 +42,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { file, name, runner } => run_local(&file, &name, &runner).await,
+        Command::Run { file, name, runner, nats } => run_local(&file, &name, &runner, &nats).await,
+        Command::Artifact(command) => cli::artifact::run(command).await,
     }
 }
 
@@ -64,26 +66,17 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(driver = %args.name, instance = %settings.instance, "simple-runner starting");
 
     let api_root_ca = args.api_root_ca();
-    let mut config = Config::default()
-        .nats_urls(&args.nats_url)
+    let mut config = args
+        .nats
+        .config()
         .api_url(args.api_url)
         .concurrency(args.concurrency)
         .grace_period(args.grace_period);
     if let Some(ca) = api_root_ca {
         config = config.api_root_ca(ca);
     }
-    if let Some(ca) = args.tls_ca {
-        config = config.nats_root_ca(ca);
-    }
-    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        let identity = conveyor_sdk::auth::ClientIdentity::from_files(&cert, &key)?;
-        config = config.nats_client_certificate(cert, key).api_identity(identity);
-    }
-    if let Some(creds) = args.nats_creds {
-        config = config.nats_credentials_file(creds);
-    }
-    if let Some(token) = args.nats_token {
-        config = config.nats_token(token);
+    if let (Some(cert), Some(key)) = (&args.nats.tls_cert, &args.nats.tls_key) {
+        config = config.api_identity(conveyor_sdk::auth::ClientIdentity::from_files(cert, key)?);
     }
     if let Some(addr) = args.metrics_listen {
         let metrics = conveyor_sdk::runtime::Metrics::new();
@@ -98,7 +91,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs) -> ExitCode {
+async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs, nats: &NatsArgs) -> ExitCode {
     let fail = |text: String| {
         eprintln!("error: {text}");
         ExitCode::FAILURE
@@ -120,7 +113,13 @@ async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs) -> ExitCode {
         Err(error) => return fail(error),
     };
     // `Mode::Run`: no serving runner's sweep ever removes its container.
-    let runner = CommandRunner::new(engine, Settings { mode: Mode::Run, ..settings });
+    let mut runner = CommandRunner::new(engine, Settings { mode: Mode::Run, ..settings });
+    if nats.given() {
+        match nats.connect().await {
+            Ok(js) => runner = runner.with_jetstream(js),
+            Err(error) => return fail(error),
+        }
+    }
     let spec = match SpecValidator::new(&runner.resources()).map(|v| v.decode(&resource)) {
         Ok(Ok(spec)) => spec,
         Ok(Err(error)) => return fail(error.to_string()),
@@ -153,6 +152,7 @@ async fn run_local(file: &PathBuf, name: &str, args: &RunnerArgs) -> ExitCode {
     let result = runner.execute(&run, progress).await.into_result();
     runner.finish_removals().await;
     let _ = log.flush().await;
+    cli::artifact::say_kept(&result, run.run_id(), name, &nats.urls());
     if result.success {
         println!("result: success: {}", result.message);
         ExitCode::SUCCESS

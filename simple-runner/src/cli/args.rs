@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use conveyor_sdk::Config;
 use simple_runner::settings::files::{FileSettings, DEFAULT_ARTIFACT_MAX_SIZE, DEFAULT_CACHE_MAX_SIZE};
 use simple_runner::settings::registry::RegistryAuth;
 use simple_runner::settings::secrets::Secrets;
@@ -41,23 +42,138 @@ pub enum Command {
         name: String,
         #[command(flatten)]
         runner: RunnerArgs,
+        // Where the run keeps its artifacts (and caches): without a NATS server (no
+        // `--nats-url`, no `CONVEYOR_NATS_URL`), a run that has artifacts to keep fails.
+        #[command(flatten)]
+        nats: NatsArgs,
     },
+    /// Fetch what runs kept: their artifacts, from the NATS object store.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
     /// Print the resource definition the driver registers.
     Schema,
 }
 
+/// What `artifact` does.
+#[derive(Subcommand)]
+pub enum ArtifactCommand {
+    /// Write an artifact of a run: a tar of its paths, named from the workspace's
+    /// root, so that `simple-runner artifact get RUN NAME | tar x` lays them out as
+    /// they were.
+    Get {
+        /// The run's id.
+        run_id: String,
+        /// The artifact's name, as in the spec.
+        #[arg(value_name = "NAME")]
+        artifact: String,
+        /// The file the tar is written to (default: standard output, never a
+        /// terminal).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the artifacts of a run: name, size in bytes, SHA-256 and when it was kept.
+    List {
+        /// The run's id.
+        run_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where artifacts are: which driver's, on which NATS.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// The driver name the run was taken by.
+    #[arg(long, env = "CONVEYOR_DRIVER_NAME", default_value = DRIVER_NAME)]
+    pub name: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// The NATS server a command talks to, and how: the same flags for every command.
+#[derive(Args)]
+pub struct NatsArgs {
+    /// The NATS server of the Conveyor server; for a NATS cluster, its servers as a
+    /// comma-separated list or one flag each. Default `nats://127.0.0.1:4222`; for
+    /// `run`, none: a local run keeps artifacts only when given one.
+    #[arg(long, env = "CONVEYOR_NATS_URL", value_delimiter = ',', value_name = "URL")]
+    pub nats_url: Vec<String>,
+    /// The root CA (PEM) the NATS server is verified against; `serve` verifies an
+    /// `https://` API server against it too (besides the system's root CAs) unless
+    /// `--api-ca` is given.
+    #[arg(long, env = "CONVEYOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This runner's certificate chain (PEM, leaf first): mutual TLS with NATS, and,
+    /// for `serve`, signed tokens for the API server.
+    #[arg(long, env = "CONVEYOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "CONVEYOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[arg(long, env = "CONVEYOR_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A NATS token.
+    #[arg(long, env = "CONVEYOR_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+}
+
+/// The NATS server of `serve` and `artifact` when none is given.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl NatsArgs {
+    /// The servers given, else [`DEFAULT_NATS_URL`].
+    pub fn urls(&self) -> Vec<String> {
+        match self.nats_url.is_empty() {
+            true => vec![DEFAULT_NATS_URL.to_owned()],
+            false => self.nats_url.clone(),
+        }
+    }
+
+    /// Whether a server was given (flag or environment).
+    pub fn given(&self) -> bool {
+        !self.nats_url.is_empty()
+    }
+
+    /// The runtime's configuration of these servers, credentials and TLS.
+    pub fn config(&self) -> Config {
+        let mut config = Config::default().nats_urls(self.urls());
+        if let Some(ca) = &self.tls_ca {
+            config = config.nats_root_ca(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.nats_client_certificate(cert, key);
+        }
+        if let Some(creds) = &self.nats_creds {
+            config = config.nats_credentials_file(creds);
+        }
+        if let Some(token) = &self.nats_token {
+            config = config.nats_token(token);
+        }
+        config
+    }
+
+    /// A JetStream context on a connection of its own to these servers, tried once;
+    /// why not.
+    pub async fn connect(&self) -> Result<async_nats::jetstream::Context, String> {
+        let config = self.config();
+        use conveyor_sdk::error_text;
+        let servers = config.nats_servers().map_err(|e| error_text(&e))?;
+        let options = config.nats_connect_options().await.map_err(|e| error_text(&e))?;
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|e| format!("cannot reach NATS at {}: {}", self.urls().join(","), error_text(&e)))?;
+        Ok(async_nats::jetstream::new(client))
+    }
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The NATS server of the Conveyor server; for a NATS cluster, its servers as a
-    /// comma-separated list or one flag each.
-    #[arg(
-        long,
-        env = "CONVEYOR_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
-    pub nats_url: Vec<String>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// The Conveyor API server, where the resource definition is registered.
     #[arg(long, env = "CONVEYOR_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
@@ -70,27 +186,10 @@ pub struct ServeArgs {
     /// On shutdown, how long runs in progress may go on before they are stopped.
     #[arg(long, env = "CONVEYOR_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
-    /// The root CA (PEM) the NATS and API servers are verified against (for an
-    /// `https://` API server, besides the system's root CAs).
-    #[arg(long, env = "CONVEYOR_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
     /// The root CA (PEM) the API server alone is verified against, besides the
     /// system's; for the API server it takes the place of `--tls-ca`.
     #[arg(long, env = "CONVEYOR_API_CA")]
     pub api_ca: Option<PathBuf>,
-    /// This runner's certificate chain (PEM, leaf first): mutual TLS with NATS, and
-    /// signed tokens for the API server.
-    #[arg(long, env = "CONVEYOR_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key (PEM) of `--tls-cert`.
-    #[arg(long, env = "CONVEYOR_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// A NATS credentials file (JWT and NKey seed).
-    #[arg(long, env = "CONVEYOR_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// A NATS token.
-    #[arg(long, env = "CONVEYOR_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
     /// Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over HTTP on this
     /// address, e.g. `127.0.0.1:9090`; off when not given.
     #[arg(long, env = "CONVEYOR_METRICS_LISTEN")]
@@ -133,7 +232,7 @@ impl ServeArgs {
 
     /// The root CA of the API server: `--api-ca`, else `--tls-ca`.
     pub fn api_root_ca(&self) -> Option<PathBuf> {
-        self.api_ca.clone().or_else(|| self.tls_ca.clone())
+        self.api_ca.clone().or_else(|| self.nats.tls_ca.clone())
     }
 }
 
@@ -362,19 +461,19 @@ mod tests {
     }
 
     fn nats_urls_of(args: &[&str]) -> Vec<String> {
-        serve_args(args).nats_url
+        serve_args(args).nats.urls()
     }
 
     #[test]
     fn tls_ca_verifies_the_api_server_too_unless_api_ca_names_its_own() {
         let both = serve_args(&["--tls-ca", "ca.pem"]);
         assert_eq!(both.api_root_ca(), Some(PathBuf::from("ca.pem")));
-        assert_eq!(both.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(both.nats.tls_ca, Some(PathBuf::from("ca.pem")));
         let own = serve_args(&["--tls-ca", "ca.pem", "--api-ca", "api-ca.pem"]);
         assert_eq!(own.api_root_ca(), Some(PathBuf::from("api-ca.pem")));
-        assert_eq!(own.tls_ca, Some(PathBuf::from("ca.pem")), "NATS keeps --tls-ca");
+        assert_eq!(own.nats.tls_ca, Some(PathBuf::from("ca.pem")), "NATS keeps --tls-ca");
         let api_only = serve_args(&["--api-ca", "api-ca.pem"]);
-        assert_eq!((api_only.api_root_ca(), api_only.tls_ca), (Some(PathBuf::from("api-ca.pem")), None));
+        assert_eq!((api_only.api_root_ca(), api_only.nats.tls_ca), (Some(PathBuf::from("api-ca.pem")), None));
         assert_eq!(serve_args(&[]).api_root_ca(), None);
     }
 

@@ -17,7 +17,10 @@ impl PipelineSpec {
     ///   shell name: letters, digits and `_`, not first a digit;
     /// - no two services share a name (`/spec/services/1/name`): it is their host name;
     /// - no service is named like a step, compared exactly
-    ///   (`/spec/services/0/name`): the log tells their lines apart by name.
+    ///   (`/spec/services/0/name`): the log tells their lines apart by name;
+    /// - every path of an artifact stays inside the workspace
+    ///   (`/spec/artifacts/0/paths/1`), and no two artifacts share a name
+    ///   (`/spec/artifacts/1/name`).
     ///
     /// Two steps may share a name.
     ///
@@ -62,6 +65,7 @@ impl PipelineSpec {
             }
             violations.extend(env_names(&path, service.env.keys()));
         }
+        violations.extend(crate::objects::artifacts::violations(self));
         violations
     }
 }
