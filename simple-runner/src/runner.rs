@@ -1,6 +1,7 @@
 //! The `command-runner` driver: a run is prepared, its steps run, and its report
 //! becomes its result.
 
+use conveyor_sdk::driver::CancelReason;
 use conveyor_sdk::liveness::Replicas;
 use conveyor_sdk::{
     error_text, Config, Driver, DriverResult, ReconcileError, ResourceDefinition, ResourceType, Run, Runtime,
@@ -303,7 +304,12 @@ impl CommandRunner {
             return report;
         }
         let succeeded = matches!(end, StepsEnd::Completed);
-        match artifacts::keep(store, workspace, run, &self.settings, succeeded).await {
+        let keeping = artifacts::keep(store, workspace, run, &self.settings, succeeded).await;
+        if let Some(CancelReason::Shutdown) = run.cancel_reason() {
+            // Cut short by a shutdown: the run goes back to the queue, as during a step.
+            return RunReport::Cancelled;
+        }
+        match keeping {
             Ok(stored) => kept.artifacts = stored,
             Err(why) => {
                 log.log(&why).await;
