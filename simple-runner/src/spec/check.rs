@@ -17,7 +17,9 @@ impl PipelineSpec {
     ///   shell name: letters, digits and `_`, not first a digit;
     /// - no two services share a name (`/spec/services/1/name`): it is their host name;
     /// - no service is named like a step, compared exactly
-    ///   (`/spec/services/0/name`): the log tells their lines apart by name.
+    ///   (`/spec/services/0/name`): the log tells their lines apart by name;
+    /// - every cache's key is one a cache can have and its paths are inside the
+    ///   workspace (`/spec/caches/0/paths/1`).
     ///
     /// Two steps may share a name.
     ///
@@ -62,6 +64,7 @@ impl PipelineSpec {
             }
             violations.extend(env_names(&path, service.env.keys()));
         }
+        violations.extend(crate::objects::caches::violations(self));
         violations
     }
 }

@@ -1,0 +1,276 @@
+//! Cache entries in the object store bucket: each an object of the bucket, readable by
+//! any client of the object store (`nats object get`).
+//!
+//! An entry is written as the object store writes an object, its chunks first and its
+//! record (the object's metadata, under its name) last, so that a half-written entry is
+//! never seen; but with chunks under an id of the runner's, so that the chunks of an
+//! entry that is not finished (too big, a store that fails, a run that ends) are purged,
+//! and with a record written only if none is there yet, so that an entry is never
+//! overwritten, even by two runs saving one key at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_ROLLUP};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions};
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
+use async_nats::HeaderMap;
+use base64::engine::general_purpose::URL_SAFE;
+use base64::Engine as _;
+use bytes::BytesMut;
+use conveyor_sdk::error_text;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::objects::store::Bucket;
+
+/// The bytes of one chunk, as the object store's clients write them.
+pub(crate) const CHUNK: usize = 128 * 1024;
+
+/// How many chunks may be on their way to the store, unacknowledged, at once.
+const IN_FLIGHT: usize = 8;
+
+/// An entry's record, as the bucket has it.
+pub(crate) struct Record {
+    /// The object's metadata.
+    pub(crate) info: ObjectInfo,
+    /// The sequence of the record in the bucket's stream.
+    pub(crate) sequence: u64,
+}
+
+/// The subject of the record of object `name` in `bucket`.
+fn record_subject(bucket: &Bucket, name: &str) -> String {
+    format!("$O.{}.M.{}", bucket.name, URL_SAFE.encode(name))
+}
+
+/// The record of entry `name`, deleted or not; `None` when there is none.
+pub(crate) async fn record(bucket: &Bucket, name: &str) -> Result<Option<Record>, String> {
+    let subject = record_subject(bucket, name);
+    let message = if bucket.stream.cached_info().config.allow_direct {
+        match bucket.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => message,
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error_text(&error)),
+        }
+    } else {
+        match bucket.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(error) => return Err(error_text(&error)),
+        }
+    };
+    let info: ObjectInfo = serde_json::from_slice(&message.payload)
+        .map_err(|e| format!("the record of {name} cannot be read: {e}"))?;
+    Ok(Some(Record { info, sequence: message.sequence }))
+}
+
+/// Every entry of the bucket whose name starts with `prefix`, not deleted.
+pub(crate) async fn list(bucket: &Bucket, prefix: &str) -> Result<Vec<ObjectInfo>, String> {
+    let mut listed = bucket.store.list().await.map_err(|e| error_text(&e))?;
+    let mut found = Vec::new();
+    while let Some(info) = listed.next().await {
+        let info = info.map_err(|e| error_text(&e))?;
+        if info.name.starts_with(prefix) && !info.deleted {
+            found.push(info);
+        }
+    }
+    Ok(found)
+}
+
+/// A new entry.
+pub(crate) struct NewEntry {
+    /// Its name in the bucket.
+    pub(crate) name: String,
+    /// What it is, for whoever lists the bucket.
+    pub(crate) description: String,
+    /// Its metadata.
+    pub(crate) metadata: HashMap<String, String>,
+    /// The sequence of the deleted record it takes the place of (0: none).
+    pub(crate) replaces: u64,
+    /// The most bytes it may have.
+    pub(crate) limit: u64,
+}
+
+/// Why an entry was not written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// It was bigger than its limit.
+    #[error("it is bigger than {limit} bytes")]
+    TooBig {
+        /// The limit.
+        limit: u64,
+    },
+    /// Another run wrote an entry of its name meanwhile.
+    #[error("another run saved it meanwhile")]
+    Exists,
+    /// Its bytes could not be read.
+    #[error("it could not be read: {0}")]
+    Source(String),
+    /// The store did not take it.
+    #[error("the object store did not take it: {0}")]
+    Store(String),
+}
+
+/// Writes `entry` with the bytes of `data`, whose writer ends with `written`; the chunks
+/// written are purged when it is not written in full (when the future is dropped, by a
+/// task of their own).
+pub(crate) async fn write(
+    bucket: &Bucket,
+    entry: NewEntry,
+    data: &mut (impl AsyncRead + Unpin),
+    written: impl Future<Output = io::Result<()>>,
+) -> Result<ObjectInfo, WriteError> {
+    let nuid = uuid::Uuid::new_v4().simple().to_string();
+    let mut chunks = Chunks::new(bucket.stream.clone(), format!("$O.{}.C.{nuid}", bucket.name));
+    let started = time::OffsetDateTime::now_utc();
+    match write_chunks(bucket, &chunks.subject, data, entry.limit).await {
+        Ok((size, count, digest)) => {
+            // The writer's own end: a tar cut short is no entry.
+            if let Err(error) = written.await {
+                chunks.purge().await;
+                return Err(WriteError::Source(error.to_string()));
+            }
+            let info = ObjectInfo {
+                name: entry.name,
+                description: Some(entry.description),
+                metadata: entry.metadata,
+                headers: None,
+                options: Some(ObjectOptions { link: None, max_chunk_size: Some(CHUNK) }),
+                bucket: bucket.name.clone(),
+                nuid,
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                chunks: count,
+                modified: Some(started),
+                digest: Some(format!("SHA-256={}", URL_SAFE.encode(digest))),
+                deleted: false,
+            };
+            match publish_record(bucket, &info, entry.replaces).await {
+                Ok(()) => {
+                    chunks.keep();
+                    Ok(info)
+                }
+                Err(error) => {
+                    chunks.purge().await;
+                    Err(error)
+                }
+            }
+        }
+        Err(error) => {
+            chunks.purge().await;
+            Err(error)
+        }
+    }
+}
+
+/// Publishes the chunks of `data` to `subject`, at most `limit` bytes; their size,
+/// count and SHA-256.
+async fn write_chunks(
+    bucket: &Bucket,
+    subject: &str,
+    data: &mut (impl AsyncRead + Unpin),
+    limit: u64,
+) -> Result<(u64, usize, Vec<u8>), WriteError> {
+    let context = &bucket.js;
+    let mut hasher = Sha256::new();
+    let (mut size, mut count) = (0u64, 0usize);
+    let mut acks: VecDeque<PublishAckFuture> = VecDeque::with_capacity(IN_FLIGHT);
+    let mut buffer = BytesMut::with_capacity(CHUNK);
+    loop {
+        buffer.reserve(CHUNK);
+        while buffer.len() < CHUNK {
+            let read = (&mut *data).take((CHUNK - buffer.len()) as u64).read_buf(&mut buffer).await;
+            match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => return Err(WriteError::Source(error.to_string())),
+            }
+        }
+        if buffer.is_empty() {
+            break;
+        }
+        let chunk = buffer.split().freeze();
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(WriteError::TooBig { limit });
+        }
+        hasher.update(&chunk);
+        count += 1;
+        let ack = context
+            .publish(subject.to_owned(), chunk)
+            .await
+            .map_err(|e| WriteError::Store(error_text(&e)))?;
+        acks.push_back(ack);
+        if acks.len() >= IN_FLIGHT {
+            if let Some(ack) = acks.pop_front() {
+                ack.await.map_err(|e| WriteError::Store(error_text(&e)))?;
+            }
+        }
+    }
+    while let Some(ack) = acks.pop_front() {
+        ack.await.map_err(|e| WriteError::Store(error_text(&e)))?;
+    }
+    Ok((size, count, hasher.finalize().to_vec()))
+}
+
+/// Publishes the record `info`, only if the last record of its name is `replaces` (0:
+/// none).
+async fn publish_record(bucket: &Bucket, info: &ObjectInfo, replaces: u64) -> Result<(), WriteError> {
+    let payload = serde_json::to_vec(info).map_err(|e| WriteError::Store(e.to_string()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_ROLLUP, "sub");
+    headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, replaces.to_string().as_str());
+    let subject = record_subject(bucket, &info.name);
+    let published = bucket.js.publish_with_headers(subject, headers, payload.into()).await;
+    let acked = match published {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    match acked {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Err(WriteError::Exists),
+        Err(error) => Err(WriteError::Store(error_text(&error))),
+    }
+}
+
+/// The chunks of an entry being written: purged unless kept.
+struct Chunks {
+    stream: Stream,
+    subject: String,
+    done: bool,
+}
+
+impl Chunks {
+    fn new(stream: Stream, subject: String) -> Self {
+        Self { stream, subject, done: false }
+    }
+
+    /// They make an entry: kept.
+    fn keep(&mut self) {
+        self.done = true;
+    }
+
+    /// They make no entry: purged, as far as the store answers.
+    async fn purge(&mut self) {
+        self.done = true;
+        if let Err(error) = self.stream.purge().filter(&self.subject).await {
+            tracing::warn!(subject = %self.subject, error = %error_text(&error), "the chunks of an unfinished cache entry were not purged; the bucket's max_age removes them");
+        }
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (stream, subject) = (self.stream.clone(), std::mem::take(&mut self.subject));
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), stream.purge().filter(&subject)).await;
+        });
+    }
+}
