@@ -29,7 +29,7 @@ use async_nats::jetstream::Context;
 use conveyor_sdk::validate::Violation;
 use conveyor_sdk::{error_text, LogHandle, Run};
 use futures_util::TryStreamExt;
-use tokio_util::io::{ReaderStream, SyncIoBridge};
+use tokio_util::io::SyncIoBridge;
 
 use crate::objects::store::{self, Bucket};
 use crate::pod::DEFAULT_WORKSPACE;
@@ -291,17 +291,13 @@ impl Caches<'_> {
             }
         }
         let started = Instant::now();
-        let object = match self.bucket.store.get(&info.name).await {
+        let object = match entry::read(&self.bucket, info).await {
             Ok(object) => object,
-            Err(error) => {
-                return self
-                    .warn(key, format!("not restored: the object store: {}", error_text(&error)))
-                    .await
-            }
+            Err(why) => return self.warn(key, format!("not restored: the object store: {why}")).await,
         };
         let read = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&read);
-        let tar = ReaderStream::with_capacity(object, entry::CHUNK).inspect_ok(move |chunk| {
+        let tar = object.inspect_ok(move |chunk| {
             counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         });
         let unpacked = self.workspace.put_tar(&WorkspacePath::root(), tar).await;

@@ -42,6 +42,9 @@ pub(crate) async fn open(
     let stream_name = format!("OBJ_{name}");
     let stream = match js.get_stream(&stream_name).await {
         Ok(stream) => stream,
+        Err(error) if !is_missing(&error) => {
+            return Err(format!("the bucket {name} cannot be read: {}", error_text(&error)))
+        }
         Err(missing) => {
             let config = Config {
                 bucket: name.to_owned(),
@@ -83,6 +86,14 @@ pub(crate) async fn open(
         );
     }
     Ok(Bucket { name: name.to_owned(), js: js.clone(), store, stream, max_age: kept })
+}
+
+/// Whether `error` says that the stream does not exist (rather than that JetStream
+/// did not answer).
+fn is_missing(error: &async_nats::jetstream::context::GetStreamError) -> bool {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    matches!(error.kind(), GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// Whether this is the first time bucket `name`'s other `max_age` is said.

@@ -81,6 +81,83 @@ pub(crate) async fn list(bucket: &Bucket, prefix: &str) -> Result<Vec<ObjectInfo
     Ok(found)
 }
 
+/// How many chunks one pull of a read asks for: what a read holds in memory at most,
+/// twice over.
+const READ_BATCH: i64 = 8;
+
+/// The bytes of entry `info`, chunk after chunk, checked against its size and digest at
+/// the end (an error then). Read by a pull consumer that asks for [`READ_BATCH`] chunks
+/// at a time, so that a reader slower than the store holds no more than that.
+pub(crate) async fn read(
+    bucket: &Bucket,
+    info: &ObjectInfo,
+) -> Result<impl futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static, String> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let config = OrderedConfig {
+        filter_subject: format!("$O.{}.C.{}", bucket.name, info.nuid),
+        max_batch: READ_BATCH,
+        ..Default::default()
+    };
+    let messages = match info.chunks {
+        0 => None,
+        _ => {
+            let consumer = bucket.stream.create_consumer(config).await.map_err(|e| error_text(&e))?;
+            Some(consumer.messages().await.map_err(|e| error_text(&e))?)
+        }
+    };
+    let state = Reading {
+        messages,
+        left: info.chunks,
+        size: 0,
+        hasher: Sha256::new(),
+        expected_size: info.size as u64,
+        expected_digest: info.digest.clone(),
+    };
+    Ok(futures_util::stream::try_unfold(state, |mut state| async move {
+        if state.left == 0 {
+            state.check()?;
+            return Ok(None);
+        }
+        let Some(messages) = state.messages.as_mut() else { return Ok(None) };
+        let message = match messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return Err(io::Error::other(error_text(&error))),
+            None => return Err(io::Error::other("the store ended the entry early")),
+        };
+        let chunk = message.message.payload;
+        state.left -= 1;
+        state.size += chunk.len() as u64;
+        state.hasher.update(&chunk);
+        Ok(Some((chunk, state)))
+    }))
+}
+
+/// Where a [`read`] is.
+struct Reading {
+    messages: Option<async_nats::jetstream::consumer::pull::Ordered>,
+    left: usize,
+    size: u64,
+    hasher: Sha256,
+    expected_size: u64,
+    expected_digest: Option<String>,
+}
+
+impl Reading {
+    /// Whether what was read is the entry whole.
+    fn check(&mut self) -> io::Result<()> {
+        let digest = format!("SHA-256={}", URL_SAFE.encode(std::mem::take(&mut self.hasher).finalize()));
+        if self.size != self.expected_size {
+            return Err(io::Error::other(format!("{} bytes read of {}", self.size, self.expected_size)));
+        }
+        match &self.expected_digest {
+            Some(expected) if *expected != digest => {
+                Err(io::Error::other("its SHA-256 is not the one recorded"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A new entry.
 pub(crate) struct NewEntry {
     /// Its name in the bucket.
@@ -127,7 +204,13 @@ pub(crate) async fn write(
     let nuid = uuid::Uuid::new_v4().simple().to_string();
     let mut chunks = Chunks::new(bucket.stream.clone(), format!("$O.{}.C.{nuid}", bucket.name));
     let started = time::OffsetDateTime::now_utc();
-    match write_chunks(bucket, &chunks.subject, data, entry.limit).await {
+    let mut acks = VecDeque::with_capacity(IN_FLIGHT);
+    let wrote = write_chunks(bucket, &chunks.subject, data, entry.limit, &mut acks).await;
+    // Chunks still on their way would land after the purge.
+    for ack in acks {
+        let _ = ack.await;
+    }
+    match wrote {
         Ok((size, count, digest)) => {
             // The writer's own end: a tar cut short is no entry.
             if let Err(error) = written.await {
@@ -166,18 +249,19 @@ pub(crate) async fn write(
     }
 }
 
-/// Publishes the chunks of `data` to `subject`, at most `limit` bytes; their size,
-/// count and SHA-256.
+/// Publishes the chunks of `data` to `subject`, at most `limit` bytes, with up to
+/// [`IN_FLIGHT`] acknowledgements outstanding in `acks` (left there on an error); their
+/// size, count and SHA-256.
 async fn write_chunks(
     bucket: &Bucket,
     subject: &str,
     data: &mut (impl AsyncRead + Unpin),
     limit: u64,
+    acks: &mut VecDeque<PublishAckFuture>,
 ) -> Result<(u64, usize, Vec<u8>), WriteError> {
     let context = &bucket.js;
     let mut hasher = Sha256::new();
     let (mut size, mut count) = (0u64, 0usize);
-    let mut acks: VecDeque<PublishAckFuture> = VecDeque::with_capacity(IN_FLIGHT);
     let mut buffer = BytesMut::with_capacity(CHUNK);
     loop {
         buffer.reserve(CHUNK);
@@ -270,7 +354,73 @@ impl Drop for Chunks {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (stream, subject) = (self.stream.clone(), std::mem::take(&mut self.subject));
         runtime.spawn(async move {
+            // After the chunks still on their way, which the store acknowledges within
+            // its timeout.
+            tokio::time::sleep(Duration::from_secs(5)).await;
             let _ = tokio::time::timeout(Duration::from_secs(30), stream.purge().filter(&subject)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    async fn bucket() -> (conveyor_sdk::testing::NatsServer, Bucket) {
+        let nats = conveyor_sdk::testing::NatsServer::start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}: run `bash scripts/services.sh` (it installs nats-server)"));
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let bucket =
+            crate::objects::store::open(&js, "entries", "test", Duration::from_secs(3600)).await.unwrap();
+        (nats, bucket)
+    }
+
+    fn entry(name: &str, limit: u64) -> NewEntry {
+        NewEntry { name: name.into(), description: "d".into(), metadata: HashMap::new(), replaces: 0, limit }
+    }
+
+    async fn messages(bucket: &Bucket) -> u64 {
+        bucket.stream.clone().info().await.unwrap().state.messages
+    }
+
+    #[tokio::test]
+    async fn an_entry_reads_back_whole_and_a_second_of_its_name_is_refused_leaving_no_chunk() {
+        let (_nats, bucket) = bucket().await;
+        let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let info =
+            write(&bucket, entry("a", 1 << 20), &mut bytes.as_slice(), async { Ok(()) }).await.unwrap();
+        assert_eq!((info.size, info.chunks), (1_000_000, 8));
+        assert_eq!(messages(&bucket).await, 9, "eight chunks and a record");
+        let other = vec![7u8; 300_000];
+        let again = write(&bucket, entry("a", 1 << 20), &mut other.as_slice(), async { Ok(()) }).await;
+        assert!(matches!(again, Err(WriteError::Exists)), "{again:?}");
+        assert_eq!(messages(&bucket).await, 9, "the second one's chunks were purged");
+        let info = record(&bucket, "a").await.unwrap().unwrap().info;
+        let chunks: Vec<bytes::Bytes> = read(&bucket, &info).await.unwrap().try_collect().await.unwrap();
+        let read = chunks.concat();
+        assert!(read == bytes, "the first one, whole");
+        let by_clients = bucket.store.info("a").await.unwrap();
+        assert_eq!(by_clients.size, 1_000_000, "the object store's clients read it too");
+    }
+
+    #[tokio::test]
+    async fn an_entry_over_its_limit_or_whose_writer_failed_leaves_nothing() {
+        let (_nats, bucket) = bucket().await;
+        let bytes = vec![1u8; 500_000];
+        let big = write(&bucket, entry("big", 300_000), &mut bytes.as_slice(), async { Ok(()) }).await;
+        assert!(matches!(big, Err(WriteError::TooBig { limit: 300_000 })), "{big:?}");
+        let cut = write(&bucket, entry("cut", 1 << 20), &mut bytes.as_slice(), async {
+            Err(io::Error::other("the engine went away"))
+        })
+        .await;
+        assert!(matches!(&cut, Err(WriteError::Source(why)) if why.contains("went away")), "{cut:?}");
+        assert_eq!(messages(&bucket).await, 0);
+        assert!(
+            record(&bucket, "big").await.unwrap().is_none()
+                && record(&bucket, "cut").await.unwrap().is_none()
+        );
     }
 }
