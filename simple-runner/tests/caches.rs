@@ -11,7 +11,6 @@ use async_nats::jetstream::{self, Context};
 use common::*;
 use regex::Regex;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use simple_runner::report::RunReport;
 use simple_runner::{CommandRunner, Settings};
 
@@ -89,7 +88,7 @@ async fn messages_in_bucket(js: &Context) -> u64 {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]

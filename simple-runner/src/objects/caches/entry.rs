@@ -23,7 +23,7 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use conveyor_sdk::error_text;
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
+use ring::digest::{Context as Sha256, SHA256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::objects::store::Bucket;
@@ -83,7 +83,7 @@ pub(crate) async fn list(bucket: &Bucket, prefix: &str) -> Result<Vec<ObjectInfo
 
 /// How many chunks one pull of a read asks for: what a read holds in memory at most,
 /// twice over.
-const READ_BATCH: i64 = 8;
+const READ_BATCH: i64 = 16;
 
 /// The bytes of entry `info`, chunk after chunk, checked against its size and digest at
 /// the end (an error then). Read by a pull consumer that asks for [`READ_BATCH`] chunks
@@ -109,7 +109,7 @@ pub(crate) async fn read(
         messages,
         left: info.chunks,
         size: 0,
-        hasher: Sha256::new(),
+        hasher: Sha256::new(&SHA256),
         expected_size: info.size as u64,
         expected_digest: info.digest.clone(),
     };
@@ -145,7 +145,10 @@ struct Reading {
 impl Reading {
     /// Whether what was read is the entry whole.
     fn check(&mut self) -> io::Result<()> {
-        let digest = format!("SHA-256={}", URL_SAFE.encode(std::mem::take(&mut self.hasher).finalize()));
+        let digest = format!(
+            "SHA-256={}",
+            URL_SAFE.encode(std::mem::replace(&mut self.hasher, Sha256::new(&SHA256)).finish())
+        );
         if self.size != self.expected_size {
             return Err(io::Error::other(format!("{} bytes read of {}", self.size, self.expected_size)));
         }
@@ -260,7 +263,7 @@ async fn write_chunks(
     acks: &mut VecDeque<PublishAckFuture>,
 ) -> Result<(u64, usize, Vec<u8>), WriteError> {
     let context = &bucket.js;
-    let mut hasher = Sha256::new();
+    let mut hasher = Sha256::new(&SHA256);
     let (mut size, mut count) = (0u64, 0usize);
     let mut buffer = BytesMut::with_capacity(CHUNK);
     loop {
@@ -297,7 +300,7 @@ async fn write_chunks(
     while let Some(ack) = acks.pop_front() {
         ack.await.map_err(|e| WriteError::Store(error_text(&e)))?;
     }
-    Ok((size, count, hasher.finalize().to_vec()))
+    Ok((size, count, hasher.finish().as_ref().to_vec()))
 }
 
 /// Publishes the record `info`, only if the last record of its name is `replaces` (0:

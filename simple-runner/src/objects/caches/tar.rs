@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// How many bytes the bridges between the threads buffer.
@@ -38,9 +38,9 @@ pub(crate) async fn file_sha256(
         if entry.header().entry_type() != ::tar::EntryType::Regular {
             return Err(io::Error::other("it is not a regular file"));
         }
-        let mut hasher = Sha256::new();
+        let mut hasher = Context::new(&SHA256);
         io::copy(&mut entry, &mut HashWriter(&mut hasher))?;
-        Ok(hex(&hasher.finalize()))
+        Ok(hex(hasher.finish().as_ref()))
     });
     hashing.await.map_err(io::Error::other)?
 }
@@ -50,7 +50,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
+struct HashWriter<'a>(&'a mut Context);
 
 impl Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
