@@ -18,7 +18,8 @@
 //!   same run with a warm cache of that data, whose step then has nothing to make.
 //!   Seconds of the whole run; ratio warm ÷ cold: lower is better.
 //!
-//! The peak resident memory of this process (VmHWM) is printed at the end.
+//! The peak resident memory of this process (VmHWM) is printed for our puts and gets
+//! and for the raw ones.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,11 @@ fn logged_seconds(lines: &[String], key: &str, what: &str) -> f64 {
         lines.iter().find(|l| l.starts_with(&start)).unwrap_or_else(|| panic!("no {start:?}: {lines:#?}"));
     let seconds = line.rsplit(" in ").next().and_then(|s| s.strip_suffix('s')).and_then(|s| s.parse().ok());
     seconds.unwrap_or_else(|| panic!("no time in {line:?}"))
+}
+
+/// Forgets the peak resident memory so far: the next [`peak_rss_mib`] is from now on.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn peak_rss_mib() -> u64 {
@@ -117,6 +123,7 @@ async fn main() {
 
     // Put and get.
     let (mut ours_put, mut ours_get, mut raw_put, mut raw_get) = (vec![], vec![], vec![], vec![]);
+    let (mut ours_peak, mut raw_peak) = (0, 0);
     for sample in 0..samples {
         let key = format!("bench-{sample}");
         let spec = json!({
@@ -124,12 +131,16 @@ async fn main() {
             "caches": [{"key": key, "paths": ["data"]}],
             "steps": [{"name": "make", "command": format!("[ -f data/blob ] || {{ mkdir -p data && head -c {size} /dev/urandom > data/blob; }}")}]
         });
+        reset_peak_rss();
         let (_, saved) = run(&runner, "bench", spec.clone()).await;
         ours_put.push(logged_seconds(&saved, &key, "saved"));
         let (_, restored) = run(&runner, "bench", spec).await;
         ours_get.push(logged_seconds(&restored, &key, "restored"));
+        ours_peak = ours_peak.max(peak_rss_mib());
         let name = format!("resource/{}/bench/{key}", settings.name);
+        reset_peak_rss();
         let (put, get) = raw_put_get(&js, &name, dir.path()).await;
+        raw_peak = raw_peak.max(peak_rss_mib());
         raw_put.push(put);
         raw_get.push(get);
     }
@@ -139,6 +150,7 @@ async fn main() {
         let (ours, raw) = (rate(ours), rate(raw));
         println!("{what:<8} {ours:>12.1} {raw:>12.1} {:>14.2}", ours / raw);
     }
+    println!("peak RSS of this process: {ours_peak} MiB during our puts and gets, {raw_peak} MiB during the raw ones");
 
     // The time a warm cache saves a run whose step makes its data.
     let make = format!(
@@ -165,6 +177,5 @@ async fn main() {
         cold - warm,
         warm / cold
     );
-    println!("peak RSS of this process: {} MiB", peak_rss_mib());
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
