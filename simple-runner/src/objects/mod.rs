@@ -3,3 +3,4 @@
 
 pub(crate) mod artifacts;
 pub(crate) mod caches;
+pub(crate) mod store;

@@ -21,6 +21,8 @@ impl PipelineSpec {
     /// - every path of an artifact stays inside the workspace
     ///   (`/spec/artifacts/0/paths/1`), and no two artifacts share a name
     ///   (`/spec/artifacts/1/name`).
+    /// - every cache's key is one a cache can have and its paths are inside the
+    ///   workspace (`/spec/caches/0/paths/1`).
     ///
     /// Two steps may share a name.
     ///
@@ -66,6 +68,7 @@ impl PipelineSpec {
             violations.extend(env_names(&path, service.env.keys()));
         }
         violations.extend(crate::objects::artifacts::violations(self));
+        violations.extend(crate::objects::caches::violations(self));
         violations
     }
 }

@@ -187,14 +187,4 @@ impl Workspace {
             .await
             .map_err(docker_error(format!("cannot write into {dir} of the workspace")))
     }
-
-    /// The engine it is reached through.
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// The container it is reached through.
-    pub(crate) fn container(&self) -> &str {
-        &self.container
-    }
 }

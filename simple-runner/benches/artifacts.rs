@@ -1,9 +1,9 @@
-//! A run's files against the object store underneath them, on a nats-server of its own
+//! A run's artifacts against the object store underneath them, on a nats-server of its own
 //! and the local engine.
 //!
 //! ```text
-//! cargo bench -p simple-runner --bench files            # 256 MB, 3 samples
-//! cargo bench -p simple-runner --bench files -- quick   # 32 MB, 2 samples
+//! cargo bench -p simple-runner --bench artifacts            # 256 MB, 3 samples
+//! cargo bench -p simple-runner --bench artifacts -- quick   # 32 MB, 2 samples
 //! ```
 //!
 //! Artifacts: a run whose step writes a file of random bytes keeps it as an artifact;
