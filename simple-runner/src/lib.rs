@@ -20,7 +20,11 @@
 //!    workspace volume, and its services, waited for until ready (`pod/service.rs`,
 //!    `pod/ready.rs`); every step container's shell attached ([`steps::session`]);
 //! 3. **steps** (`steps/mod.rs`): one after the other, each through the shell of its
-//!    image's container; the services stop after the last;
+//!    image's container; the services stop after the last. A run with a workspace
+//!    has, around them (`runner.rs`): before, its [`source`] checked out and its
+//!    caches restored (`objects/caches.rs`); after, its artifacts kept
+//!    (`objects/artifacts.rs`) and, when it succeeded, its new caches saved, all
+//!    moved through the engine ([`workspace`]);
 //! 4. **pod down** (`pod/down.rs`): its containers and volume removed, on every path: at
 //!    once when the run is cancelled, else in the background while its result goes out;
 //! 5. **report** (`report.rs`): what the run came to, a [`RunReport`], whose
@@ -32,16 +36,21 @@
 //!
 //! - [`spec`]: the resource format, [`PipelineSpec`] (upstream's, plus optional `env`,
 //!   `workdir`, `secrets`, `cpus`, `memory`, `pids`, `platform`, `timeout`, `pull`,
-//!   `services`, and a step's `image`, `env`, `workdir`, `secrets`, `timeout`,
+//!   `services`, `source`, `caches`, `artifacts`, and a step's `image`, `env`,
+//!   `workdir`, `secrets`, `timeout`,
 //!   `continue_on_error` and `when`), with its sizes and durations, and the rules its
 //!   schema cannot say ([`PipelineSpec::violations`]).
 //! - [`settings`]: what the operator decides for every run ([`Settings`]): limits and
 //!   their maxima, [`settings::secrets`], [`settings::registry`] credentials, the log
-//!   cap.
+//!   cap, [`settings::files`] (git credentials, cache and artifact limits).
 //! - [`engine`]: the Docker engine as the runner uses it ([`Engine`]): containers,
 //!   image pulls, and what can go wrong with it ([`EngineError`]).
 //! - [`pod`]: a run's containers, its workspace and its services, up and down.
 //! - [`steps`]: a run's steps, through its containers' shells.
+//! - [`workspace`]: a run's workspace as the runner reaches it through the engine, at
+//!   paths checked to stay inside it; [`source`]: the checkout of its repository into
+//!   it; `objects/`: its caches and artifacts in the JetStream object store (fetched
+//!   with [`conveyor_sdk::artifacts`]).
 //! - [`housekeeping`]: what keeps a runner's containers in order around its runs: its
 //!   warm containers, and the periodic sweep for the containers and volumes of serving
 //!   runners that died ([`housekeeping::cleanup`]), which knows who is alive from their
