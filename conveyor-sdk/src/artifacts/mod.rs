@@ -38,6 +38,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectMetadata, ObjectStore};
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::stream::StorageType;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
@@ -55,6 +56,14 @@ pub const BUCKET: &str = "conveyor_artifacts";
 /// How many chunks of 128 KiB a fetch asks NATS for at a time (it asks again when half
 /// have arrived): what a fetch holds in memory, whatever the artifact's size.
 pub const FETCH_BATCH: i64 = 8;
+
+/// How a read that times out is asked again: during a cluster's failover JetStream
+/// answers nothing for a few seconds.
+const FAILOVER_BACKOFF: crate::runtime::Backoff =
+    crate::runtime::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+
+/// For how long a read that times out is asked again.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(20);
 
 /// The longest part of an [`ArtifactKey`], in bytes.
 pub const MAX_PART_LEN: usize = subjects::MAX_TOKEN_LEN;
@@ -394,11 +403,23 @@ impl ArtifactStore {
             ..Default::default()
         };
         let action = || format!("cannot read {} from the object store", key.object_name());
-        let consumer = self
-            .js
-            .create_consumer_on_stream(config, format!("OBJ_{}", self.bucket))
-            .await
-            .map_err(|e| ArtifactError::store(action(), e))?;
+        // Right after a node of a cluster is lost, JetStream may not answer until its
+        // new leaders are in place: a request that times out is asked again meanwhile.
+        let stream = format!("OBJ_{}", self.bucket);
+        let created = FAILOVER_BACKOFF
+            .retry_within(
+                FAILOVER_WITHIN,
+                || async {
+                    match self.js.create_consumer_on_stream(config.clone(), stream.clone()).await {
+                        Err(error) if matches!(error.kind(), ConsumerErrorKind::TimedOut) => Err(error),
+                        other => Ok(other),
+                    }
+                },
+                |error| tracing::debug!(%error, "reading an artifact timed out; asking again"),
+            )
+            .await;
+        let consumer =
+            created.and_then(std::convert::identity).map_err(|e| ArtifactError::store(action(), e))?;
         let messages = consumer.messages().await.map_err(|e| ArtifactError::store(action(), e))?;
         let chunks = messages.map(|message| match message {
             Ok(message) => Ok(message.payload.clone()),
