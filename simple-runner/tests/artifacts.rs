@@ -252,12 +252,21 @@ async fn paths_out_of_the_workspace_are_refused_and_nothing_is_read_through_a_sy
     let command = "ln -s /etc etc-link && ln -s /etc/passwd passwd-link";
     for (path, link) in [("etc-link/passwd", "etc-link"), ("passwd-link", "passwd-link")] {
         let artifacts = json!([{"name": "escape", "paths": [path], "optional": true}]);
-        let (report, _, _) = run_here(&runner, spec(command, artifacts)).await;
-        assert_eq!(
-            report.message(),
-            format!("artifact escape: /spec/artifacts/0/paths/0: {link} is a symbolic link: nothing is read through one"),
-            "even an optional artifact: a link is no missing path"
+        let (report, log, _) = run_here(&runner, spec(command, artifacts)).await;
+        let refused =
+            format!("artifact escape: /spec/artifacts/0/paths/0: {link} is a symbolic link: nothing is read through one");
+        if report.message() == refused {
+            continue;
+        }
+        // Podman resolves a link in a volume inside that volume: a link to a file out
+        // of the workspace reads as missing there, so an optional artifact of it is
+        // left out, and nothing is read through it either.
+        assert!(
+            is_podman(runner.engine()).await,
+            "even an optional artifact: a link is no missing path: {log:?}"
         );
+        assert!(report.succeeded(), "{}: {log:?}", report.message());
+        assert!(listed(report).is_empty(), "nothing is kept through a link: {log:?}");
     }
 }
 
