@@ -181,10 +181,13 @@ async fn a_services_environment_is_not_in_its_containers_configuration() {
     let driver = runner.settings().name.clone();
     let resource = json!({
         "image": TEST_IMAGE,
-        "services": [{"name": "svc", "image": TEST_IMAGE, "secrets": ["TOKEN"], "command": "exec sleep 60"}],
+        // The service is ready once the test has inspected the pod's containers.
+        "services": [{"name": "svc", "image": TEST_IMAGE, "secrets": ["TOKEN"], "command": "exec sleep 60",
+                      "ready": {"command": "test -e /tmp/inspected"}}],
         "steps": [{"name": "inspect", "command": "echo inspected"}]
     });
-    // While the step runs, every container of the run is inspected from outside.
+    // While the service waits, every container of the run is inspected from outside;
+    // then the service is told it is ready.
     let inspecting = tokio::spawn(async move {
         loop {
             let containers = containers_labelled(&engine, &format!("conveyor.driver={driver}"), false).await;
@@ -194,6 +197,13 @@ async fn a_services_environment_is_not_in_its_containers_configuration() {
                     let id = c.id.unwrap_or_default();
                     let inspected = engine.docker().inspect_container(&id, None).await.expect("inspect");
                     envs.push(inspected.config.and_then(|c| c.env).unwrap_or_default());
+                    let touch = bollard::exec::CreateExecOptions {
+                        cmd: Some(vec!["touch", "/tmp/inspected"]),
+                        ..Default::default()
+                    };
+                    let exec = engine.docker().create_exec(&id, touch).await.expect("exec");
+                    let detached = bollard::exec::StartExecOptions { detach: true, ..Default::default() };
+                    engine.docker().start_exec(&exec.id, Some(detached)).await.expect("touch");
                 }
                 return envs;
             }
