@@ -130,7 +130,7 @@ async fn process<D: Driver>(
         // The reconcile slot goes to the next message once this run may finish.
         let finishing = shared.finishing.clone().acquire_owned().await;
         drop(slot);
-        (finish(&shared, &delivery, &log, ended).await, finishing)
+        (finish(&shared, delivery, &log, ended).await, finishing)
     };
     let (outcome, finishing) =
         keep_alive(progress_interval(config.ack_wait), work, || progress(&message)).await;
@@ -370,7 +370,7 @@ async fn retry<D: Driver>(
 /// [`Outcome::NotStored`] when any of it could not be stored.
 async fn finish<D: Driver>(
     shared: &Shared<D>,
-    delivery: &DriverMessage,
+    delivery: DriverMessage,
     log: &LogHandle,
     ended: Ended,
 ) -> Outcome {
@@ -388,10 +388,11 @@ async fn finish<D: Driver>(
         return ended.outcome;
     };
     let (success, text) = (result.success, result.message.clone());
+    let run_id = delivery.run_id.clone();
     match publish_result(shared, delivery, result).await {
         Ok(()) => {
             // Before the ack: a delivery after a crash here finds it.
-            shared.records.finished(&shared.client, &delivery.run_id, ended.retries, success, &text).await;
+            shared.records.finished(&shared.client, &run_id, ended.retries, success, &text).await;
             ended.outcome
         }
         Err(reason) => {
@@ -408,16 +409,16 @@ async fn finish<D: Driver>(
 /// JetStream drop a second copy (published again, or after a crash before the ack).
 async fn publish_result<D: Driver>(
     shared: &Shared<D>,
-    delivery: &DriverMessage,
+    delivery: DriverMessage,
     result: DriverResult,
 ) -> Result<(), String> {
+    let id = format!("result.{}.{}", delivery.run_id, shared.name);
     let event = PipelineEvent::driver_result(
-        delivery.run_id.clone(),
-        delivery.payload.clone(),
+        delivery.run_id,
+        delivery.payload,
         result.into_event(shared.name.clone()),
     );
     let payload = bytes::Bytes::from(serde_json::to_vec(&event).map_err(|e| e.to_string())?);
-    let id = format!("result.{}.{}", delivery.run_id, shared.name);
     store_result(&shared.js, &shared.config, payload, &id, "the result").await
 }
 
