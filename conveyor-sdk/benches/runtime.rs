@@ -8,6 +8,9 @@
 //! ```
 //!
 //! Arguments naming parts (`overhead`, `logs`, `idle`) pick those; none picks all.
+//! Numbers pick the overhead's concurrencies (`-- overhead 8`; 1 and 8 if none);
+//! `defaults-only`, `unclaimed-only` (without the claim) and `raw-only` run only that
+//! loop, printing every round, to profile one side alone.
 //!
 //! Prints messages (or lines) per second for both sides and their ratio, the same for
 //! the runtime with its metrics and HTTP endpoint on (beside it off, in the same
@@ -152,7 +155,7 @@ async fn count_results(client: &async_nats::Client, prefix: String, n: usize) ->
 
 /// The hand-written loop: pull, decode, validate, publish the result and wait for its
 /// ack, ack the message; `concurrency` messages at a time.
-async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize, n: usize) -> f64 {
+async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize, n: usize) -> Measured {
     let name = format!("raw-{concurrency}");
     let resource_type = format!("rawjob{concurrency}");
     let stream = js.get_stream(subjects::MESSAGES_STREAM).await.expect("stream");
@@ -162,7 +165,7 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
         SpecValidator::new(&[ResourceType::owned(ResourceDefinition::new(&resource_type, schema()))])
             .expect("schema");
     let done = count_results(client, format!(".{name}"), n).await;
-    let started = Instant::now();
+    let started = Clock::start(client);
     let messages = consumer.messages().await.expect("messages");
     messages
         .take(n)
@@ -185,7 +188,7 @@ async fn raw_loop(js: &Context, client: &async_nats::Client, concurrency: usize,
         })
         .await;
     done.await.expect("counter");
-    n as f64 / started.elapsed().as_secs_f64()
+    started.stop(n)
 }
 
 /// Empties the stream of results the loops fill.
@@ -216,7 +219,7 @@ async fn sdk_loop(
     concurrency: usize,
     n: usize,
     variant: Variant,
-) -> f64 {
+) -> Measured {
     let kind = match variant {
         Variant::Default => "sdk",
         Variant::Metrics => "sdkm",
@@ -230,7 +233,7 @@ async fn sdk_loop(
     backlog(js, &resource_type, n).await;
     let done = count_results(client, format!(".{name}"), n).await;
     let stop = CancellationToken::new();
-    let started = Instant::now();
+    let started = Clock::start(client);
     let driver = Bench { name: name.clone(), resource_type, lines: 0 };
     let mut config = Config::default().nats_url(url).concurrency(concurrency);
     if let Variant::NoSupersede = variant {
@@ -244,10 +247,43 @@ async fn sdk_loop(
     let serving =
         tokio::spawn(Runtime::with_config(driver, config).run_until(stop.clone().cancelled_owned()));
     done.await.expect("counter");
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let measured = started.stop(n);
     stop.cancel();
     serving.await.expect("join").expect("runtime");
-    rate
+    measured
+}
+
+/// A loop's rate and the CPU time it cost, per message, this process and nats-server.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    process_us: f64,
+    server_us: f64,
+}
+
+/// The wall clock and the CPU time of this process and of nats-server from a start.
+struct Clock {
+    started: Instant,
+    server: String,
+    process_cpu: f64,
+    server_cpu: f64,
+}
+
+impl Clock {
+    fn start(client: &async_nats::Client) -> Self {
+        let server = server_pid(&format!("127.0.0.1:{}", client.server_info().port)).unwrap_or_default();
+        let server_cpu = cpu_seconds(&server);
+        Self { started: Instant::now(), process_cpu: cpu_seconds("self"), server_cpu, server }
+    }
+
+    fn stop(&self, n: usize) -> Measured {
+        let per = |seconds: f64| seconds * 1e6 / n as f64;
+        Measured {
+            rate: n as f64 / self.started.elapsed().as_secs_f64(),
+            process_us: per(cpu_seconds("self") - self.process_cpu),
+            server_us: per(cpu_seconds(&self.server) - self.server_cpu),
+        }
+    }
 }
 
 /// Raw pipelined JetStream publishing of the same Log payloads the handle sends.
@@ -386,7 +422,7 @@ async fn main() {
     create_server_streams(&js).await.expect("streams");
 
     if picked("overhead") {
-        overhead(&url, &js, &client, messages, rounds).await;
+        overhead(&url, &js, &client, messages, rounds, &args).await;
     }
     if picked("logs") {
         log_throughput(&url, &js, lines, rounds).await;
@@ -396,13 +432,51 @@ async fn main() {
     }
 }
 
-/// The runtime with a no-op driver against the hand-written loop, with and without metrics.
-async fn overhead(url: &str, js: &Context, client: &async_nats::Client, messages: usize, rounds: usize) {
+/// The runtime with a no-op driver against the hand-written loop, with and without
+/// metrics and the claim; at the concurrencies named among `args` (1 and 8 if none).
+async fn overhead(
+    url: &str,
+    js: &Context,
+    client: &async_nats::Client,
+    messages: usize,
+    rounds: usize,
+    args: &[String],
+) {
     println!("runtime overhead: {messages} messages (decode, validate, reconcile, result publish, ack), median of {rounds}");
-    for concurrency in [1, 8] {
-        let (mut raw, mut sdk, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut with_metrics, mut metric_ratios) = (Vec::new(), Vec::new());
-        let (mut unclaimed, mut unclaimed_ratios) = (Vec::new(), Vec::new());
+    let mut concurrencies: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if concurrencies.is_empty() {
+        concurrencies = vec![1, 8];
+    }
+    for concurrency in concurrencies {
+        if args.iter().any(|a| a == "raw-only") {
+            for _ in 0..rounds {
+                let r = raw_loop(js, client, concurrency, messages).await;
+                purge_results(js).await;
+                println!(
+                    "  concurrency {concurrency}: raw {:>9.0} msg/s   CPU µs/msg: process {:.1}, nats-server {:.1}",
+                    r.rate, r.process_us, r.server_us
+                );
+            }
+            continue;
+        }
+        let alone = [
+            ("unclaimed-only", Variant::NoSupersede, "supersede off"),
+            ("defaults-only", Variant::Default, "defaults"),
+        ];
+        if let Some((_, variant, label)) = alone.iter().find(|(arg, _, _)| args.iter().any(|a| a == arg)) {
+            // For a profile of the runtime alone: `perf record -g -p <pid>` meanwhile.
+            for _ in 0..rounds {
+                let n = sdk_loop(url, js, client, concurrency, messages, *variant).await;
+                purge_results(js).await;
+                println!(
+                    "  concurrency {concurrency}: {label} {:>9.0} msg/s   CPU µs/msg: process {:.1}, nats-server {:.1}",
+                    n.rate, n.process_us, n.server_us
+                );
+            }
+            continue;
+        }
+        let (mut raw, mut sdk, mut with_metrics, mut unclaimed) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let r = raw_loop(js, client, concurrency, messages).await;
             purge_results(js).await;
@@ -424,29 +498,38 @@ async fn overhead(url: &str, js: &Context, client: &async_nats::Client, messages
             purge_results(js).await;
             raw.push(r);
             sdk.push(s);
-            ratios.push(s / r);
             with_metrics.push(m);
-            metric_ratios.push(m / s);
             unclaimed.push(n);
-            unclaimed_ratios.push(n / r);
         }
-        let sdk = median(sdk);
+        let rates = |m: &[Measured]| m.iter().map(|m| m.rate).collect::<Vec<_>>();
+        let ratios = |a: &[Measured], b: &[Measured]| a.iter().zip(b).map(|(a, b)| a.rate / b.rate).collect();
         println!(
             "  concurrency {concurrency}: raw async-nats {:>9.0} msg/s   conveyor-sdk {:>9.0} msg/s   ratio {:.2}",
-            median(raw),
-            sdk,
-            median(ratios)
+            median(rates(&raw)),
+            median(rates(&sdk)),
+            median(ratios(&sdk, &raw))
         );
         println!(
             "  concurrency {concurrency}: metrics off {:>9.0} msg/s   metrics on {:>9.0} msg/s   on/off {:.3}",
-            sdk,
-            median(with_metrics),
-            median(metric_ratios)
+            median(rates(&sdk)),
+            median(rates(&with_metrics)),
+            median(ratios(&with_metrics, &sdk))
         );
         println!(
             "  concurrency {concurrency}: supersede off {:>9.0} msg/s   ratio to raw {:.2}",
-            median(unclaimed),
-            median(unclaimed_ratios)
+            median(rates(&unclaimed)),
+            median(ratios(&unclaimed, &raw))
+        );
+        let cpu = |m: &[Measured]| {
+            let process = median(m.iter().map(|m| m.process_us).collect());
+            let server = median(m.iter().map(|m| m.server_us).collect());
+            format!("process {process:.1}, nats-server {server:.1}")
+        };
+        println!(
+            "  concurrency {concurrency}: CPU µs/msg: raw {}; defaults {}; supersede off {}",
+            cpu(&raw),
+            cpu(&sdk),
+            cpu(&unclaimed)
         );
     }
 }
