@@ -118,7 +118,8 @@ pub use schemars;
 /// Re-exported for [`Run::cancellation_token`].
 pub use tokio_util::sync::CancellationToken;
 
-/// The crate README's examples, compiled as doc tests.
-#[cfg(doctest)]
+/// The crate README's examples, compiled as doc tests; they use the `client` feature
+/// (`Config::api_url`).
+#[cfg(all(doctest, feature = "client"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -189,7 +189,7 @@ impl<D: Driver> Runtime<D> {
     ///
     /// ```no_run
     /// # async fn demo<D: conveyor_sdk::Driver>(driver: D) -> Result<(), conveyor_sdk::runtime::Error> {
-    /// let config = conveyor_sdk::Config::default().api_url("http://127.0.0.1:8080");
+    /// let config = conveyor_sdk::Config::default().nats_url("nats://127.0.0.1:4222").concurrency(4);
     /// conveyor_sdk::Runtime::with_config(driver, config).run().await
     /// # }
     /// ```
