@@ -111,6 +111,27 @@ impl Backoff {
             tokio::time::sleep(pause).await;
         }
     }
+
+    /// Calls `attempt` until it succeeds, pausing after each failure; `on_retry` hears
+    /// each error. For what the runtime cannot do without, such as its listeners'
+    /// subscriptions.
+    pub(crate) async fn retry<T, E, Fut>(
+        &self,
+        mut attempt: impl FnMut() -> Fut,
+        mut on_retry: impl FnMut(&E),
+    ) -> T
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut pauses = self.delays();
+        loop {
+            match attempt().await {
+                Ok(value) => return value,
+                Err(error) => on_retry(&error),
+            }
+            tokio::time::sleep(pauses.next().unwrap_or(self.max)).await;
+        }
+    }
 }
 
 /// The pauses of a [`Backoff`], from [`Backoff::delays`].
@@ -181,6 +202,33 @@ mod tests {
         assert_eq!(out, Ok("done"));
         assert_eq!((calls.get(), retried.get()), (4, 3));
         assert_eq!(start.elapsed(), Duration::from_millis(100 + 200 + 400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retrying_without_a_limit_goes_on_through_the_pauses_until_it_succeeds() {
+        let calls = Cell::new(0);
+        let heard = Cell::new(0);
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
+        let start = Instant::now();
+        let out: u32 = backoff
+            .retry(
+                || {
+                    calls.set(calls.get() + 1);
+                    let n = calls.get();
+                    async move {
+                        if n < 6 {
+                            Err(n)
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+                |_: &u32| heard.set(heard.get() + 1),
+            )
+            .await;
+        assert_eq!((out, heard.get()), (6, 5));
+        // Pauses 1, 2, 4, 4, 4 s.
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::backoff::Backoff;
 use crate::driver::{CancelReason, RunCancellation};
 use crate::protocol::{subjects, CancelReply, CancelState};
 
@@ -163,18 +164,20 @@ impl Drop for InFlightGuard {
 }
 
 /// Answers the cancel requests of `driver` for the runs in `in_flight`, until aborted.
-pub(crate) async fn listen(client: async_nats::Client, driver: String, in_flight: InFlight) {
+pub(crate) async fn listen(
+    client: async_nats::Client,
+    driver: String,
+    in_flight: InFlight,
+    backoff: Backoff,
+) {
     let subject = subjects::cancel(&driver, "*");
     let prefix = subjects::cancel(&driver, "");
-    let mut requests = loop {
-        match client.subscribe(subject.clone()).await {
-            Ok(requests) => break requests,
-            Err(error) => {
-                tracing::warn!(%error, %subject, "cannot listen for cancel requests; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let mut requests = backoff
+        .retry(
+            || client.subscribe(subject.clone()),
+            |error| tracing::warn!(%error, %subject, "cannot listen for cancel requests; retrying"),
+        )
+        .await;
     while let Some(request) = requests.next().await {
         let Some(run_id) = request.subject.as_str().strip_prefix(&prefix) else { continue };
         if !in_flight.cancel(run_id, CancelReason::Requested) {

@@ -388,7 +388,9 @@ impl Config {
 
     /// The pauses between tries to store a log line, a result or an acknowledgement
     /// that JetStream did not confirm (default 50 ms, doubled up to 2 s), tried for up
-    /// to [`log_retry`](Self::log_retry) (the acknowledgement for up to the ack wait).
+    /// to [`log_retry`](Self::log_retry) (the acknowledgement for up to the ack wait);
+    /// and between tries to subscribe the runtime's listeners (cancel requests, other
+    /// replicas' questions about older runs), tried until they are subscribed.
     ///
     /// ```
     /// use std::time::Duration;

@@ -145,12 +145,13 @@ async fn prepare<D: Driver>(
     let mut background = JoinSet::new();
     #[cfg(feature = "client")]
     super::register::start(&config, &types, stop, &mut background)?;
-    background.spawn(cancel::listen(client.clone(), name.clone(), in_flight.clone()));
+    background.spawn(cancel::listen(client.clone(), name.clone(), in_flight.clone(), config.store_backoff));
     background.spawn(supersede::answer(
         client.clone(),
         name.clone(),
         config.instance.clone(),
         in_flight.clone(),
+        config.store_backoff,
     ));
     let housekeeping = CancellationToken::new();
     let replicas = Replicas::new(name.clone(), config.instance.clone(), bucket);

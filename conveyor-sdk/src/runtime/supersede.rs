@@ -323,17 +323,15 @@ pub(crate) async fn answer(
     driver: String,
     instance: String,
     in_flight: InFlight,
+    backoff: Backoff,
 ) {
     let subject = subjects::supersede(&driver, &instance);
-    let mut questions = loop {
-        match client.subscribe(subject.clone()).await {
-            Ok(questions) => break questions,
-            Err(error) => {
-                tracing::warn!(%error, %subject, "cannot answer whether older runs are held; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let mut questions = backoff
+        .retry(
+            || client.subscribe(subject.clone()),
+            |error| tracing::warn!(%error, %subject, "cannot answer whether older runs are held; retrying"),
+        )
+        .await;
     while let Some(message) = questions.next().await {
         let Some(reply) = message.reply else { continue };
         let held = match serde_json::from_slice::<Question>(&message.payload) {
