@@ -41,19 +41,9 @@ async fn runner_with(settings: Settings, js: &Context) -> CommandRunner {
 /// Runs `spec` as resource `name` with `runner`, as `run_here` does: its report and log
 /// lines, once nothing of it is left on the engine.
 async fn run_as(runner: &CommandRunner, name: &str, spec: Value) -> (RunReport, Vec<String>) {
-    use conveyor_sdk::validate::SpecValidator;
-    use conveyor_sdk::Driver;
     let _reading = MEMORY.read().await;
-    let resource = pipeline(name, spec);
-    let validator = SpecValidator::new(&runner.resources()).expect("the definition compiles");
-    let decoded = validator.decode(&resource).unwrap_or_else(|e| panic!("invalid spec: {e}"));
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let (log, memory) = conveyor_sdk::LogHandle::memory();
-    let run = conveyor_sdk::Run::new(resource, decoded).with_log(log).with_run_id(run_id.clone());
-    let report = runner.execute(&run, simple_runner::engine::image::PullProgress::Log(run.log())).await;
-    runner.finish_removals().await;
-    assert_nothing_left_within(runner.engine(), &run_id, Duration::from_secs(20)).await;
-    (report, memory.lines())
+    let (report, lines, _) = run_named(runner, name, spec).await;
+    (report, lines)
 }
 
 /// A run of resource `deps` with one cache of `key` over `deps`, whose step prints what

@@ -340,9 +340,18 @@ pub async fn run_here(
     runner: &CommandRunner,
     spec: Value,
 ) -> (simple_runner::RunReport, Vec<String>, String) {
+    run_named(runner, "here", spec).await
+}
+
+/// Runs `spec` as pipeline resource `name`, as [`run_here`] does.
+pub async fn run_named(
+    runner: &CommandRunner,
+    name: &str,
+    spec: Value,
+) -> (simple_runner::RunReport, Vec<String>, String) {
     use conveyor_sdk::validate::SpecValidator;
     use conveyor_sdk::Driver;
-    let resource = pipeline("here", spec);
+    let resource = pipeline(name, spec);
     let validator = SpecValidator::new(&runner.resources()).expect("the definition compiles");
     let decoded = validator.decode(&resource).unwrap_or_else(|e| panic!("invalid spec: {e}"));
     let run_id = uuid::Uuid::new_v4().to_string();
