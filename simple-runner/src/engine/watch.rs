@@ -100,7 +100,36 @@ async fn watch_container(docker: Docker, container: String, end: watch::Sender<O
             exit_code: state.exit_code.unwrap_or(-1),
             oom_killed: state.oom_killed.unwrap_or(false),
         };
+        let killed = matches!(exited, ContainerEnd::Exited { exit_code: 129.., oom_killed: false });
+        if killed && removed_soon(&docker, &container).await {
+            end.send_replace(Some(ContainerEnd::Removed));
+            return;
+        }
         end.send_replace(Some(exited));
         return;
     }
+}
+
+/// How long a killed container is watched for its removal: Podman's `rm -f` kills the
+/// container, then removes it, with no `removing` state in between.
+const REMOVAL_WATCH: Duration = Duration::from_millis(500);
+
+/// Whether `container`, just found killed, is gone or being removed within
+/// [`REMOVAL_WATCH`]: then it was removed from outside, not only killed.
+async fn removed_soon(docker: &Docker, container: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + REMOVAL_WATCH;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match docker.inspect_container(container, None).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return true,
+            Ok(inspected) => {
+                let status = inspected.state.and_then(|state| state.status);
+                if status == Some(ContainerStateStatusEnum::REMOVING) {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
