@@ -1,7 +1,7 @@
 //! One retry policy for every wait after a failure: pauses that double from a first
-//! one up to a cap. Storing a log line, a result or an acknowledgement, and
-//! registering the resource definitions, all wait this way; their policies are named
-//! in [`Config`](super::Config).
+//! one up to a cap. Storing a log line, a result or an acknowledgement, subscribing the
+//! runtime's listeners, and registering the resource definitions all wait this way;
+//! their policies are named in [`Config`](super::Config).
 
 use std::future::Future;
 use std::time::Duration;
