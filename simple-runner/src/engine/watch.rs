@@ -1,5 +1,6 @@
 //! A watch on a container a run uses: how it ended, learnt from the engine's wait
-//! endpoint and no polling.
+//! endpoint; only a container found killed is looked at again, for half a second, to
+//! tell a removal (Podman kills before it removes) from a kill.
 
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use super::error::ContainerEnd;
 /// container that still runs broke off.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
-/// A watch on a container a run uses: it learns, from the engine's wait endpoint and
-/// no polling, when the container stops or goes, whoever did it, and how. The watch
-/// ends when this is dropped.
+/// A watch on a container a run uses: it learns, from the engine's wait endpoint, when
+/// the container stops or goes, whoever did it, and how. The watch ends when this is
+/// dropped.
 pub(crate) struct ContainerWatch {
     end: watch::Receiver<Option<ContainerEnd>>,
     watching: Option<JoinHandle<()>>,
